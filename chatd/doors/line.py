@@ -1,0 +1,387 @@
+# -*- test-case-name: tests.test_line -*-
+"""
+The line door: plain UTF-8 lines over TCP, friendly to C{telnet} and C{nc}.
+
+A connection is a L{LineChatProtocol} (a C{LineReceiver}) running inside a
+telnet transport, which consumes the option negotiation real telnet clients
+send.  The first line is the nickname; after that a line is either a
+C{/command} or something to say in the current room.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.conch.telnet import TelnetProtocol, TelnetTransport
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import ServerFactory
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatd.doors.base import Door, Session
+from chatd.errors import ChatError
+from chatd.hub import Hub
+from chatd.interfaces import IClient, IDoor, IEncoder
+from chatd.model import (
+    LOBBY,
+    Error,
+    Event,
+    HistoryPage,
+    Joined,
+    Message,
+    NickChanged,
+    Notice,
+    Parted,
+    PrivateEcho,
+    PrivateMessage,
+    RoomList,
+    Topic,
+    TopicChanged,
+    UserList,
+    Welcome,
+)
+
+BANNER = (
+    "Welcome to chatd!",
+    "Type a nickname to start chatting, then /help for the commands.",
+)
+PROMPT = "Choose a nickname:"
+HELP = (
+    "Commands (text without a leading / is said in your current room):",
+    "  /join #room           join a room, or switch to it if you are in it",
+    "  /part [#room] [why]   leave a room (default: the current one)",
+    "  /msg NICK TEXT        send a private message",
+    "  /me ACTION            act in the current room",
+    "  /nick NEW             change your nickname",
+    "  /who [#room]          list the users of a room",
+    "  /rooms                list every room",
+    "  /topic [#room] [TEXT] show or set a room's topic",
+    "  /history [N]          show the last N messages of the current room",
+    "  /quit [REASON]        leave the server",
+    "  //text                say text that starts with /",
+)
+
+
+def _terminal_safe_table() -> dict[int, str]:
+    """
+    Map every character that could drive a terminal to a visible stand-in:
+    C0 controls (but tab) as ^X, DEL as ^?, C1 controls and bidirectional
+    overrides as U+FFFD, line separators as spaces.
+    """
+    table: dict[int, str] = {c: "^" + chr(c + 64) for c in range(32) if c != 9}
+    table[0x7F] = "^?"
+    table.update({c: "\ufffd" for c in range(0x80, 0xA0)})
+    for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)):
+        table[c] = "\ufffd"
+    table[0x2028] = table[0x2029] = " "
+    return table
+
+
+_TERMINAL_SAFE = _terminal_safe_table()
+
+
+def safe(text: str) -> str:
+    """
+    C{text} with nothing in it that a terminal would act on.
+    """
+    return text.translate(_TERMINAL_SAFE)
+
+
+def _lines(*lines: str) -> bytes:
+    return "".join(safe(line) + "\r\n" for line in lines).encode("utf-8", "replace")
+
+
+def _said(message: Message) -> str:
+    if message.action:
+        return f"[{message.room}] * {message.sender} {message.text}"
+    return f"[{message.room}] <{message.sender}> {message.text}"
+
+
+def _topic(event: Topic) -> str:
+    if isinstance(event, TopicChanged):
+        if event.topic:
+            return f"*** {event.by} changed the topic of {event.room} to: {event.topic}"
+        return f"*** {event.by} cleared the topic of {event.room}"
+    if event.topic:
+        return f"*** Topic for {event.room}: {event.topic} (set by {event.by})"
+    return f"*** No topic is set for {event.room}"
+
+
+def _history(page: HistoryPage) -> bytes:
+    if not page.messages:
+        return _lines(f"*** No history for {page.room}")
+    stamped = [time.strftime("[%H:%M] ", time.localtime(m.ts)) + _said(m) for m in page.messages]
+    return _lines(
+        f"*** Last {len(stamped)} messages of {page.room}:", *stamped, "*** End of history"
+    )
+
+
+def _rooms(event: RoomList) -> bytes:
+    rows = [
+        f"***   {r.room}  {r.users} user{'' if r.users == 1 else 's'}"
+        + (f"  {r.topic}" if r.topic else "")
+        for r in event.rooms
+    ]
+    return _lines(f"*** {len(rows)} room{'' if len(rows) == 1 else 's'}:", *rows)
+
+
+_RENDER: dict[type, Callable[[Any], bytes]] = {
+    Welcome: lambda e: _lines(
+        f"*** Welcome, {e.nick}! You are in {', '.join(e.rooms)}. Type /help for commands."
+    ),
+    Message: lambda e: _lines(_said(e)),
+    HistoryPage: _history,
+    PrivateMessage: lambda e: _lines(f"*{e.sender}* {e.text}"),
+    PrivateEcho: lambda e: _lines(f"-> *{e.recipient}* {e.text}"),
+    Joined: lambda e: _lines(f"*** {e.nick} has joined {e.room}"),
+    Parted: lambda e: _lines(
+        f"*** {e.nick} has left {e.room}" + (f" ({e.reason})" if e.reason else "")
+    ),
+    NickChanged: lambda e: _lines(f"*** {e.old} is now known as {e.new}"),
+    Topic: lambda e: _lines(_topic(e)),
+    TopicChanged: lambda e: _lines(_topic(e)),
+    UserList: lambda e: _lines(f"*** Users in {e.room} ({len(e.nicks)}): {', '.join(e.nicks)}"),
+    RoomList: _rooms,
+    Notice: lambda e: _lines(f"*** {e.text}"),
+    Error: lambda e: _lines(f"!!! {e.message}"),
+}
+
+
+@implementer(IEncoder)
+class LineEncoder:
+    """
+    Renders events as the contract's lines: UTF-8, each ended by CR LF.
+    """
+
+    def encode(self, event: Event) -> bytes:
+        return _RENDER[type(event)](event)
+
+
+class LineTelnetTransport(TelnetTransport):
+    """
+    A telnet transport that writes the protocol's bytes unchanged.
+
+    The stock one rewrites every LF as CR LF and doubles 0xFF in each write;
+    the line door's payloads already end lines with CR LF, contain no bare
+    LF, and are UTF-8 (which never holds 0xFF), so one encoded payload can be
+    written to every recipient as is.
+    """
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+@implementer(IClient)
+class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
+    """
+    One telnet-style connection: a nickname prompt, then commands and talk.
+
+    Lines end with LF or CR LF.  A line longer than C{MAX_LENGTH} bytes is
+    refused and discarded as it arrives, and the connection stays up.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = 4096
+    door: LineDoor
+    _discarding = False
+
+    def __init__(self) -> None:
+        self._current: str | None = None
+
+    # -- connection ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.door = self.factory
+        self.door.opened(self)
+        self.send(_lines(*BANNER, PROMPT))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.door.closed(self, "connection closed")
+
+    def send(self, payload: bytes) -> None:
+        self.transport.write(payload)
+
+    def close(self) -> None:
+        self.transport.loseConnection()
+
+    # -- input --------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Split C{data} into lines, never holding more than C{MAX_LENGTH}
+        bytes of an unfinished one.
+        """
+        lines = (self._buffer + data).split(self.delimiter)
+        self._buffer = lines.pop()
+        for line in lines:
+            if self.transport.disconnecting:
+                return
+            if self._discarding:
+                self._discarding = False
+            elif len(line) > self.MAX_LENGTH:
+                self.lineLengthExceeded(line)
+            else:
+                self.lineReceived(line)
+        if len(self._buffer) > self.MAX_LENGTH:
+            self._buffer = b""
+            if not self._discarding:
+                self._discarding = True
+                self.lineLengthExceeded(b"")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.refuse("line_too_long", f"line too long (over {self.MAX_LENGTH} bytes); ignored")
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            text = line.rstrip(b"\r").decode("utf-8")
+        except UnicodeDecodeError:
+            self.refuse("bad_utf8", "That line is not valid UTF-8; ignored")
+            return
+        if self.user is None:
+            self.choose_nick(text.strip())
+        elif text.startswith("//"):
+            self.say(text[1:])
+        elif text.startswith("/"):
+            command, _, args = text[1:].partition(" ")
+            self.attempt(self.command, command.lower(), args.strip())
+        elif text.strip():
+            self.say(text)
+
+    def choose_nick(self, text: str) -> None:
+        if text.lower() == "/quit" or text.lower().startswith("/quit "):
+            self.send(_lines("*** Bye!"))
+            self.close()
+        elif self.sign_on(text):
+            self._current = LOBBY
+        else:
+            self.send(_lines(PROMPT))
+
+    def refuse(self, code: str, message: str) -> None:
+        self.deliver(Error(code, message))
+
+    # -- commands -----------------------------------------------------------
+
+    def current_room(self) -> str:
+        """
+        The room plain text goes to: the one last joined or switched to, or
+        if the user has left it, the most recently joined one it is still in.
+        """
+        assert self.user is not None
+        rooms = self.user.rooms
+        if self._current is None or not self.hub.is_member(self.user, self._current):
+            if not rooms:
+                raise ChatError("no_room", "You are not in any room; /join #room first")
+            self._current = next(reversed(rooms.values())).name
+        return self._current
+
+    def say(self, text: str) -> None:
+        self.attempt(lambda: self.hub.say(self.user, self.current_room(), text))
+
+    def command(self, name: str, args: str) -> None:
+        handler = self._commands.get(name)
+        if handler is None:
+            raise ChatError("unknown_command", f"Unknown command /{name}; try /help")
+        handler(self, args)
+
+    def do_nick(self, args: str) -> None:
+        self.hub.change_nick(self.user, _required(args, "/nick NEW"))
+
+    def do_join(self, args: str) -> None:
+        room = _required(args, "/join #room").split()[0]
+        if not room.startswith("#"):
+            room = "#" + room
+        if self.hub.is_member(self.user, room):
+            self._current = self.user.rooms[room.lower()].name
+            self.send(_lines(f"*** Now talking in {self._current}"))
+            return
+        self.hub.join(self.user, room)
+        self._current = self.user.rooms[room.lower()].name
+
+    def do_part(self, args: str) -> None:
+        room, reason = _room_and_rest(args)
+        self.hub.part(self.user, room or self.current_room(), reason or None)
+
+    def do_msg(self, args: str) -> None:
+        nick, _, text = args.partition(" ")
+        if not nick or not text.strip():
+            raise ChatError("usage", "Usage: /msg NICK TEXT")
+        self.hub.private(self.user, nick, text)
+
+    def do_me(self, args: str) -> None:
+        self.hub.say(self.user, self.current_room(), _required(args, "/me ACTION"), action=True)
+
+    def do_who(self, args: str) -> None:
+        self.hub.who(self.user, args.split()[0] if args else self.current_room())
+
+    def do_rooms(self, args: str) -> None:
+        self.hub.list_rooms(self.user)
+
+    def do_topic(self, args: str) -> None:
+        room, text = _room_and_rest(args)
+        self.hub.topic(self.user, room or self.current_room(), text or None)
+
+    def do_history(self, args: str) -> None:
+        limit = None
+        if args:
+            if not args.isdigit():
+                raise ChatError("usage", "Usage: /history [N]")
+            limit = int(args)
+        self.hub.recent(self.user, self.current_room(), limit)
+
+    def do_quit(self, args: str) -> None:
+        self.send(_lines("*** Bye!"))
+        self.sign_off(args or None)
+        self.close()
+
+    def do_help(self, args: str) -> None:
+        self.send(_lines(*HELP))
+
+    _commands: dict[str, Callable[[LineChatProtocol, str], None]] = {
+        "nick": do_nick,
+        "join": do_join,
+        "part": do_part,
+        "msg": do_msg,
+        "me": do_me,
+        "who": do_who,
+        "rooms": do_rooms,
+        "topic": do_topic,
+        "history": do_history,
+        "quit": do_quit,
+        "help": do_help,
+    }
+
+
+def _required(args: str, usage: str) -> str:
+    if not args:
+        raise ChatError("usage", f"Usage: {usage}")
+    return args
+
+
+def _room_and_rest(args: str) -> tuple[str | None, str]:
+    """
+    Split C{[#room] [rest]}: the room if the first word names one.
+    """
+    first, _, rest = args.partition(" ")
+    if first.startswith("#"):
+        return first, rest.strip()
+    return None, args
+
+
+@implementer(IDoor)
+class LineDoor(Door, ServerFactory):
+    """
+    The factory of the line door: every connection shares one hub.
+    """
+
+    name = "line"
+
+    def __init__(self, hub: Hub, clock: IReactorTime) -> None:
+        Door.__init__(self, hub, LineEncoder(), clock)
+
+    def buildProtocol(self, addr: IAddress) -> LineTelnetTransport:
+        transport = LineTelnetTransport(LineChatProtocol)
+        transport.factory = self
+        return transport

@@ -1,0 +1,282 @@
+# -*- test-case-name: tests.test_websocket -*-
+"""
+The WebSocket door: one JSON object per text frame, dispatched on C{type}.
+
+Requests map one-to-one onto hub calls; hub events are rendered to JSON and
+framed once per event (an Autobahn prepared message) for all recipients.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from zope.interface import implementer
+
+from chatd.doors.base import Door, Session
+from chatd.errors import ChatError
+from chatd.hub import Hub
+from chatd.interfaces import IClient, IDoor, IEncoder
+from chatd.model import (
+    Error,
+    Event,
+    HistoryPage,
+    Joined,
+    Message,
+    NickChanged,
+    Notice,
+    Parted,
+    PrivateEcho,
+    PrivateMessage,
+    RoomList,
+    Topic,
+    TopicChanged,
+    UserList,
+    Welcome,
+)
+
+MAX_MESSAGE_BYTES = 64 * 1024
+GOING_AWAY = 1001
+
+
+def _message(m: Message) -> dict[str, Any]:
+    frame = {
+        "type": "message",
+        "room": m.room,
+        "from": m.sender,
+        "text": m.text,
+        "ts": m.ts,
+        "id": m.id,
+    }
+    if m.action:
+        frame["action"] = True
+    return frame
+
+
+def _private(e: PrivateMessage) -> dict[str, Any]:
+    return {"type": "private", "from": e.sender, "to": e.recipient, "text": e.text, "ts": e.ts}
+
+
+def _topic(e: Topic) -> dict[str, Any]:
+    return {"type": "topic", "room": e.room, "topic": e.topic, "by": e.by}
+
+
+def _parted(e: Parted) -> dict[str, Any]:
+    frame = {"type": "part", "room": e.room, "nick": e.nick}
+    if e.reason:
+        frame["reason"] = e.reason
+    return frame
+
+
+_RENDER: dict[type, Callable[[Any], dict[str, Any]]] = {
+    Welcome: lambda e: {"type": "welcome", "nick": e.nick, "rooms": list(e.rooms)},
+    Message: _message,
+    HistoryPage: lambda e: {
+        "type": "history",
+        "room": e.room,
+        "messages": [_message(m) for m in e.messages],
+    },
+    PrivateMessage: _private,
+    PrivateEcho: _private,
+    Joined: lambda e: {"type": "join", "room": e.room, "nick": e.nick},
+    Parted: _parted,
+    NickChanged: lambda e: {"type": "nick", "old": e.old, "new": e.new},
+    Topic: _topic,
+    TopicChanged: _topic,
+    UserList: lambda e: {"type": "users", "room": e.room, "nicks": list(e.nicks)},
+    RoomList: lambda e: {
+        "type": "rooms",
+        "rooms": [{"room": r.room, "users": r.users, "topic": r.topic} for r in e.rooms],
+    },
+    Notice: lambda e: {"type": "server", "text": e.text},
+    Error: lambda e: {"type": "error", "code": e.code, "message": e.message},
+}
+
+
+def to_json(event: Event) -> bytes:
+    """
+    The JSON object (as UTF-8) that stands for C{event} on the wire.
+    """
+    frame = _RENDER[type(event)](event)
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@implementer(IEncoder)
+class WebSocketEncoder:
+    """
+    Renders events as JSON text frames, framed once for every recipient.
+    """
+
+    def encode(self, event: Event) -> PreparedMessage:
+        return PreparedMessage(to_json(event), False, False, True)
+
+
+class _Field:
+    """
+    Reads typed fields of a request, refusing missing or mistyped ones.
+    """
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
+
+    def __call__(self, name: str, kind: type, optional: bool = False) -> Any:
+        value = self.request.get(name)
+        if value is None and optional:
+            return None
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            expected = {str: "a string", int: "an integer"}.get(kind, kind.__name__)
+            raise ChatError("bad_request", f"Field {name!r} must be {expected}")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ChatError("bad_request", f"Field {name!r} is not valid Unicode") from None
+        return value
+
+
+@implementer(IClient)
+class ChatWebSocketProtocol(Session, WebSocketServerProtocol):
+    """
+    One WebSocket connection: C{hello} first, then requests.
+    """
+
+    door: WebSocketDoor
+
+    def onOpen(self) -> None:
+        self.door = self.factory
+        self.door.opened(self)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self in self.door.connections:
+            self.door.closed(self, "connection closed")
+
+    def send(self, payload: PreparedMessage) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendPreparedMessage(payload)
+
+    def close(self) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendCloseFrame(GOING_AWAY, b"server shutting down")
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            self.deliver(Error("bad_request", "Binary frames are not accepted; send JSON text"))
+            return
+        try:
+            request = json.loads(payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            self.deliver(Error("bad_utf8", "That frame is not valid UTF-8"))
+            return
+        except ValueError:
+            self.deliver(Error("bad_json", "That frame is not valid JSON"))
+            return
+        if not isinstance(request, dict) or not isinstance(request.get("type"), str):
+            self.deliver(Error("bad_request", 'Send a JSON object with a string "type"'))
+            return
+        kind = request["type"]
+        handler = self._handlers.get(kind)
+        if handler is None:
+            self.deliver(Error("unknown_type", f"Unknown request type {kind[:40]!r}"))
+        elif self.user is None and kind != "hello":
+            self.deliver(Error("hello_first", 'Say {"type": "hello", "nick": ...} first'))
+        else:
+            self.attempt(handler, self, _Field(request))
+
+    def do_hello(self, field: _Field) -> None:
+        nick = field("nick", str)
+        if self.user is not None:
+            raise ChatError("already_welcomed", "You already have a nickname; use 'nick'")
+        self.sign_on(nick)
+
+    def do_say(self, field: _Field) -> None:
+        self.hub.say(self.user, field("room", str), field("text", str))
+
+    def do_me(self, field: _Field) -> None:
+        self.hub.say(self.user, field("room", str), field("text", str), action=True)
+
+    def do_nick(self, field: _Field) -> None:
+        self.hub.change_nick(self.user, field("nick", str))
+
+    def do_join(self, field: _Field) -> None:
+        self.hub.join(self.user, field("room", str))
+
+    def do_part(self, field: _Field) -> None:
+        self.hub.part(self.user, field("room", str), field("reason", str, optional=True))
+
+    def do_msg(self, field: _Field) -> None:
+        self.hub.private(self.user, field("to", str), field("text", str))
+
+    def do_who(self, field: _Field) -> None:
+        self.hub.who(self.user, field("room", str))
+
+    def do_rooms(self, field: _Field) -> None:
+        self.hub.list_rooms(self.user)
+
+    def do_topic(self, field: _Field) -> None:
+        self.hub.topic(self.user, field("room", str), field("text", str, optional=True))
+
+    def do_history(self, field: _Field) -> None:
+        self.hub.recent(
+            self.user,
+            field("room", str),
+            field("limit", int, optional=True),
+            field("before", int, optional=True),
+        )
+
+    _handlers: dict[str, Callable[[ChatWebSocketProtocol, _Field], None]] = {
+        "hello": do_hello,
+        "say": do_say,
+        "me": do_me,
+        "nick": do_nick,
+        "join": do_join,
+        "part": do_part,
+        "msg": do_msg,
+        "who": do_who,
+        "rooms": do_rooms,
+        "topic": do_topic,
+        "history": do_history,
+    }
+
+
+class _ReactorTimer:
+    """
+    Autobahn's per-protocol timers (handshake and ping timeouts) scheduled on
+    the door's own reactor, so that tests can drive them with a C{Clock}.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+
+    def call_later(
+        self, delay: float, fn: Callable[..., object], *args: Any, **kwargs: Any
+    ) -> IDelayedCall:
+        return self._clock.callLater(delay, fn, *args, **kwargs)
+
+
+@implementer(IDoor)
+class WebSocketDoor(Door, WebSocketServerFactory):
+    """
+    The factory of the WebSocket door, served at C{/ws} by L{chatd.doors.web}.
+    """
+
+    name = "websocket"
+    protocol = ChatWebSocketProtocol
+
+    def __init__(
+        self, hub: Hub, clock: IReactorTime, *, ping_interval: float = 25, ping_timeout: float = 10
+    ) -> None:
+        WebSocketServerFactory.__init__(self, url=None, server="chatd", reactor=clock)
+        Door.__init__(self, hub, WebSocketEncoder(), clock)
+        self._batched_timer = _ReactorTimer(clock)
+        self.setProtocolOptions(
+            maxFramePayloadSize=MAX_MESSAGE_BYTES,
+            maxMessagePayloadSize=MAX_MESSAGE_BYTES,
+            utf8validateIncoming=False,
+            failByDrop=False,
+            autoPingInterval=ping_interval,
+            autoPingTimeout=ping_timeout,
+        )

@@ -1,0 +1,25 @@
+# -*- test-case-name: tests.test_hub -*-
+"""
+The one exception type the hub raises for a request it refuses.
+
+Every refusal carries a short machine word (the WebSocket C{error} frame's
+C{code}) and a human sentence (the line door's C{!!! } text), so both doors
+report the same failure the same way.
+"""
+
+
+class ChatError(Exception):
+    """
+    A request was refused; nothing changed.
+
+    @ivar code: short machine word, e.g. C{nick_taken}.
+    @ivar message: human-readable reason.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

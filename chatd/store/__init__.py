@@ -1,0 +1,3 @@
+"""
+History stores: implementations of L{chatd.interfaces.IHistoryStore}.
+"""

@@ -1,0 +1,3 @@
+"""
+chatd's tests: run with C{python -m pytest} or C{python -m twisted.trial tests}.
+"""
