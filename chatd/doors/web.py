@@ -12,9 +12,9 @@ from __future__ import annotations
 from importlib.resources import files
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web.resource import Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
-from twisted.web.static import Data
 
 from chatd.doors.websocket import WebSocketDoor
 
@@ -30,17 +30,34 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-class ClientFile(Data):
+class ClientFile(Resource):
     """
     One file of the browser client, held in memory, sent with headers that
     keep the page from being framed or reinterpreted.
     """
 
+    isLeaf = True
+
+    def __init__(self, data: bytes, content_type: str) -> None:
+        super().__init__()
+        self.data = data
+        self.content_type = content_type.encode("ascii")
+
     def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", self.content_type)
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
         request.setHeader(b"cache-control", b"no-cache")
-        return super().render_GET(request)
+        return self.data
+
+
+class ClientRoot(Resource):
+    """
+    The site's root: the client's files and C{/ws}; anything else is 404.
+    """
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return notFound()
 
 
 def make_site(door: WebSocketDoor) -> Site:
@@ -48,7 +65,7 @@ def make_site(door: WebSocketDoor) -> Site:
     Build the web door's site: the client's files and C{/ws}.
     """
     web = files("chatd") / "web"
-    root = Resource()
+    root = ClientRoot()
     for path, (name, content_type) in CLIENT_FILES.items():
         root.putChild(path, ClientFile((web / name).read_bytes(), content_type))
     root.putChild(b"ws", WebSocketResource(door))

@@ -1,0 +1,241 @@
+"""
+Test doubles for driving the hub and the doors in memory.
+
+These are also the pattern for people extending chatd: build a door's
+protocol from its factory, connect it to a C{StringTransport}, feed bytes,
+read what it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatd.doors.line import LineDoor
+from chatd.doors.websocket import WebSocketDoor
+from chatd.hub import Hub, User
+from chatd.interfaces import IClient, IEncoder
+from chatd.model import Event
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+@implementer(IEncoder)
+class PassThrough:
+    """
+    An encoder that leaves events as they are, so tests can inspect them.
+    """
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, event: Event) -> Event:
+        self.encoded += 1
+        return event
+
+
+@implementer(IClient)
+class RecordingClient:
+    """
+    A hub client that records every event delivered to it.
+    """
+
+    def __init__(self, encoder: IEncoder | None = None) -> None:
+        self.encoder = PassThrough() if encoder is None else encoder
+        self.events: list[Any] = []
+
+    def send(self, payload: Any) -> None:
+        self.events.append(payload)
+
+    def take(self) -> list[Any]:
+        """
+        Return and forget the events received so far.
+        """
+        events, self.events = self.events, []
+        return events
+
+
+def make_hub(clock: Clock | None = None, **kwargs: Any) -> Hub:
+    return Hub(Clock() if clock is None else clock, **kwargs)
+
+
+def signed_on(hub: Hub, nick: str, client: RecordingClient | None = None) -> User:
+    """
+    Connect a recording client as C{nick} and forget its welcome.
+    """
+    client = RecordingClient() if client is None else client
+    user = hub.connect(client, nick)
+    client.take()
+    return user
+
+
+def events(user: User) -> list[Any]:
+    """
+    The events delivered to C{user}'s recording client since the last call.
+    """
+    client = user.client
+    assert isinstance(client, RecordingClient)
+    return client.take()
+
+
+class LinePeer:
+    """
+    A line-door connection on a C{StringTransport}, seen from the peer.
+    """
+
+    def __init__(self, door: LineDoor) -> None:
+        self.protocol = door.buildProtocol(PEER)
+        self.transport = StringTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes | str) -> None:
+        """
+        Feed raw bytes (or one line of text, CR LF appended) to the server.
+        """
+        if isinstance(data, str):
+            data = data.encode("utf-8") + b"\r\n"
+        self.protocol.dataReceived(data)
+
+    def received(self) -> bytes:
+        """
+        The raw bytes written since the last call.
+        """
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def lines(self) -> list[str]:
+        """
+        The lines written since the last call (each must end in CR LF).
+        """
+        data = self.received()
+        assert data == b"" or data.endswith(b"\r\n"), data
+        text = data.decode("utf-8")
+        return text.split("\r\n")[:-1]
+
+    def sign_on(self, nick: str) -> None:
+        self.send(nick)
+        self.received()
+
+    def disconnect(self) -> None:
+        """
+        The connection is gone (as if the peer closed it).
+        """
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class TCPLikeTransport(StringTransport):
+    """
+    A C{StringTransport} that, like a real TCP transport, lets a protocol
+    unregister a producer it never registered (Autobahn does, on dropping).
+    """
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+        self.streaming = None
+
+
+HANDSHAKE = (
+    b"GET /ws HTTP/1.1\r\n"
+    b"Host: 127.0.0.1:8080\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"\r\n"
+)
+TEXT, BINARY, CLOSE, PING = 1, 2, 8, 9
+
+
+def client_frame(payload: bytes, opcode: int = TEXT) -> bytes:
+    """
+    A masked client-to-server WebSocket frame.
+    """
+    mask = b"\x37\xfa\x21\x3d"
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + masked
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """
+    Split unmasked server-to-client frames into (opcode, payload) pairs.
+    """
+    frames = []
+    while data:
+        opcode = data[0] & 0x0F
+        size = data[1] & 0x7F
+        offset = 2
+        if size == 126:
+            (size,) = struct.unpack("!H", data[2:4])
+            offset = 4
+        elif size == 127:
+            (size,) = struct.unpack("!Q", data[2:10])
+            offset = 10
+        frames.append((opcode, data[offset : offset + size]))
+        data = data[offset + size :]
+    return frames
+
+
+class WebSocketPeer:
+    """
+    A WebSocket-door connection on a C{StringTransport}, past the handshake.
+    """
+
+    def __init__(self, door: WebSocketDoor) -> None:
+        self.protocol: Protocol = door.buildProtocol(PEER)
+        self.transport = TCPLikeTransport(peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(HANDSHAKE)
+        response = self.transport.value()
+        assert response.startswith(b"HTTP/1.1 101 "), response
+        self.transport.clear()
+
+    def send_raw(self, payload: bytes, opcode: int = TEXT) -> None:
+        self.protocol.dataReceived(client_frame(payload, opcode))
+
+    def send(self, **request: Any) -> None:
+        """
+        Send one JSON request, e.g. C{peer.send(type="say", room=..., text=...)}.
+        """
+        self.send_raw(json.dumps(request).encode("utf-8"))
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        data = self.transport.value()
+        self.transport.clear()
+        return server_frames(data)
+
+    def received(self) -> list[dict[str, Any]]:
+        """
+        The JSON objects sent since the last call (all must be text frames).
+        """
+        result = []
+        for opcode, payload in self.frames():
+            assert opcode == TEXT, (opcode, payload)
+            result.append(json.loads(payload))
+        return result
+
+    def sign_on(self, nick: str) -> None:
+        self.send(type="hello", nick=nick)
+        self.received()
+
+    def disconnect(self) -> None:
+        """
+        The connection is gone (as if the peer closed it).
+        """
+        self.protocol.connectionLost(Failure(ConnectionDone()))

@@ -1,0 +1,144 @@
+"""
+C{twistd chatd}'s options, the service they build, and plugin discovery.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import IPlugin, getPlugins
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
+
+from chatd.doors.line import LineDoor
+from chatd.doors.websocket import WebSocketDoor
+from chatd.tap import Options, makeService
+from tests.helpers import CLOSE, LinePeer, WebSocketPeer
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        """
+        With no options the line door is on tcp:1234 and the web door on
+        tcp:8080, keeping 100 messages per room.
+        """
+        options = parse()
+        self.assertEqual(
+            (options["line"], options["web"], options["history-size"]),
+            ("tcp:1234", "tcp:8080", 100),
+        )
+
+    def test_endpoints(self) -> None:
+        """
+        Doors take any endpoint description, or C{none}.
+        """
+        options = parse("--line", "unix:/tmp/chatd.sock", "--web", "none")
+        self.assertEqual((options["line"], options["web"]), ("unix:/tmp/chatd.sock", "none"))
+
+    def test_bad_endpoint(self) -> None:
+        """
+        A description Twisted cannot parse is a usage error naming the door.
+        """
+        error = self.assertRaises(UsageError, parse, "--line", "tcp:notaport")
+        self.assertIn("--line", str(error))
+        error = self.assertRaises(UsageError, parse, "--web", "bogus:1")
+        self.assertIn("--web", str(error))
+
+    def test_both_off(self) -> None:
+        """
+        Turning both doors off is refused.
+        """
+        self.assertRaises(UsageError, parse, "--line", "none", "--web", "none")
+
+    def test_history_size(self) -> None:
+        """
+        The history size must be a positive whole number.
+        """
+        self.assertEqual(parse("--history-size", "7")["history-size"], 7)
+        self.assertRaises(UsageError, parse, "--history-size", "0")
+        self.assertRaises(UsageError, parse, "--history-size", "lots")
+
+
+class ServiceTests(SynchronousTestCase):
+    def start(self, *argv: str) -> tuple[MemoryReactorClock, object]:
+        reactor = MemoryReactorClock()
+        service = makeService(parse(*argv), reactor)
+        service.startService()
+        return reactor, service
+
+    def test_listens_where_told(self) -> None:
+        """
+        The line door and the web site listen on the given endpoints, and
+        share one hub.
+        """
+        reactor, service = self.start(
+            "--line", "tcp:4321:interface=127.0.0.1", "--web", r"tcp:4322:interface=\:\:1"
+        )
+        (line_port, line, _, line_iface), (web_port, site, _, web_iface) = reactor.tcpServers
+        self.assertEqual((line_port, line_iface), (4321, "127.0.0.1"))
+        self.assertEqual((web_port, web_iface), (4322, "::1"))
+        self.assertIsInstance(line, LineDoor)
+        self.assertIsInstance(site, Site)
+        (websocket,) = [d for d in service.doors if isinstance(d, WebSocketDoor)]
+        self.assertIs(line.hub, websocket.hub)
+
+    def test_door_off(self) -> None:
+        """
+        C{--web none} runs the line door alone.
+        """
+        reactor, service = self.start("--line", "tcp:4321", "--web", "none")
+        self.assertEqual(len(reactor.tcpServers), 1)
+        self.assertEqual([d.name for d in service.doors], ["line"])
+
+    def test_history_size_used(self) -> None:
+        """
+        C{--history-size} sizes the hub's history store.
+        """
+        _, service = self.start("--history-size", "3")
+        self.assertEqual(service.hub.history.per_room, 3)
+
+    def test_stop_tells_everyone(self) -> None:
+        """
+        Stopping the service stops listening, then tells users of both
+        doors the server is going down and closes them; it finishes once the
+        connections are gone.
+        """
+        _, service = self.start("--line", "tcp:4321", "--web", "tcp:4322")
+        line_door, ws_door = service.doors
+        line, ws = LinePeer(line_door), WebSocketPeer(ws_door)
+        line.sign_on("alice")
+        ws.sign_on("bob")
+        line.received()
+        done = service.stopService()
+        self.assertTrue(service.hub.closing)
+        self.assertEqual(line.lines(), ["*** server shutting down"])
+        (_, notice), (opcode, _) = ws.frames()
+        self.assertEqual(json.loads(notice), {"type": "server", "text": "server shutting down"})
+        self.assertEqual(opcode, CLOSE)
+        self.assertNoResult(done)
+        line.disconnect()
+        ws.disconnect()
+        self.successResultOf(done)
+        self.assertEqual(service.hub.users, {})
+
+
+class PluginTests(SynchronousTestCase):
+    def test_discovered(self) -> None:
+        """
+        C{twistd} finds the C{chatd} plugin and its options.
+        """
+        import twisted.plugins
+
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker, twisted.plugins)}
+        self.assertIn("chatd", makers)
+        self.assertTrue(IPlugin.providedBy(makers["chatd"]))
+        self.assertIsInstance(makers["chatd"].options(), Options)
