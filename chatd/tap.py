@@ -58,7 +58,7 @@ class Options(usage.Options):
             if self[door] != OFF:
                 try:
                     endpoints.serverFromString(reactor, self[door])
-                except (ValueError, TypeError, KeyError) as e:
+                except Exception as e:  # parsers raise many kinds (OSError, SSL errors...)
                     raise usage.UsageError(
                         f"--{door}: {self[door]!r} is not an endpoint description ({e})"
                     ) from None

@@ -20,7 +20,7 @@
     login: $('login'), loginForm: $('login-form'), nickInput: $('nick-input'),
     loginButton: $('login-button'), loginError: $('login-error'),
     app: $('app'), conn: $('conn-state'), myNick: $('my-nick'),
-    roomList: $('room-list'), pmList: $('pm-list'), pmEmpty: $('pm-empty'),
+    roomList: $('room-list'), pmList: $('pm-list'), pmEmpty: $('pm-empty'), roomsEmpty: $('rooms-empty'),
     joinForm: $('join-form'), joinInput: $('join-input'),
     title: $('view-title'), topic: $('topic'), banner: $('conn-banner'),
     bannerText: $('conn-banner-text'), reconnectNow: $('reconnect-now'),
@@ -50,44 +50,35 @@
   const narrow = () => window.matchMedia('(max-width: 700px)').matches;
 
   function makeView(kind, name, key) {
-    const pane = document.createElement('div');
-    pane.className = 'pane';
-    return { key, kind, name, pane, unread: 0, mention: false,
-             users: new Map(), topic: undefined, topicBy: '', ids: new Set(),
+    return { key, kind, name, pane: el('div', { className: 'pane' }), unread: 0, mention: false,
+             users: new Map(), topic: undefined, topicBy: '', ids: new Map(),
              maxId: -Infinity, fromBottom: null };
   }
   S.status = makeView('status', 'chatd', STATUS);
-  const note = document.createElement('p');
-  note.className = 'empty';
-  note.textContent = 'You are not in any room. Join one from the sidebar or type /join #room.';
-  S.status.pane.append(note);
+  S.status.pane.append(el('p', { className: 'empty' },
+    'You are not in any room. Join one from the sidebar or type /join #room.'));
 
   const view = (key) => S.views.get(key) || S.status;
   const cur = () => view(S.current);
   const rooms = () => [...S.views.values()].filter((v) => v.kind === 'room');
   const pms = () => [...S.views.values()].filter((v) => v.kind === 'pm');
 
-  function ensureRoom(name) {
-    let v = S.views.get(fold(name));
-    if (!v) {
-      v = makeView('room', name, fold(name));
-      S.views.set(v.key, v);
-      renderSidebar();
-    }
-    return v;
-  }
+  const label = (v) => (v.kind === 'pm' ? '@' : '') + v.name;
 
-  function ensurePm(nick) {
-    const key = '@' + fold(nick);
+  // The view for a room or a private peer, created (and listed) if needed.
+  function ensure(kind, name) {
+    const key = (kind === 'pm' ? '@' : '') + fold(name);
     let v = S.views.get(key);
     if (!v) {
-      v = makeView('pm', nick, key);
+      v = makeView(kind, name, key);
       S.views.set(key, v);
       renderSidebar();
     }
-    v.users = new Map([[fold(nick), nick], [fold(S.nick), S.nick]]);
+    if (kind === 'pm') v.users = new Map([[fold(name), name], [fold(S.nick), S.nick]]);
     return v;
   }
+  const ensureRoom = (name) => ensure('room', name);
+  const ensurePm = (nick) => ensure('pm', nick);
 
   function removeView(v) {
     S.views.delete(v.key);
@@ -104,12 +95,14 @@
 
   const pad = (n) => String(n).padStart(2, '0');
 
-  function span(cls, text) {
-    const s = document.createElement('span');
-    s.className = cls;
-    if (text !== undefined) s.textContent = text;
-    return s;
+  // Build an element: props are DOM properties (never innerHTML); string
+  // children become text nodes.
+  function el(tag, props, ...children) {
+    const e = Object.assign(document.createElement(tag), props);
+    e.append(...children);
+    return e;
   }
+  const span = (className, text) => el('span', { className }, text ?? '');
 
   // Stable hue from the (case-folded) nick: FNV-1a hash.
   function hue(nick) {
@@ -142,16 +135,7 @@
         if (u.protocol === 'http:' || u.protocol === 'https:') href = u.href;
       } catch (e) { /* not a URL after all */ }
       parent.append(text.slice(last, m.index));
-      if (href) {
-        const a = document.createElement('a');
-        a.href = href;
-        a.rel = 'noopener noreferrer';
-        a.target = '_blank';
-        a.textContent = url;
-        parent.append(a);
-      } else {
-        parent.append(url);
-      }
+      parent.append(href ? el('a', { href, rel: 'noopener noreferrer', target: '_blank' }, url) : url);
       last = m.index + url.length;
     }
     parent.append(text.slice(last));
@@ -159,16 +143,11 @@
 
   // A line skeleton: <div class="line CLS"><time>HH:MM</time><span class="body"/></div>
   function makeLine(cls, ts) {
-    const div = document.createElement('div');
-    div.className = 'line ' + cls;
     const d = typeof ts === 'number' ? new Date(ts * 1000) : new Date();
-    const t = document.createElement('time');
-    t.textContent = pad(d.getHours()) + ':' + pad(d.getMinutes());
-    t.dateTime = d.toISOString();
-    t.title = d.toLocaleString();
+    const time = el('time', { dateTime: d.toISOString(), title: d.toLocaleString() },
+                    pad(d.getHours()) + ':' + pad(d.getMinutes()));
     const body = span('body');
-    div.append(t, body);
-    return [div, body];
+    return [el('div', { className: 'line ' + cls }, time, body), body];
   }
 
   const atBottom = (box) => box.scrollHeight - box.scrollTop - box.clientHeight < 40;
@@ -208,10 +187,20 @@
   const mentions = (text) => S.nick && new RegExp(
     '(^|[^\\w-])' + S.nick.replace(/[^\w]/g, '\\$&') + '($|[^\\w-])', 'i').test(text);
 
+  // Forget message ids shown so far (they belong to an earlier server run).
+  function resetIds(v) {
+    v.ids.clear();
+    v.maxId = -Infinity;
+    for (const node of v.pane.querySelectorAll('[data-id]')) delete node.dataset.id;
+  }
+
   // A chat message (room `message` or `private`).  Returns true if added.
   function addChat(v, m, fromHistory) {
     const hasId = typeof m.id === 'number';
-    if (hasId && v.ids.has(m.id)) return false;
+    if (hasId && v.ids.has(m.id)) {
+      if (v.ids.get(m.id) === m.ts) return false;   // seen it already
+      resetIds(v);                                  // same id, other message: the server restarted
+    }
     m = Object.assign({}, m, { from: String(m.from || '?'), text: String(m.text ?? '') });
     const own = isMe(m.from);
     const mention = !own && mentions(m.text);
@@ -220,7 +209,7 @@
     if (m.action) body.append('* ', nickSpan(m.from), ' ');
     else body.append(nickSpan(m.from));
     appendText(body, m.text);
-    if (hasId) { div.dataset.id = m.id; v.ids.add(m.id); }
+    if (hasId) { div.dataset.id = m.id; v.ids.set(m.id, m.ts); }
 
     withScroll(v, fromHistory, () => {
       if (fromHistory && hasId && m.id < v.maxId) {
@@ -246,49 +235,40 @@
   /* ------------------------------------------------------ rendering chrome */
 
   function viewItem(v) {
-    const li = document.createElement('li');
-    li.className = 'view-item' + (v.key === S.current ? ' current' : '') + (v.unread ? ' unread' : '');
-    const btn = document.createElement('button');
-    btn.type = 'button';
-    btn.className = 'view-btn';
-    btn.append(span('name', v.kind === 'pm' ? '@' + v.name : v.name));
+    const btn = el('button', { type: 'button', className: 'view-btn' }, span('name', label(v)));
     if (v.unread) btn.append(span('badge' + (v.mention ? ' mention' : ''), v.unread > 99 ? '99+' : String(v.unread)));
     if (v.key === S.current) btn.setAttribute('aria-current', 'true');
     btn.addEventListener('click', () => { switchTo(v.key); focusInput(); });
-    const close = document.createElement('button');
-    close.type = 'button';
-    close.className = 'close-btn';
-    close.textContent = '×';
-    close.title = v.kind === 'room' ? 'Leave ' + v.name : 'Close conversation';
-    close.setAttribute('aria-label', close.title);
+    const what = v.kind === 'room' ? 'Leave ' + v.name : 'Close conversation';
+    const close = el('button', { type: 'button', className: 'close-btn', title: what }, '×');
+    close.setAttribute('aria-label', what);
     close.addEventListener('click', () => {
       if (v.kind === 'room') send({ type: 'part', room: v.name }); else removeView(v);
       focusInput();
     });
-    li.append(btn, close);
-    return li;
+    const cls = 'view-item' + (v.key === S.current ? ' current' : '') + (v.unread ? ' unread' : '');
+    return el('li', { className: cls }, btn, close);
   }
 
   function renderSidebar() {
     ui.roomList.replaceChildren(...rooms().map(viewItem));
     ui.pmList.replaceChildren(...pms().map(viewItem));
     ui.pmEmpty.hidden = pms().length > 0;
+    ui.roomsEmpty.hidden = rooms().length > 0;
     const total = [...S.views.values()].reduce((n, v) => n + v.unread, 0);
-    const v = cur();
-    document.title = (total ? '(' + total + ') ' : '') +
-      (v.kind === 'status' ? '' : (v.kind === 'pm' ? '@' : '') + v.name + ' — ') + 'chatd';
+    document.title = (total ? '(' + total + ') ' : '') + (cur().kind === 'status' ? '' : label(cur()) + ' — ') + 'chatd';
   }
 
   function renderHeader() {
     const v = cur();
-    ui.title.textContent = v.kind === 'pm' ? '@' + v.name : v.name;
+    ui.title.textContent = label(v);
     let topic = '';
     if (v.kind === 'room') topic = v.topic ? v.topic : 'No topic set';
     else if (v.kind === 'pm') topic = 'Private conversation with ' + v.name;
     ui.topic.textContent = topic;
     ui.topic.title = v.kind === 'room' && v.topic ? v.topic + (v.topicBy ? ' — set by ' + v.topicBy : '') : '';
     ui.input.placeholder = v.kind === 'status' ? 'Type /join #room — /help for commands'
-      : 'Message ' + (v.kind === 'pm' ? '@' : '') + v.name + ' — /help for commands';
+      : 'Message ' + label(v) + ' — /help for commands';
   }
 
   function renderUsers() {
@@ -296,15 +276,10 @@
     const nicks = [...v.users.values()].sort((a, b) => fold(a).localeCompare(fold(b)));
     ui.userCount.textContent = nicks.length ? '(' + nicks.length + ')' : '';
     ui.userList.replaceChildren(...nicks.map((n) => {
-      const li = document.createElement('li');
-      const b = document.createElement('button');
-      b.type = 'button';
-      b.title = isMe(n) ? 'You' : 'Message ' + n;
-      b.append(nickSpan(n));
+      const b = el('button', { type: 'button', title: isMe(n) ? 'You' : 'Message ' + n }, nickSpan(n));
       if (isMe(n)) b.append(span('muted', ' (you)'));
-      b.addEventListener('click', () => { if (!isMe(n)) { switchTo(ensurePm(n).key); focusInput(); } });
-      li.append(b);
-      return li;
+      else b.addEventListener('click', () => { switchTo(ensurePm(n).key); focusInput(); });
+      return el('li', {}, b);
     }));
   }
 
@@ -334,12 +309,14 @@
   /* ------------------------------------------------------------ connection */
 
   function setConn(state) {
+    const stick = atBottom(ui.messages);
     ui.conn.className = 'conn ' + state;
     ui.conn.textContent = { online: 'online', connecting: 'connecting…', offline: 'offline' }[state];
     ui.banner.hidden = state === 'online' || !S.everWelcomed;
     if (state === 'connecting') ui.bannerText.textContent = 'Reconnecting…';
     ui.reconnectNow.hidden = state !== 'offline';
     updateBanner();
+    if (stick) ui.messages.scrollTop = ui.messages.scrollHeight;   // the banner took some room
   }
 
   function updateBanner() {
@@ -451,7 +428,7 @@
         ui.app.hidden = true;
         ui.login.hidden = false;
         ui.nickInput.value = S.nick;
-        loginDone(text);
+        loginDone(S.everWelcomed ? 'Reconnected, but the nickname was refused: ' + text : text);
         return;
       }
       for (const set of Object.values(S.asked)) set.clear();
@@ -466,7 +443,7 @@
 
     private(f) {
       const peer = isMe(f.from) ? f.to : f.from;
-      addChat(ensurePm(peer), f, false);
+      if (peer) addChat(ensurePm(peer), f, false);
     },
 
     join(f) {
@@ -547,10 +524,7 @@
       const list = Array.isArray(f.rooms) ? f.rooms : [];
       sys(list.length ? 'Rooms on this server (click to join):' : 'There are no rooms.');
       for (const r of list) {
-        const b = document.createElement('button');
-        b.type = 'button';
-        b.className = 'linkish';
-        b.textContent = r.room;
+        const b = el('button', { type: 'button', className: 'linkish' }, String(r.room));
         b.addEventListener('click', () => { joinRoom(r.room); focusInput(); });
         sys([b, ' — ' + r.users + (r.users === 1 ? ' user' : ' users')].concat(r.topic ? [' — ', r.topic] : []));
       }
@@ -596,18 +570,20 @@
 
   function say(text, action) {
     const v = cur();
-    if (v.kind === 'room') return send({ type: action ? 'me' : 'say', room: v.name, text });
-    if (v.kind === 'pm' && !action) return send({ type: 'msg', to: v.name, text });
-    sys(v.kind === 'pm' ? '/me only works in rooms.' : 'You are not in a room. Try /join #room.', 'err');
-    return false;
+    if (v.kind === 'room') send({ type: action ? 'me' : 'say', room: v.name, text });
+    else if (v.kind === 'pm' && !action) send({ type: 'msg', to: v.name, text });
+    else sys(v.kind === 'pm' ? '/me only works in rooms.' : 'You are not in a room. Try /join #room.', 'err');
   }
 
-  // The current room, or an error line and null.
+  // The current room's name, or null after an error line.
   function needRoom() {
     if (cur().kind === 'room') return cur().name;
     sys('This command needs a room: switch to one first.', 'err');
     return null;
   }
+
+  const usage = (text) => sys('Usage: ' + text, 'err');
+  const afterFirst = (rest) => rest.replace(/^\S+\s*/, '');
 
   const HELP = [
     '/join #room — join a room (or switch to it)',
@@ -621,64 +597,52 @@
     '//text — send "/text" literally.  Up/Down recall, Tab completes nicks, Alt+Up/Down switch views.',
   ];
 
+  // Slash commands: fn(args split on whitespace, rest = raw text after the command).
   const commands = {
-    join: (args) => (args[0] ? joinRoom(args[0]) : (sys('Usage: /join #room', 'err'), false)),
+    join: (args) => (args[0] ? joinRoom(args[0]) : usage('/join #room')),
     part(args, rest) {
-      let room;
-      let reason = rest;
-      if (args[0] && args[0][0] === '#') { room = args[0]; reason = rest.replace(/^\S+\s*/, ''); }
-      else if (cur().kind === 'pm') { removeView(cur()); return; }
-      else if (!(room = needRoom())) return false;
-      const frame = { type: 'part', room };
-      if (reason.trim()) frame.reason = reason.trim();
-      return send(frame);
+      let room = args[0] && args[0][0] === '#' ? args[0] : null;
+      const reason = (room ? afterFirst(rest) : rest).trim();
+      if (!room && cur().kind === 'pm') { removeView(cur()); return; }
+      if (room || (room = needRoom())) send(reason ? { type: 'part', room, reason } : { type: 'part', room });
     },
     msg(args, rest) {
-      const text = rest.replace(/^\S+\s*/, '');
-      if (!args[0] || !text) { sys('Usage: /msg NICK TEXT', 'err'); return false; }
-      if (!send({ type: 'msg', to: args[0], text })) return false;
-      switchTo(ensurePm(args[0]).key);
+      const text = afterFirst(rest);
+      if (!args[0] || !text) usage('/msg NICK TEXT');
+      else if (send({ type: 'msg', to: args[0], text })) switchTo(ensurePm(args[0]).key);
     },
-    me: (args, rest) => (rest ? say(rest, true) : (sys('Usage: /me ACTION', 'err'), false)),
-    nick: (args) => (args[0] ? send({ type: 'nick', nick: args[0] }) : (sys('Usage: /nick NEW', 'err'), false)),
+    me: (args, rest) => (rest ? say(rest, true) : usage('/me ACTION')),
+    nick: (args) => (args[0] ? send({ type: 'nick', nick: args[0] }) : usage('/nick NEW')),
     topic(args, rest) {
       const room = needRoom();
-      if (!room) return false;
-      if (rest.trim()) return send({ type: 'topic', room, text: rest });
-      S.asked.topic.add(fold(room));
-      return send({ type: 'topic', room });
+      if (!room) return;
+      if (rest.trim()) { send({ type: 'topic', room, text: rest }); return; }
+      if (send({ type: 'topic', room })) S.asked.topic.add(fold(room));
     },
     who(args) {
       const room = args[0] || needRoom();
-      if (!room) return false;
-      S.asked.who.add(fold(room));
-      return send({ type: 'who', room });
+      if (room && send({ type: 'who', room })) S.asked.who.add(fold(room));
     },
     rooms: () => send({ type: 'rooms' }),
     history(args) {
       const room = needRoom();
-      if (!room) return false;
+      if (!room) return;
       const n = parseInt(args[0], 10);
       const frame = { type: 'history', room, limit: n > 0 ? Math.min(n, MAX_LINES) : HISTORY_LIMIT };
-      const oldest = cur().pane.querySelector('[data-id]');
+      const oldest = cur().pane.querySelector('[data-id]');   // panes are in id order
       if (oldest) frame.before = Number(oldest.dataset.id);
-      S.asked.history.add(fold(room));
-      return send(frame);
+      if (send(frame)) S.asked.history.add(fold(room));
     },
     help: () => HELP.forEach((h) => sys(h)),
   };
 
   function submit(text) {
-    if (!text.trim()) return false;
     if (text.startsWith('//')) return say(text.slice(1));
     if (text[0] !== '/') return say(text);
     const m = text.slice(1).match(/^(\S*)\s*([\s\S]*)$/);
     const name = m[1].toLowerCase();
-    if (!Object.hasOwn(commands, name)) {
-      sys('Unknown command /' + m[1] + ' — type /help for the list.', 'err');
-      return false;
-    }
-    return commands[name](m[2].split(/\s+/).filter(Boolean), m[2]);
+    if (Object.hasOwn(commands, name)) commands[name](m[2].split(/\s+/).filter(Boolean), m[2]);
+    else sys('Unknown command /' + m[1] + ' — type /help for the list.', 'err');
   }
 
   /* ----------------------------------------------------------------- input */

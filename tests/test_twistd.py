@@ -1,0 +1,231 @@
+# -*- test-case-name: tests.test_twistd -*-
+"""
+Integration tests of C{twistd -n chatd} run from this checkout as a real
+process, talked to over real sockets on 127.0.0.1.
+
+Each server runs in a temporary directory (so C{twistd.pid} and logs never
+land in the checkout) with C{PYTHONPATH} set to the checkout, so that the
+checkout's code and plugin are what run.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.processes import (
+    CLOSE,
+    LOCAL_TCP0,
+    LineClient,
+    TwistdProcess,
+    WebSocketClient,
+    busy_port,
+    checkout_env,
+    close_code,
+    http_get,
+    run_twistd,
+    scratch_dir,
+    terminated_by_sigterm,
+)
+
+GOING_AWAY = 1001
+
+
+class RunningServerTests(SynchronousTestCase):
+    """
+    A started server: its doors, its users, and its shutdown on SIGTERM.
+    """
+
+    def start(self, *door_args: str) -> TwistdProcess:
+        """
+        Start C{twistd -n --pidfile= chatd} with C{door_args}.
+        """
+        return TwistdProcess(
+            self,
+            ["-n", "--pidfile=", "chatd", *door_args],
+            cwd=scratch_dir(self),
+            env=checkout_env(),
+        )
+
+    def assertStopsCleanly(self, server: TwistdProcess) -> None:
+        """
+        SIGTERM stops C{server} promptly, with twistd's usual status and no
+        traceback in its log.
+        """
+        status = server.terminate()
+        self.assertTrue(terminated_by_sigterm(status), f"exit status {status}")
+        self.assertNotIn("Traceback", server.output())
+
+    def test_line_and_websocket_users_chat_in_lobby(self) -> None:
+        """
+        With both doors on free ports, a line user and a WebSocket user meet
+        in #lobby and each sees what the other says, from either door.
+        """
+        server = self.start("--line", LOCAL_TCP0, "--web", LOCAL_TCP0)
+        line_port, web_port = server.port("line"), server.port("web")
+        self.assertNotEqual(line_port, web_port)
+
+        alice = LineClient(self, line_port)
+        alice.sign_on("alice")
+        bob = WebSocketClient(self, web_port)
+        welcome = bob.sign_on("bob")
+        self.assertEqual(welcome["rooms"], ["#lobby"])
+        alice.read_until(b"*** bob has joined #lobby\r\n")
+
+        alice.send_line("hi bob")
+        said = bob.expect("message", **{"from": "alice"})
+        self.assertEqual((said["room"], said["text"]), ("#lobby", "hi bob"))
+        alice.read_until(b"[#lobby] <alice> hi bob\r\n")
+
+        bob.send_json({"type": "say", "room": "#lobby", "text": "hello alice"})
+        alice.read_until(b"[#lobby] <bob> hello alice\r\n")
+        said = bob.expect("message", **{"from": "bob"})
+        self.assertEqual((said["room"], said["text"]), ("#lobby", "hello alice"))
+
+        # One user list across doors: the line user's nick is taken for the web.
+        carol = WebSocketClient(self, web_port)
+        carol.send_json({"type": "hello", "nick": "ALICE"})
+        self.assertEqual(carol.expect("error")["code"], "nick_taken")
+
+        self.assertStopsCleanly(server)
+
+    def test_sigterm_tells_every_connection_and_exits(self) -> None:
+        """
+        On SIGTERM every line client gets the shutdown notice and then end
+        of file, every WebSocket client gets a C{server} frame and then a
+        close with code 1001, and the process exits promptly and cleanly.
+        """
+        server = self.start("--line", LOCAL_TCP0, "--web", LOCAL_TCP0)
+        line_port, web_port = server.port("line"), server.port("web")
+        named = LineClient(self, line_port)
+        named.sign_on("alice")
+        anonymous = LineClient(self, line_port)
+        anonymous.read_until(b"nickname:\r\n")
+        websockets = [WebSocketClient(self, web_port), WebSocketClient(self, web_port)]
+        websockets[0].sign_on("bob")
+        # Both WebSocket connections are open once the second one answers.
+        websockets[1].send_json({"type": "rooms"})
+        websockets[1].expect("error", code="hello_first")
+
+        server.sigterm()
+
+        for client in (named, anonymous):
+            client.read_until(b"*** server shutting down\r\n")
+            self.assertEqual(client.read_to_eof(), b"")
+        for ws in websockets:
+            self.assertEqual(
+                ws.expect("server"), {"type": "server", "text": "server shutting down"}
+            )
+            opcode, payload = ws.receive()
+            self.assertEqual((opcode, close_code(payload)), (CLOSE, GOING_AWAY), payload)
+            self.assertEqual(ws.finish_close(GOING_AWAY), b"")
+        status = server.wait()
+        self.assertTrue(terminated_by_sigterm(status), f"exit status {status}")
+        log = server.output()
+        self.assertNotIn("Traceback", log)
+        # Every connection closed in time; none was left for the door's timeout.
+        self.assertNotIn("still open", log)
+
+    def test_web_none_runs_the_line_door_only(self) -> None:
+        """
+        C{--web none} serves the line door and listens for nothing else.
+        """
+        server = self.start("--line", LOCAL_TCP0, "--web", "none")
+        client = LineClient(self, server.port("line"))
+        client.sign_on("alice")
+        # The reactor is running, so every port there is has been bound.
+        self.assertFalse(server.logged("web"), server.output())
+        self.assertStopsCleanly(server)
+
+    def test_line_none_runs_the_web_door_only(self) -> None:
+        """
+        C{--line none} serves the web door (page and WebSocket) and listens
+        for nothing else.
+        """
+        server = self.start("--line", "none", "--web", LOCAL_TCP0)
+        web_port = server.port("web")
+        status, headers, body = http_get(web_port, "/")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-type"].startswith("text/html"), headers)
+        self.assertIn(b"<html", body)
+        WebSocketClient(self, web_port).sign_on("bob")
+        self.assertFalse(server.logged("line"), server.output())
+        self.assertStopsCleanly(server)
+
+
+class StartupFailureTests(SynchronousTestCase):
+    """
+    Options or ports that cannot work stop twistd before it serves anything.
+    """
+
+    def run_chatd(self, *door_args: str) -> tuple[int, str]:
+        """
+        Run C{twistd -n --pidfile= chatd} with C{door_args} until it exits;
+        return its status and output.
+        """
+        result = run_twistd(
+            ["-n", "--pidfile=", "chatd", *door_args],
+            cwd=scratch_dir(self),
+            env=checkout_env(),
+        )
+        return result.returncode, result.stdout
+
+    def assertUsageError(self, door_args: list[str], *fragments: str) -> None:
+        """
+        twistd refuses C{door_args} with the usage text, an error line that
+        holds every one of C{fragments}, a non-zero status and no traceback.
+        """
+        status, output = self.run_chatd(*door_args)
+        self.assertNotEqual(status, 0, output)
+        self.assertIn("Usage: twistd", output)
+        self.assertNotIn("Traceback", output)
+        last = output.strip().splitlines()[-1]
+        for fragment in fragments:
+            self.assertIn(fragment, last, output)
+
+    def test_both_doors_off(self) -> None:
+        """
+        With both doors off nobody could connect, so chatd refuses to start.
+        """
+        self.assertUsageError(["--line", "none", "--web", "none"], "off")
+
+    def test_bad_line_endpoint(self) -> None:
+        """
+        A line door address that is no endpoint description is refused up
+        front, naming the option and the value.
+        """
+        self.assertUsageError(["--line", "bogus:1", "--web", LOCAL_TCP0], "--line", "bogus:1")
+
+    def test_bad_web_endpoint(self) -> None:
+        """
+        A web door address that is no endpoint description is refused up
+        front, naming the option and the value.
+        """
+        self.assertUsageError(["--line", LOCAL_TCP0, "--web", "bogus:1"], "--web", "bogus:1")
+
+    def assertPortInUseFails(self, door_args: list[str]) -> None:
+        """
+        Starting with C{door_args}, one of which names a busy port, exits
+        with a non-zero status and says why, instead of running without
+        that door.
+        """
+        status, output = self.run_chatd(*door_args)
+        self.assertNotEqual(status, 0, output)
+        self.assertIn("Address already in use", output)
+
+    def test_line_port_in_use(self) -> None:
+        """
+        A busy line door port makes startup fail loudly.
+        """
+        port = busy_port(self)
+        self.assertPortInUseFails(
+            ["--line", f"tcp:{port}:interface=127.0.0.1", "--web", LOCAL_TCP0]
+        )
+
+    def test_web_port_in_use(self) -> None:
+        """
+        A busy web door port makes startup fail loudly.
+        """
+        port = busy_port(self)
+        self.assertPortInUseFails(
+            ["--line", LOCAL_TCP0, "--web", f"tcp:{port}:interface=127.0.0.1"]
+        )
