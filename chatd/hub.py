@@ -282,10 +282,8 @@ class Hub:
             self._log_failure(failure, "fetching history")
             self._deliver(user, Error("history_unavailable", "History is unavailable"))
 
-        d = self.history.fetch(room.name, limit, before)
-        d.addCallback(send)
-        d.addErrback(failed)
-        return d
+        fetched = self.history.fetch(room.name, limit, before)
+        return fetched.addCallback(send).addErrback(failed)
 
     # -- internals ----------------------------------------------------------
 

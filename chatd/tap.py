@@ -71,7 +71,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
-        reactor = global_reactor  # type: ignore[assignment]
+        reactor = global_reactor
     assert IReactorTime.providedBy(reactor)
     hub = Hub(reactor, MemoryHistoryStore(per_room=options["history-size"]))
     service = ChatService(hub)

@@ -409,6 +409,18 @@ class CommandTests(LineDoorTestCase):
         )
         self.assertNotIn("bob", self.hub.users)
 
+    def test_nothing_after_quit(self) -> None:
+        """
+        Lines that arrive after C{/quit} in the same packet are ignored: the
+        connection is closing.
+        """
+        alice, bob = self.peer("alice"), self.peer("bob")
+        alice.received()
+        bob.send(b"/quit\r\nbob2\r\nhello\r\n")
+        self.assertEqual(bob.lines(), ["*** Bye!"])
+        self.assertEqual(alice.lines(), ["*** bob has left #lobby"])
+        self.assertEqual(sorted(self.hub.users), ["alice"])
+
     def test_dropped_connection_is_a_quit(self) -> None:
         """
         A connection that drops leaves every room, seen by the others.

@@ -13,15 +13,17 @@ from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatd.errors import ChatError
 from chatd.hub import Hub, User
-from chatd.interfaces import IEncoder
+from chatd.interfaces import IClient, IEncoder
 from chatd.model import Error, Event, Notice
 
 SHUTDOWN_NOTICE = "server shutting down"
 
 
+@implementer(IClient)
 class Session:
     """
     The door-independent half of a chat connection (mixed into protocols).
@@ -31,6 +33,14 @@ class Session:
 
     door: Door
     user: User | None = None
+
+    @property
+    def me(self) -> User:
+        """
+        The signed-on user; doors make requests for it only after sign-on.
+        """
+        assert self.user is not None, "a request before sign-on"
+        return self.user
 
     @property
     def hub(self) -> Hub:

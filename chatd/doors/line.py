@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.conch.telnet import TelnetProtocol, TelnetTransport
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -24,7 +24,7 @@ from zope.interface import implementer
 from chatd.doors.base import Door, Session
 from chatd.errors import ChatError
 from chatd.hub import Hub
-from chatd.interfaces import IClient, IDoor, IEncoder
+from chatd.interfaces import IDoor, IEncoder
 from chatd.model import (
     LOBBY,
     Error,
@@ -171,10 +171,16 @@ class LineTelnetTransport(TelnetTransport):
     """
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    @property
+    def disconnecting(self) -> bool:  # type: ignore[override]
+        """
+        Whether the connection is closing (the stock class never says so).
+        """
+        return bool(self.transport.disconnecting)  # type: ignore[union-attr]
 
 
-@implementer(IClient)
 class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
     """
     One telnet-style connection: a nickname prompt, then commands and talk.
@@ -194,6 +200,7 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self.telnet = cast(LineTelnetTransport, self.transport)
         self.door = self.factory
         self.door.opened(self)
         self.send(_lines(*BANNER, PROMPT))
@@ -201,11 +208,11 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.door.closed(self, "connection closed")
 
-    def send(self, payload: bytes) -> None:
-        self.transport.write(payload)
+    def send(self, payload: Any) -> None:
+        self.telnet.write(payload)
 
     def close(self) -> None:
-        self.transport.loseConnection()
+        self.telnet.loseConnection()
 
     # -- input --------------------------------------------------------------
 
@@ -217,7 +224,7 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         lines = (self._buffer + data).split(self.delimiter)
         self._buffer = lines.pop()
         for line in lines:
-            if self.transport.disconnecting:
+            if self.telnet.disconnecting:
                 return
             if self._discarding:
                 self._discarding = False
@@ -271,14 +278,14 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         """
         assert self.user is not None
         rooms = self.user.rooms
-        if self._current is None or not self.hub.is_member(self.user, self._current):
+        if self._current is None or not self.hub.is_member(self.me, self._current):
             if not rooms:
                 raise ChatError("no_room", "You are not in any room; /join #room first")
             self._current = next(reversed(rooms.values())).name
         return self._current
 
     def say(self, text: str) -> None:
-        self.attempt(lambda: self.hub.say(self.user, self.current_room(), text))
+        self.attempt(lambda: self.hub.say(self.me, self.current_room(), text))
 
     def command(self, name: str, args: str) -> None:
         handler = self._commands.get(name)
@@ -287,41 +294,41 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         handler(self, args)
 
     def do_nick(self, args: str) -> None:
-        self.hub.change_nick(self.user, _required(args, "/nick NEW"))
+        self.hub.change_nick(self.me, _required(args, "/nick NEW"))
 
     def do_join(self, args: str) -> None:
         room = _required(args, "/join #room").split()[0]
         if not room.startswith("#"):
             room = "#" + room
-        if self.hub.is_member(self.user, room):
-            self._current = self.user.rooms[room.lower()].name
+        if self.hub.is_member(self.me, room):
+            self._current = self.me.rooms[room.lower()].name
             self.send(_lines(f"*** Now talking in {self._current}"))
             return
-        self.hub.join(self.user, room)
-        self._current = self.user.rooms[room.lower()].name
+        self.hub.join(self.me, room)
+        self._current = self.me.rooms[room.lower()].name
 
     def do_part(self, args: str) -> None:
         room, reason = _room_and_rest(args)
-        self.hub.part(self.user, room or self.current_room(), reason or None)
+        self.hub.part(self.me, room or self.current_room(), reason or None)
 
     def do_msg(self, args: str) -> None:
         nick, _, text = args.partition(" ")
         if not nick or not text.strip():
             raise ChatError("usage", "Usage: /msg NICK TEXT")
-        self.hub.private(self.user, nick, text)
+        self.hub.private(self.me, nick, text)
 
     def do_me(self, args: str) -> None:
-        self.hub.say(self.user, self.current_room(), _required(args, "/me ACTION"), action=True)
+        self.hub.say(self.me, self.current_room(), _required(args, "/me ACTION"), action=True)
 
     def do_who(self, args: str) -> None:
-        self.hub.who(self.user, args.split()[0] if args else self.current_room())
+        self.hub.who(self.me, args.split()[0] if args else self.current_room())
 
     def do_rooms(self, args: str) -> None:
-        self.hub.list_rooms(self.user)
+        self.hub.list_rooms(self.me)
 
     def do_topic(self, args: str) -> None:
         room, text = _room_and_rest(args)
-        self.hub.topic(self.user, room or self.current_room(), text or None)
+        self.hub.topic(self.me, room or self.current_room(), text or None)
 
     def do_history(self, args: str) -> None:
         limit = None
@@ -329,7 +336,7 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
             if not args.isdigit():
                 raise ChatError("usage", "Usage: /history [N]")
             limit = int(args)
-        self.hub.recent(self.user, self.current_room(), limit)
+        self.hub.recent(self.me, self.current_room(), limit)
 
     def do_quit(self, args: str) -> None:
         self.send(_lines("*** Bye!"))
@@ -381,7 +388,7 @@ class LineDoor(Door, ServerFactory):
     def __init__(self, hub: Hub, clock: IReactorTime) -> None:
         Door.__init__(self, hub, LineEncoder(), clock)
 
-    def buildProtocol(self, addr: IAddress) -> LineTelnetTransport:
+    def buildProtocol(self, addr: IAddress | None) -> LineTelnetTransport:
         transport = LineTelnetTransport(LineChatProtocol)
         transport.factory = self
         return transport

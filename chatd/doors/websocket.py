@@ -20,7 +20,7 @@ from zope.interface import implementer
 from chatd.doors.base import Door, Session
 from chatd.errors import ChatError
 from chatd.hub import Hub
-from chatd.interfaces import IClient, IDoor, IEncoder
+from chatd.interfaces import IDoor, IEncoder
 from chatd.model import (
     Error,
     Event,
@@ -138,8 +138,7 @@ class _Field:
         return value
 
 
-@implementer(IClient)
-class ChatWebSocketProtocol(Session, WebSocketServerProtocol):
+class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[misc]
     """
     One WebSocket connection: C{hello} first, then requests.
     """
@@ -154,7 +153,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):
         if self in self.door.connections:
             self.door.closed(self, "connection closed")
 
-    def send(self, payload: PreparedMessage) -> None:
+    def send(self, payload: Any) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             self.sendPreparedMessage(payload)
 
@@ -193,35 +192,35 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):
         self.sign_on(nick)
 
     def do_say(self, field: _Field) -> None:
-        self.hub.say(self.user, field("room", str), field("text", str))
+        self.hub.say(self.me, field("room", str), field("text", str))
 
     def do_me(self, field: _Field) -> None:
-        self.hub.say(self.user, field("room", str), field("text", str), action=True)
+        self.hub.say(self.me, field("room", str), field("text", str), action=True)
 
     def do_nick(self, field: _Field) -> None:
-        self.hub.change_nick(self.user, field("nick", str))
+        self.hub.change_nick(self.me, field("nick", str))
 
     def do_join(self, field: _Field) -> None:
-        self.hub.join(self.user, field("room", str))
+        self.hub.join(self.me, field("room", str))
 
     def do_part(self, field: _Field) -> None:
-        self.hub.part(self.user, field("room", str), field("reason", str, optional=True))
+        self.hub.part(self.me, field("room", str), field("reason", str, optional=True))
 
     def do_msg(self, field: _Field) -> None:
-        self.hub.private(self.user, field("to", str), field("text", str))
+        self.hub.private(self.me, field("to", str), field("text", str))
 
     def do_who(self, field: _Field) -> None:
-        self.hub.who(self.user, field("room", str))
+        self.hub.who(self.me, field("room", str))
 
     def do_rooms(self, field: _Field) -> None:
-        self.hub.list_rooms(self.user)
+        self.hub.list_rooms(self.me)
 
     def do_topic(self, field: _Field) -> None:
-        self.hub.topic(self.user, field("room", str), field("text", str, optional=True))
+        self.hub.topic(self.me, field("room", str), field("text", str, optional=True))
 
     def do_history(self, field: _Field) -> None:
         self.hub.recent(
-            self.user,
+            self.me,
             field("room", str),
             field("limit", int, optional=True),
             field("before", int, optional=True),

@@ -39,7 +39,7 @@
     timer: null, retryAt: 0, ticker: null,
     views: new Map(),     // key -> view; rooms keyed "#room", PMs "@nick" (folded)
     current: STATUS,
-    pendingSwitch: null,  // room key to show once our join is confirmed
+    pendingSwitch: null,  // view key to show once our join / private message is confirmed
     asked: { who: new Set(), topic: new Set(), history: new Set() },
     sent: [], sentPos: 0, // input history for Up/Down
     unsent: false,        // set when the last input could not be sent
@@ -443,7 +443,10 @@
 
     private(f) {
       const peer = isMe(f.from) ? f.to : f.from;
-      if (peer) addChat(ensurePm(peer), f, false);
+      if (!peer) return;
+      const v = ensurePm(peer);
+      addChat(v, f, false);
+      if (S.pendingSwitch === v.key) { S.pendingSwitch = null; switchTo(v.key); }
     },
 
     join(f) {
@@ -609,7 +612,7 @@
     msg(args, rest) {
       const text = afterFirst(rest);
       if (!args[0] || !text) usage('/msg NICK TEXT');
-      else if (send({ type: 'msg', to: args[0], text })) switchTo(ensurePm(args[0]).key);
+      else if (send({ type: 'msg', to: args[0], text })) S.pendingSwitch = '@' + fold(args[0]);
     },
     me: (args, rest) => (rest ? say(rest, true) : usage('/me ACTION')),
     nick: (args) => (args[0] ? send({ type: 'nick', nick: args[0] }) : usage('/nick NEW')),
