@@ -9,8 +9,10 @@ missing from C{twistd --help}.  So this builds and installs for real and
 runs twistd from outside the checkout with no C{PYTHONPATH}.
 
 The new environment gets its dependencies (Twisted, Autobahn, ...) from
-the site directories of the interpreter running the tests, through a
-C{.pth} file, so nothing is downloaded to install chatd.  Building the
+a mirror of the site directories of the interpreter running the tests,
+through a C{.pth} file, so nothing is downloaded to install chatd; the
+mirror leaves out any chatd installed there (CI installs one), so only
+the wheel can provide chatd and its plugin.  Building the
 wheel is offline too when the running interpreter has a setuptools that
 can build wheels by itself; otherwise pip's isolated build fetches
 setuptools from the configured package index.
@@ -144,6 +146,35 @@ def _dependency_dirs() -> list[str]:
     return [d for d in dirs if Path(d).is_dir()]
 
 
+def _is_chatd(name: str) -> bool:
+    return name == "chatd" or name.startswith(("chatd-", "chatd.", "__editable__.chatd"))
+
+
+def _dependencies_without_chatd(into: Path) -> Path:
+    """
+    Mirror (with symlinks) this interpreter's site directories in C{into},
+    leaving out any installed chatd and its plugin, so that the new
+    environment can import chatd only from what the wheel installed.
+    """
+    plugins = into / "twisted" / "plugins"
+    plugins.mkdir(parents=True)
+    for site_dir in map(Path, _dependency_dirs()):
+        for entry in site_dir.iterdir():
+            if _is_chatd(entry.name) or entry.suffix == ".pth":
+                continue
+            if entry.name == "twisted":
+                for part in entry.iterdir():
+                    if part.name != "plugins" and not (into / "twisted" / part.name).exists():
+                        (into / "twisted" / part.name).symlink_to(part)
+                for plugin in (entry / "plugins").iterdir():
+                    if plugin.name not in ("chatd_plugin.py", "dropin.cache"):
+                        if not (plugins / plugin.name).exists():
+                            (plugins / plugin.name).symlink_to(plugin)
+            elif not (into / entry.name).exists():
+                (into / entry.name).symlink_to(entry)
+    return into
+
+
 def _install() -> Installation:
     """
     Build a wheel of the checkout and install it into a new environment.
@@ -171,15 +202,13 @@ def _install() -> Installation:
         .splitlines()[-1]
     )
     (site_packages / "_chatd_test_dependencies.pth").write_text(
-        "".join(f"{d}\n" for d in _dependency_dirs())
+        f"{_dependencies_without_chatd(root / 'dependencies')}\n"
     )
     # This interpreter's pip installs into the environment, which has none.
-    # The dependency path may hold an installed chatd (this interpreter's):
-    # --ignore-installed keeps pip from taking that as already installed.
     _run(
         [
             sys.executable, "-m", "pip", "--python", str(python),
-            "install", "--no-deps", "--no-index", "--ignore-installed", str(wheel),
+            "install", "--no-deps", "--no-index", str(wheel),
         ],
         cwd=root,
     )  # fmt: skip

@@ -12,6 +12,7 @@
 
   const MAX_LINES = 1000;      // message nodes kept per view
   const HISTORY_LIMIT = 50;    // messages fetched on entering a room
+  const HISTORY_MAX = 200;     // the most the server returns at once
   const MAX_BACKOFF = 30;      // seconds between reconnect attempts, at most
   const STATUS = '*';          // key of the status view (shown when in no room)
 
@@ -431,6 +432,8 @@
         loginDone(S.everWelcomed ? 'Reconnected, but the nickname was refused: ' + text : text);
         return;
       }
+      // The history we fetch on every join is a nicety: don't complain if it's off.
+      if (f.code === 'history_unavailable' && !S.asked.history.size) return;
       for (const set of Object.values(S.asked)) set.clear();
       S.pendingSwitch = null;
       sys(text, 'err');
@@ -631,7 +634,7 @@
       const room = needRoom();
       if (!room) return;
       const n = parseInt(args[0], 10);
-      const frame = { type: 'history', room, limit: n > 0 ? Math.min(n, MAX_LINES) : HISTORY_LIMIT };
+      const frame = { type: 'history', room, limit: n > 0 ? Math.min(n, HISTORY_MAX) : HISTORY_LIMIT };
       const oldest = cur().pane.querySelector('[data-id]');   // panes are in id order
       if (oldest) frame.before = Number(oldest.dataset.id);
       if (send(frame)) S.asked.history.add(fold(room));
