@@ -109,6 +109,7 @@ class BadInputTests(WebSocketTestCase):
         peer = self.peer("alice")
         cases = [
             (b"not json", "bad_json"),
+            (b"[" * 60000, "bad_json"),
             (b"\xff\xfe{}", "bad_utf8"),
             (b"[1, 2]", "bad_request"),
             (b'{"no": "type"}', "bad_request"),

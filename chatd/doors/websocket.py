@@ -173,6 +173,9 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         except ValueError:
             self.deliver(Error("bad_json", "That frame is not valid JSON"))
             return
+        except RecursionError:
+            self.deliver(Error("bad_json", "That JSON is nested too deeply"))
+            return
         if not isinstance(request, dict) or not isinstance(request.get("type"), str):
             self.deliver(Error("bad_request", 'Send a JSON object with a string "type"'))
             return
