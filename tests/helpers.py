@@ -87,6 +87,24 @@ def events(user: User) -> list[Any]:
     return client.take()
 
 
+class TCPLikeTransport(StringTransport):
+    """
+    A C{StringTransport} that, like a real TCP transport, lets a protocol
+    unregister a producer it never registered (Autobahn does, on dropping),
+    and records whether the connection was aborted.
+    """
+
+    aborted = False
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+        self.streaming = None
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
 class LinePeer:
     """
     A line-door connection on a C{StringTransport}, seen from the peer.
@@ -94,7 +112,7 @@ class LinePeer:
 
     def __init__(self, door: LineDoor) -> None:
         self.protocol = door.buildProtocol(PEER)
-        self.transport = StringTransport(peerAddress=PEER)
+        self.transport = TCPLikeTransport(peerAddress=PEER)
         self.protocol.makeConnection(self.transport)
 
     def send(self, data: bytes | str) -> None:
@@ -131,17 +149,6 @@ class LinePeer:
         The connection is gone (as if the peer closed it).
         """
         self.protocol.connectionLost(Failure(ConnectionDone()))
-
-
-class TCPLikeTransport(StringTransport):
-    """
-    A C{StringTransport} that, like a real TCP transport, lets a protocol
-    unregister a producer it never registered (Autobahn does, on dropping).
-    """
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-        self.streaming = None
 
 
 HANDSHAKE = (

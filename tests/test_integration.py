@@ -24,6 +24,7 @@ from chatd.doors.line import LineDoor
 from chatd.doors.web import make_site
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
+from chatd.limits import Limits
 
 WAIT = 5.0
 
@@ -113,8 +114,9 @@ class LoopbackTests(TestCase):
 
     async def setUp(self) -> None:  # type: ignore[override]
         self.hub = Hub(reactor)
-        self.line_door = LineDoor(self.hub, reactor)
-        self.ws_door = WebSocketDoor(self.hub, reactor)
+        limits = Limits(flood_rate=0)
+        self.line_door = LineDoor(self.hub, reactor, limits)
+        self.ws_door = WebSocketDoor(self.hub, reactor, limits)
         self.ws_door.doStart()
         self.addCleanup(self.ws_door.doStop)
         self.addCleanup(self.settled)

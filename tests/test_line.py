@@ -11,16 +11,17 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.doors.line import HELP, LineDoor, safe
 from chatd.hub import Hub
+from chatd.limits import Limits
 from tests.helpers import LinePeer
 
-IAC, DO, WILL, WONT, DONT, SB, SE, IP = 255, 253, 251, 252, 254, 250, 240, 244
+IAC, DO, WILL, WONT, DONT, SB, SE, IP, NOP, TM = 255, 253, 251, 252, 254, 250, 240, 244, 241, 6
 
 
 class LineDoorTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.hub = Hub(self.clock)
-        self.door = LineDoor(self.hub, self.clock)
+        self.door = LineDoor(self.hub, self.clock, Limits(flood_rate=0))
 
     def peer(self, nick: str | None = None) -> LinePeer:
         """
@@ -123,8 +124,57 @@ class TelnetTests(LineDoorTestCase):
         self.assertIn(bytes([IAC, WONT, 1]), answers)
         self.assertIn(bytes([IAC, DONT, 31]), answers)
         bob.received()
-        bob.send(b"hi" + bytes([IAC, IP]) + b" there\r\n")
+        bob.send(b"hi" + bytes([IAC, NOP]) + b" there\r\n")
         self.assertEqual(alice.lines(), ["*** bob has joined #lobby", "[#lobby] <bob> hi there"])
+
+    def test_interrupt_discards_typed_line(self) -> None:
+        """
+        Ctrl-C in telnet (IAC IP, then IAC DO TIMING-MARK) throws away the
+        line being typed, and the TIMING-MARK is answered so that the client
+        resumes showing output.
+        """
+        alice, bob = self.peer("alice"), self.peer("bob")
+        alice.received()
+        bob.send(b"oops, not th")
+        bob.send(bytes([IAC, IP, IAC, DO, TM]))
+        self.assertIn(bytes([IAC, WONT, TM]), bob.received())
+        bob.send(b"fine\r\n")
+        self.assertEqual(alice.lines(), ["[#lobby] <bob> fine"])
+
+    def test_invalid_command_resynchronises(self) -> None:
+        """
+        IAC followed by a byte that is no telnet command is reported, and the
+        connection carries on.
+        """
+        alice, bob = self.peer("alice"), self.peer("bob")
+        alice.received()
+        bob.send(bytes([IAC, 7]) + b"junk\r\n")
+        self.assertEqual(bob.lines(), ["!!! Invalid telnet command; input dropped"])
+        bob.send(b"ok\r\n")
+        self.assertEqual(alice.lines(), ["[#lobby] <bob> ok"])
+
+    def test_subnegotiation_split_across_packets(self) -> None:
+        """
+        Subnegotiation and a lone IAC at a packet boundary are consumed, never
+        shown as text.
+        """
+        alice, bob = self.peer("alice"), self.peer("bob")
+        alice.received()
+        pieces = [
+            b"he",
+            bytes([IAC]),
+            bytes([SB, 24]),
+            b"xterm",
+            bytes([IAC]),
+            bytes([SE]) + b"llo",
+            bytes([IAC]),
+            bytes([IAC]) + b"\r\n",
+        ]
+        for piece in pieces:
+            bob.send(piece)
+        self.assertEqual(bob.lines(), ["!!! That line is not valid UTF-8; ignored"])
+        bob.send(b"he" + bytes([IAC, SB, 24]) + b"vt100" + bytes([IAC, SE]) + b"llo\r\n")
+        self.assertEqual(alice.lines(), ["[#lobby] <bob> hello"])
 
     def test_escaped_iac(self) -> None:
         """
@@ -454,10 +504,14 @@ class ShutdownTests(LineDoorTestCase):
 
     def test_gives_up_waiting(self) -> None:
         """
-        A connection that never finishes closing does not hold up shutdown
-        for more than the timeout.
+        A connection that never finishes closing is dropped after the drain
+        timeout (5 s by default).
         """
-        self.peer("alice")
-        done = self.door.shutdown(timeout=5)
-        self.clock.advance(5)
+        alice = self.peer("alice")
+        done = self.door.shutdown()
+        self.clock.advance(4.9)
+        self.assertFalse(alice.transport.aborted)
+        self.clock.advance(0.1)
+        self.assertTrue(alice.transport.aborted)
+        alice.disconnect()
         self.successResultOf(done)

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
+from chatd.limits import Limits
 from tests.helpers import BINARY, CLOSE, PING, LinePeer, WebSocketPeer
 
 
@@ -21,7 +22,7 @@ class WebSocketTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1700000000.25)
         self.hub = Hub(self.clock)
-        self.door = WebSocketDoor(self.hub, self.clock)
+        self.door = WebSocketDoor(self.hub, self.clock, Limits(flood_rate=0))
 
     def peer(self, nick: str | None = None) -> WebSocketPeer:
         peer = WebSocketPeer(self.door)
@@ -103,7 +104,7 @@ class BadInputTests(WebSocketTestCase):
     def test_each_refused_and_connection_stays(self) -> None:
         """
         Non-JSON, invalid UTF-8, non-objects, unknown types, missing and
-        mistyped fields and binary frames each get an error frame; the
+        mistyped fields each get an error frame; the
         connection stays up and still works.
         """
         peer = self.peer("alice")
@@ -129,10 +130,18 @@ class BadInputTests(WebSocketTestCase):
         for payload, code in cases:
             peer.send_raw(payload)
             self.assertError(peer, code)
-        peer.send_raw(b"\x00\x01", BINARY)
-        self.assertError(peer, "bad_request")
         peer.send(type="say", room="#lobby", text="still here")
         self.assertEqual(peer.received()[0]["text"], "still here")
+
+    def test_binary_frame_closed_1003(self) -> None:
+        """
+        A binary frame gets close code 1003 (unsupported data).
+        """
+        peer = self.peer("alice")
+        peer.send_raw(b"\x00\x01", BINARY)
+        ((opcode, payload),) = peer.frames()
+        self.assertEqual(opcode, CLOSE)
+        self.assertEqual(struct.unpack("!H", payload[:2])[0], 1003)
 
     def test_oversized_message_closed_1009(self) -> None:
         """

@@ -1,23 +1,26 @@
-# -*- test-case-name: tests.test_line,tests.test_websocket -*-
+# -*- test-case-name: tests.test_line,tests.test_websocket,tests.test_flow -*-
 """
 What every door does, whatever its wire format: one user per connection,
-hub refusals turned into error events, and orderly shutdown.
+bounded output, paced input, hub refusals turned into error events, and
+orderly shutdown.
 """
 
 from __future__ import annotations
 
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, TimeoutError, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.doors.flow import Outbox, Throttle, TokenBucket
 from chatd.errors import ChatError
 from chatd.hub import Hub, User
 from chatd.interfaces import IClient, IEncoder
+from chatd.limits import Limits
 from chatd.model import Error, Event, Notice
 
 SHUTDOWN_NOTICE = "server shutting down"
@@ -28,19 +31,59 @@ class Session:
     """
     The door-independent half of a chat connection (mixed into protocols).
 
+    A door's protocol calls L{started} when its connection is up, L{received}
+    with each complete input item (a line, a WebSocket message), and
+    L{ended} when the connection is gone; it implements the few wire-level
+    methods below that raise C{NotImplementedError}.
+
     @ivar user: the hub's user for this connection, once it has a nickname.
     """
 
     door: Door
     user: User | None = None
+    outbox: Outbox
+    _closing = False
+    _reading_paused = False
 
-    @property
-    def me(self) -> User:
+    # -- what each door provides --------------------------------------------
+
+    def write(self, payload: Any) -> None:
         """
-        The signed-on user; doors make requests for it only after sign-on.
+        Write one encoded payload to the transport now.
         """
-        assert self.user is not None, "a request before sign-on"
-        return self.user
+        raise NotImplementedError
+
+    def payload_size(self, payload: Any) -> int:
+        """
+        How many bytes C{payload} takes on the wire.
+        """
+        raise NotImplementedError
+
+    def handle(self, item: Any) -> None:
+        """
+        Act on one input item.
+        """
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """
+        Close the connection politely once queued output has been written.
+        """
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """
+        Drop the connection now, discarding unwritten output.
+        """
+        raise NotImplementedError
+
+    def set_reading(self, reading: bool) -> None:
+        """
+        Stop or resume reading from the peer.
+        """
+        raise NotImplementedError
+
+    # -- lifecycle ----------------------------------------------------------
 
     @property
     def hub(self) -> Hub:
@@ -50,23 +93,139 @@ class Session:
     def encoder(self) -> IEncoder:
         return self.door.encoder
 
-    def send(self, payload: Any) -> None:
+    @property
+    def me(self) -> User:
         """
-        Write one encoded payload to the peer (see L{IClient.send}).
+        The signed-on user; doors make requests for it only after sign-on.
         """
-        raise NotImplementedError
+        assert self.user is not None, "a request before sign-on"
+        return self.user
+
+    def started(self, door: Door) -> Outbox:
+        """
+        The connection is up: set up its outbox (which the door registers
+        as its transport's producer) and its sign-on deadline.
+        """
+        self.door = door
+        limits, clock = door.limits, door.clock
+        self.outbox = Outbox(
+            self.write, self.payload_size, self.overflowed, door.throttle, limits, clock
+        )
+        self._inbox: deque[Any] = deque()
+        self._flood = TokenBucket(limits.flood_rate, limits.flood_burst, clock)
+        self._wake: IDelayedCall | None = None
+        self._deadline: IDelayedCall | None = clock.callLater(
+            limits.sign_on_timeout, self._sign_on_expired
+        )
+        door.opened(self)
+        return self.outbox
+
+    def ended(self, reason: str | None = "connection closed") -> None:
+        """
+        The connection is gone: leave the hub and release everything.
+        """
+        self._closing = True
+        self.outbox.close()
+        self._inbox.clear()
+        self.door.throttle.forget(self)
+        for timer in (self._wake, self._deadline):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.door.closed(self, reason)
 
     def close(self) -> None:
         """
-        Close the connection after what was sent has been written.
+        Stop taking input and close once queued output has been written.
         """
-        raise NotImplementedError
+        if self._closing:
+            return
+        self._closing = True
+        self._inbox.clear()
+        if self.outbox.empty:
+            self.finish()
+        else:
+            self.outbox.when_empty = self.finish
+
+    # -- output -------------------------------------------------------------
+
+    def send(self, payload: Any) -> None:
+        """
+        Write one encoded payload, through the outbox (L{IClient.send}).
+        """
+        self.outbox.put(payload)
 
     def deliver(self, event: Event) -> None:
         """
         Send one event to this connection alone.
         """
         self.send(self.encoder.encode(event))
+
+    def overflowed(self, why: str) -> None:
+        """
+        The outbox gave up on this reader: it is a slow consumer.
+        """
+        self.door.count("slow_consumer")
+        self.door.log.info(
+            "Dropping {door} connection {nick}: slow consumer ({why})",
+            door=self.door.name,
+            nick=self.user.nick if self.user else "(no nick)",
+            why=why,
+        )
+        self.write(self.encoder.encode(Error("slow_consumer", "You are not reading; goodbye")))
+        self.sign_off("slow consumer")
+        self._closing = True
+        self.abort()
+
+    # -- input --------------------------------------------------------------
+
+    def received(self, item: Any) -> None:
+        """
+        Take one input item: handle it now, or hold it while output is
+        saturated or the flood limit is reached.
+        """
+        if self._closing:
+            return
+        self._inbox.append(item)
+        if self._wake is not None and len(self._inbox) > self._flood_allowance():
+            self.door.count("flood")
+            self.deliver(Error("flood", "Excess flood; goodbye"))
+            self.sign_off("excess flood")
+            self.close()
+            return
+        self._drain()
+
+    def _flood_allowance(self) -> float:
+        limits = self.door.limits
+        return max(limits.flood_burst, limits.flood_rate * limits.flood_backlog)
+
+    def _drain(self) -> None:
+        while self._inbox and not self._closing:
+            if self.door.throttle.active:
+                self.door.throttle.wait(self, self._resume_soon)
+                self._set_reading(False)
+                return
+            delay = self._flood.take()
+            if delay:
+                self._wake = self.door.clock.callLater(delay, self._resume)
+                self._set_reading(False)
+                return
+            self.handle(self._inbox.popleft())
+        self._set_reading(True)
+
+    def _resume_soon(self) -> None:
+        if self._wake is None and not self._closing:
+            self._wake = self.door.clock.callLater(0, self._resume)
+
+    def _resume(self) -> None:
+        self._wake = None
+        self._drain()
+
+    def _set_reading(self, reading: bool) -> None:
+        if reading == self._reading_paused and not self._closing:
+            self._reading_paused = not reading
+            self.set_reading(reading)
+
+    # -- chat ---------------------------------------------------------------
 
     def attempt(self, request: Callable[..., object], *args: Any) -> None:
         """
@@ -86,6 +245,8 @@ class Session:
         except ChatError as error:
             self.deliver(Error.from_exception(error))
             return False
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
         return True
 
     def sign_off(self, reason: str | None) -> None:
@@ -96,22 +257,43 @@ class Session:
             user, self.user = self.user, None
             self.hub.disconnect(user, reason)
 
+    def _sign_on_expired(self) -> None:
+        self._deadline = None
+        self.door.count("sign_on_timeout")
+        self.deliver(Error("sign_on_timeout", "No nickname chosen in time; goodbye"))
+        self.close()
+
 
 class Door:
     """
-    The shared half of a door's factory: the hub, the encoder, and every
-    live connection, so that the door can close them all on shutdown.
+    The shared half of a door's factory: the hub, the encoder, the limits,
+    and every live connection, so that the door can close them all.
+
+    @ivar counters: how many connections were dropped or refused, by why.
     """
 
     name = "door"
-    _log = Logger()
+    log = Logger()
 
-    def __init__(self, hub: Hub, encoder: IEncoder, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        encoder: IEncoder,
+        clock: IReactorTime,
+        limits: Limits | None = None,
+        throttle: Throttle | None = None,
+    ) -> None:
         self.hub = hub
         self.encoder = encoder
         self.clock = clock
+        self.limits = Limits() if limits is None else limits
+        self.throttle = Throttle() if throttle is None else throttle
         self.connections: set[Session] = set()
+        self.counters: Counter[str] = Counter()
         self._emptied: list[Deferred[None]] = []
+
+    def count(self, what: str) -> None:
+        self.counters[what] += 1
 
     def opened(self, session: Session) -> None:
         self.connections.add(session)
@@ -124,10 +306,11 @@ class Door:
             for d in waiting:
                 d.callback(None)
 
-    def shutdown(self, reason: str = SHUTDOWN_NOTICE, timeout: float = 5.0) -> Deferred[None]:
+    def shutdown(self, reason: str = SHUTDOWN_NOTICE) -> Deferred[None]:
         """
-        Tell every connection C{reason}, close it, and fire once all are gone
-        (or after C{timeout} seconds, whichever is first).
+        Tell every connection C{reason} and close it once its output has
+        drained; after the drain timeout, drop whoever is left.  Fires once
+        every connection is gone.
         """
         if not self.connections:
             return succeed(None)
@@ -139,17 +322,19 @@ class Door:
                 session.send(notice)
                 session.close()
             except Exception:
-                self._log.failure("Closing a {door} connection failed", door=self.name)
+                self.log.failure("Closing a {door} connection failed", door=self.name)
 
-        def gave_up(failure: Failure) -> None:
-            failure.trap(TimeoutError)
-            self._log.warn(
-                "{count} {door} connections still open after {timeout}s; leaving them",
-                count=len(self.connections),
-                door=self.name,
-                timeout=timeout,
-            )
+        def drop_stragglers() -> None:
+            if self.connections:
+                self.log.warn(
+                    "Dropping {count} {door} connections still draining after {timeout}s",
+                    count=len(self.connections),
+                    door=self.name,
+                    timeout=self.limits.drain_timeout,
+                )
+            for session in list(self.connections):
+                session.abort()
 
-        gone.addTimeout(timeout, self.clock)
-        gone.addErrback(gave_up)
+        timer = self.clock.callLater(self.limits.drain_timeout, drop_stragglers)
+        gone.addBoth(lambda result: timer.cancel() if timer.active() else None)
         return gone

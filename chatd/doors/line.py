@@ -10,21 +10,24 @@ C{/command} or something to say in the current room.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from twisted.conch.telnet import TelnetProtocol, TelnetTransport
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.conch.telnet import DO, IAC, IP, TelnetProtocol, TelnetTransport
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import ServerFactory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.doors.base import Door, Session
+from chatd.doors.flow import Throttle
 from chatd.errors import ChatError
 from chatd.hub import Hub
 from chatd.interfaces import IDoor, IEncoder
+from chatd.limits import Limits
 from chatd.model import (
     LOBBY,
     Error,
@@ -49,6 +52,7 @@ BANNER = (
     "Type a nickname to start chatting, then /help for the commands.",
 )
 PROMPT = "Choose a nickname:"
+TIMING_MARK = b"\x06"
 HELP = (
     "Commands (text without a leading / is said in your current room):",
     "  /join #room           join a room, or switch to it if you are in it",
@@ -88,6 +92,25 @@ def safe(text: str) -> str:
     C{text} with nothing in it that a terminal would act on.
     """
     return text.translate(_TERMINAL_SAFE)
+
+
+def _keep_alive(transport: Any, idle: float) -> None:
+    """
+    Turn on TCP keepalive, probing after C{idle} seconds of silence where the
+    platform lets us choose, so that vanished peers are noticed even when
+    the telnet probe is off.
+    """
+    if not ITCPTransport.providedBy(transport):
+        return
+    transport.setTcpKeepAlive(True)
+    handle = cast(Any, transport).getHandle()
+    for option, value in (
+        ("TCP_KEEPIDLE", max(int(idle), 60) if idle > 0 else 120),
+        ("TCP_KEEPINTVL", 30),
+        ("TCP_KEEPCNT", 4),
+    ):
+        if hasattr(socket, option):
+            handle.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _lines(*lines: str) -> bytes:
@@ -162,35 +185,81 @@ class LineEncoder:
 
 class LineTelnetTransport(TelnetTransport):
     """
-    A telnet transport that writes the protocol's bytes unchanged.
+    The telnet layer of a line connection: consumes option negotiation, and
+    probes a peer that has been silent too long with C{DO TIMING-MARK}, which
+    telnet clients answer by themselves, dropping it if nothing comes back.
 
-    The stock one rewrites every LF as CR LF and doubles 0xFF in each write;
-    the line door's payloads already end lines with CR LF, contain no bare
-    LF, and are UTF-8 (which never holds 0xFF), so one encoded payload can be
-    written to every recipient as is.
+    It writes the protocol's bytes unchanged: the stock class rewrites every
+    LF as CR LF and doubles 0xFF in each write, but the line door's payloads
+    already end lines with CR LF, contain no bare LF, and are UTF-8 (which
+    never holds 0xFF), so one encoded payload serves every recipient.
     """
+
+    factory: LineDoor
+    protocol: LineChatProtocol
+    _probe: IDelayedCall | None = None
+    _probe_sent = False
+
+    def connectionMade(self) -> None:
+        self._heard = self.factory.clock.seconds()
+        super().connectionMade()
+        if self.factory.limits.probe_idle > 0:
+            self._schedule_probe(self.factory.limits.probe_idle)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._probe is not None and self._probe.active():
+            self._probe.cancel()
+        super().connectionLost(reason)
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
 
-    @property
-    def disconnecting(self) -> bool:  # type: ignore[override]
-        """
-        Whether the connection is closing (the stock class never says so).
-        """
-        return bool(self.transport.disconnecting)  # type: ignore[union-attr]
+    def dataReceived(self, data: bytes) -> None:
+        self._heard = self.factory.clock.seconds()
+        self._probe_sent = False
+        try:
+            super().dataReceived(data)
+        except ValueError:
+            # An IAC followed by a byte that is no telnet command: the stock
+            # parser gives up on the rest of the packet.  Resynchronise.
+            self.state = "data"
+            self.protocol.deliver(Error("bad_telnet", "Invalid telnet command; input dropped"))
+
+    def telnet_WILL(self, option: bytes) -> None:
+        if option != TIMING_MARK:  # a probe's answer: nothing to negotiate
+            super().telnet_WILL(option)
+
+    def telnet_WONT(self, option: bytes) -> None:
+        if option != TIMING_MARK:
+            super().telnet_WONT(option)
+
+    def _schedule_probe(self, delay: float) -> None:
+        self._probe = self.factory.clock.callLater(delay, self._check_silence)
+
+    def _check_silence(self) -> None:
+        limits = self.factory.limits
+        silent = self.factory.clock.seconds() - self._heard
+        if silent < limits.probe_idle:
+            self._schedule_probe(limits.probe_idle - silent)
+        elif not self._probe_sent:
+            self._probe_sent = True
+            self.transport.write(IAC + DO + TIMING_MARK)  # type: ignore[union-attr]
+            self._schedule_probe(limits.probe_timeout)
+        else:
+            self.factory.count("dead_peer")
+            self.protocol.sign_off("ping timeout")
+            self.transport.abortConnection()  # type: ignore[union-attr]
 
 
 class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
     """
     One telnet-style connection: a nickname prompt, then commands and talk.
 
-    Lines end with LF or CR LF.  A line longer than C{MAX_LENGTH} bytes is
-    refused and discarded as it arrives, and the connection stays up.
+    Lines end with LF or CR LF.  A line longer than the door's C{max_line}
+    bytes is refused and discarded as it arrives; the connection stays up.
     """
 
     delimiter = b"\n"
-    MAX_LENGTH = 4096
     door: LineDoor
     _discarding = False
 
@@ -201,45 +270,71 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
 
     def connectionMade(self) -> None:
         self.telnet = cast(LineTelnetTransport, self.transport)
-        self.door = self.factory
-        self.door.opened(self)
+        # The stream under the telnet layer: TCP, TLS or a unix socket.
+        self.tcp = cast(Any, self.telnet.transport)
+        outbox = self.started(self.factory)
+        self.tcp.registerProducer(outbox, True)
+        _keep_alive(self.tcp, self.door.limits.probe_idle)
         self.send(_lines(*BANNER, PROMPT))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self.door.closed(self, "connection closed")
+        self.ended()
 
-    def send(self, payload: Any) -> None:
+    def write(self, payload: bytes) -> None:
         self.telnet.write(payload)
 
-    def close(self) -> None:
+    def payload_size(self, payload: bytes) -> int:
+        return len(payload)
+
+    def finish(self) -> None:
         self.telnet.loseConnection()
+
+    def abort(self) -> None:
+        self.tcp.abortConnection()
+
+    def set_reading(self, reading: bool) -> None:
+        if reading:
+            self.tcp.resumeProducing()
+        else:
+            self.tcp.pauseProducing()
 
     # -- input --------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Split C{data} into lines, never holding more than C{MAX_LENGTH}
-        bytes of an unfinished one.
+        Split C{data} into lines, never holding more than C{max_line} bytes
+        of an unfinished one.
         """
+        limit = self.door.limits.max_line
         lines = (self._buffer + data).split(self.delimiter)
         self._buffer = lines.pop()
         for line in lines:
-            if self.telnet.disconnecting:
-                return
             if self._discarding:
                 self._discarding = False
-            elif len(line) > self.MAX_LENGTH:
+            elif len(line) > limit:
                 self.lineLengthExceeded(line)
             else:
-                self.lineReceived(line)
-        if len(self._buffer) > self.MAX_LENGTH:
+                self.received(line)
+        if len(self._buffer) > limit:
             self._buffer = b""
             if not self._discarding:
                 self._discarding = True
                 self.lineLengthExceeded(b"")
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.refuse("line_too_long", f"line too long (over {self.MAX_LENGTH} bytes); ignored")
+        limit = self.door.limits.max_line
+        self.refuse("line_too_long", f"line too long (over {limit} bytes); ignored")
+
+    def unhandledCommand(self, command: bytes, argument: bytes | None) -> None:
+        """
+        Telnet's Interrupt Process (Ctrl-C) discards the line being typed.
+        """
+        if command == IP:
+            self._buffer = b""
+            self._discarding = False
+
+    def handle(self, line: bytes) -> None:
+        self.lineReceived(line)
 
     def lineReceived(self, line: bytes) -> None:
         try:
@@ -385,10 +480,16 @@ class LineDoor(Door, ServerFactory):
 
     name = "line"
 
-    def __init__(self, hub: Hub, clock: IReactorTime) -> None:
-        Door.__init__(self, hub, LineEncoder(), clock)
+    def __init__(
+        self,
+        hub: Hub,
+        clock: IReactorTime,
+        limits: Limits | None = None,
+        throttle: Throttle | None = None,
+    ) -> None:
+        Door.__init__(self, hub, LineEncoder(), clock, limits, throttle)
 
-    def buildProtocol(self, addr: IAddress | None) -> LineTelnetTransport:
+    def buildProtocol(self, addr: IAddress | None) -> LineTelnetTransport:  # type: ignore[override]
         transport = LineTelnetTransport(LineChatProtocol)
         transport.factory = self
         return transport

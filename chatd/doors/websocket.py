@@ -14,13 +14,17 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.doors.base import Door, Session
+from chatd.doors.flow import Throttle
 from chatd.errors import ChatError
 from chatd.hub import Hub
 from chatd.interfaces import IDoor, IEncoder
+from chatd.limits import Limits
 from chatd.model import (
     Error,
     Event,
@@ -39,8 +43,9 @@ from chatd.model import (
     Welcome,
 )
 
-MAX_MESSAGE_BYTES = 64 * 1024
 GOING_AWAY = 1001
+UNSUPPORTED_DATA = 1003
+CONNECTION_DONE = Failure(ConnectionDone())
 
 
 def _message(m: Message) -> dict[str, Any]:
@@ -144,27 +149,52 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
     """
 
     door: WebSocketDoor
+    transport: Any  # TCP or TLS, taken over from the HTTP channel
 
-    def onOpen(self) -> None:
-        self.door = self.factory
-        self.door.opened(self)
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        outbox = self.started(self.factory)
+        # The HTTP channel that accepted the upgrade was the producer until now.
+        self.transport.unregisterProducer()
+        self.transport.registerProducer(outbox, True)
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if self in self.door.connections:
-            self.door.closed(self, "connection closed")
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        super().connectionLost(reason)
+        self.ended()
 
-    def send(self, payload: Any) -> None:
+    def write(self, payload: PreparedMessage) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             self.sendPreparedMessage(payload)
 
-    def close(self) -> None:
+    def payload_size(self, payload: PreparedMessage) -> int:
+        return len(payload.payloadHybi)
+
+    def finish(self) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             self.sendCloseFrame(GOING_AWAY, b"server shutting down")
+        else:
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        self.transport.abortConnection()
+
+    def set_reading(self, reading: bool) -> None:
+        if reading:
+            self.transport.resumeProducing()
+        else:
+            self.transport.pauseProducing()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
-            self.deliver(Error("bad_request", "Binary frames are not accepted; send JSON text"))
+            self.door.count("binary_frame")
+            self.sendCloseFrame(UNSUPPORTED_DATA, b"binary frames are not accepted")
             return
+        self.received(payload)
+
+    def handle(self, payload: bytes) -> None:
+        """
+        Act on one JSON request.
+        """
         try:
             request = json.loads(payload.decode("utf-8"))
         except UnicodeDecodeError:
@@ -269,16 +299,32 @@ class WebSocketDoor(Door, WebSocketServerFactory):
     protocol = ChatWebSocketProtocol
 
     def __init__(
-        self, hub: Hub, clock: IReactorTime, *, ping_interval: float = 25, ping_timeout: float = 10
+        self,
+        hub: Hub,
+        clock: IReactorTime,
+        limits: Limits | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         WebSocketServerFactory.__init__(self, url=None, server="chatd", reactor=clock)
-        Door.__init__(self, hub, WebSocketEncoder(), clock)
+        Door.__init__(self, hub, WebSocketEncoder(), clock, limits, throttle)
         self._batched_timer = _ReactorTimer(clock)
-        self.setProtocolOptions(
-            maxFramePayloadSize=MAX_MESSAGE_BYTES,
-            maxMessagePayloadSize=MAX_MESSAGE_BYTES,
-            utf8validateIncoming=False,
-            failByDrop=False,
-            autoPingInterval=ping_interval,
-            autoPingTimeout=ping_timeout,
-        )
+        self.setProtocolOptions(**protocol_options(self.limits))
+
+
+def protocol_options(limits: Limits) -> dict[str, Any]:
+    """
+    The Autobahn protocol options of the WebSocket door (whose defaults are
+    wide open: unlimited sizes, no keepalive).  Oversize messages are closed
+    with 1009 rather than dropped; UTF-8 is checked by the door, which
+    answers invalid text with an error instead of closing.
+    """
+    return {
+        "maxFramePayloadSize": limits.max_frame,
+        "maxMessagePayloadSize": limits.max_frame,
+        "utf8validateIncoming": False,
+        "failByDrop": False,
+        "autoPingInterval": limits.ping_interval,
+        "autoPingTimeout": limits.ping_timeout,
+        "openHandshakeTimeout": limits.sign_on_timeout,
+        "perMessageCompressionAccept": lambda offers: None,
+    }

@@ -1,0 +1,210 @@
+# -*- test-case-name: tests.test_flow -*-
+"""
+Flow control shared by every door: bounded output per connection, input
+paused while readers are saturated, and per-connection flood control.
+
+Twisted's transports buffer without limit; they only tell a registered
+streaming producer to pause when their buffer passes 64 KiB.  An L{Outbox}
+is that producer: while its transport is paused it queues payloads itself,
+counted in bytes and bounded.  A reader that is merely behind in a storm
+drains within moments, so while any such reader is saturated the
+L{Throttle} holds back I{input} (senders stop being read) rather than
+dropping anybody; a reader that makes no progress stops counting (it is
+I{stalled}) and is dropped once its queue reaches the hard bound or it has
+been paused too long.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from zope.interface import implementer
+
+from chatd.limits import Limits
+
+
+class Throttle:
+    """
+    Holds back input while some reader that is keeping up is saturated.
+
+    @ivar saturated: outboxes over the soft bound that are still draining.
+    """
+
+    def __init__(self) -> None:
+        self.saturated: set[Outbox] = set()
+        self._waiting: dict[object, Callable[[], None]] = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.saturated)
+
+    def wait(self, key: object, resume: Callable[[], None]) -> None:
+        """
+        Call C{resume} once no reader is saturated (once per C{key}).
+        """
+        self._waiting[key] = resume
+
+    def forget(self, key: object) -> None:
+        self._waiting.pop(key, None)
+
+    def add(self, outbox: Outbox) -> None:
+        self.saturated.add(outbox)
+
+    def discard(self, outbox: Outbox) -> None:
+        self.saturated.discard(outbox)
+        while not self.saturated and self._waiting:
+            _, resume = self._waiting.popitem()
+            resume()
+
+
+@implementer(IPushProducer)
+class Outbox:
+    """
+    One connection's output: written straight through while its transport
+    keeps up, queued (boundedly) while the transport is paused.
+
+    @ivar queued: bytes waiting in the queue.
+    @ivar paused_since: when the transport last paused us, or C{None}.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[Any], None],
+        size: Callable[[Any], int],
+        overflow: Callable[[str], None],
+        throttle: Throttle,
+        limits: Limits,
+        clock: IReactorTime,
+    ) -> None:
+        self._write = write
+        self._size = size
+        self._overflow = overflow
+        self._throttle = throttle
+        self._limits = limits
+        self._clock = clock
+        self._queue: deque[tuple[Any, int]] = deque()
+        self.queued = 0
+        self.paused_since: float | None = None
+        self._timers: list[IDelayedCall] = []
+        self._stalled_now = False
+        self.closed = False
+        self.when_empty: Callable[[], None] | None = None
+
+    @property
+    def saturated(self) -> bool:
+        return self.queued > self._limits.soft_sendq
+
+    def put(self, payload: Any, optional: bool = False) -> None:
+        """
+        Send C{payload}, or queue it while the transport is paused.  Optional
+        output (history replays, listings) is dropped past the soft bound.
+        """
+        if self.closed:
+            return
+        if self.paused_since is None:
+            self._write(payload)
+            return
+        if optional and self.saturated:
+            return
+        size = self._size(payload)
+        if self.queued + size > self._limits.max_sendq:
+            self._give_up(f"send queue over {self._limits.max_sendq} bytes")
+            return
+        self._queue.append((payload, size))
+        self.queued += size
+        if self.saturated and not self._stalled_now:
+            self._throttle.add(self)
+
+    def pauseProducing(self) -> None:
+        if self.paused_since is not None or self.closed:
+            return
+        self.paused_since = self._clock.seconds()
+        self._stalled_now = False
+        self._timers = [
+            self._clock.callLater(self._limits.stall_timeout, self._stalled),
+            self._clock.callLater(
+                self._limits.paused_timeout, self._give_up, "not reading for too long"
+            ),
+        ]
+
+    def resumeProducing(self) -> None:
+        if self.closed:
+            return
+        self._cancel_timers()
+        self.paused_since = None
+        while self._queue and self.paused_since is None:
+            payload, size = self._queue.popleft()
+            self.queued -= size
+            self._write(payload)
+        if not self.saturated:
+            self._throttle.discard(self)
+        if not self._queue and self.when_empty is not None:
+            when_empty, self.when_empty = self.when_empty, None
+            when_empty()
+
+    def stopProducing(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """
+        Forget everything queued; the connection is going away.
+        """
+        self.closed = True
+        self._cancel_timers()
+        self._queue.clear()
+        self.queued = 0
+        self._throttle.discard(self)
+
+    @property
+    def empty(self) -> bool:
+        return not self._queue
+
+    def _stalled(self) -> None:
+        """
+        Paused for a while without draining: stop holding back other input
+        on its account; it is dropped when its queue fills.
+        """
+        self._stalled_now = True
+        self._throttle.discard(self)
+
+    def _give_up(self, why: str) -> None:
+        self.close()
+        self._overflow(why)
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = []
+
+
+class TokenBucket:
+    """
+    Flood control: C{burst} items at once, then C{rate} per second.
+    A rate of 0 means no limit.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: IReactorTime) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock.seconds()
+
+    def take(self) -> float:
+        """
+        Take one token if there is one and return 0; otherwise return how
+        many seconds until there will be one.
+        """
+        if self.rate <= 0:
+            return 0.0
+        now = self._clock.seconds()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
