@@ -1,56 +1,90 @@
-# -*- test-case-name: tests.test_tap,tests.test_limits -*-
+# -*- test-case-name: tests.test_tap,tests.test_flow -*-
 """
-Every limit chatd enforces, in one place, with its default.
+Every limit chatd enforces, in one place, with its default and its help.
 
-Each field is a C{twistd chatd} option of the same name (C{max_line} is
-C{--max-line}); a rate of 0 turns that limit off.
+Each field is a C{twistd chatd} option of the same name with dashes
+(C{max_line} is C{--max-line}); for rates and caps, 0 turns the limit off.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _limit(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class Limits:
     """
-    @ivar max_line: longest line the line door accepts, in bytes.
-    @ivar max_frame: largest WebSocket frame or message, in bytes.
-    @ivar ping_interval: seconds between WebSocket keepalive pings (0: off).
-    @ivar ping_timeout: seconds to wait for the pong before dropping.
-    @ivar sign_on_timeout: seconds after accept by which a connection must
-        have a nickname, however it trickles bytes.
-    @ivar drain_timeout: seconds to let output drain when shutting down.
-    @ivar probe_idle: seconds of silence after which the line door probes a
-        peer with telnet's C{DO TIMING-MARK} (0: never; for raw-TCP bots).
-    @ivar probe_timeout: seconds a probed peer has to answer.
-    @ivar max_sendq: bytes queued for a connection that is not reading
-        before it is dropped as a slow consumer.
-    @ivar soft_sendq: bytes queued past which optional output (history,
-        listings) is skipped and other input waits for this reader.
-    @ivar paused_timeout: seconds a connection may go without reading
-        (while output waits for it) before it is dropped.
-    @ivar stall_timeout: seconds a saturated reader may hold back other
-        users' input before it is left to fill its queue.
-    @ivar flood_rate: lines (or WebSocket messages) per second a connection
-        may send once its burst is spent; 0 turns flood control off.
-    @ivar flood_burst: lines a connection may send at once.
-    @ivar flood_backlog: seconds' worth of held-back input (at flood_rate)
-        past which a flooding connection is dropped.
+    The limits of one server (see the C{help} of each field).
     """
 
-    max_line: int = 4096
-    max_frame: int = 64 * 1024
-    ping_interval: float = 25.0
-    ping_timeout: float = 10.0
-    sign_on_timeout: float = 30.0
-    drain_timeout: float = 5.0
-    probe_idle: float = 120.0
-    probe_timeout: float = 30.0
-    max_sendq: int = 256 * 1024
-    soft_sendq: int = 64 * 1024
-    paused_timeout: float = 30.0
-    stall_timeout: float = 0.5
-    flood_rate: float = 2.0
-    flood_burst: int = 5
-    flood_backlog: float = 30.0
+    max_line: int = _limit(4096, "Longest line the line door accepts, in bytes.")
+    max_frame: int = _limit(64 * 1024, "Largest WebSocket message, in bytes.")
+    max_sendq: int = _limit(
+        256 * 1024, "Bytes queued for a client that is not reading before it is dropped."
+    )
+    soft_sendq: int = _limit(
+        64 * 1024,
+        "Bytes queued past which optional output (history) is skipped and other "
+        "clients' input waits for this reader to catch up.",
+    )
+    paused_timeout: float = _limit(
+        30.0, "Seconds a client may leave its output unread before it is dropped."
+    )
+    stall_timeout: float = _limit(
+        0.5, "Seconds a saturated reader may hold back other clients' input."
+    )
+    flood_burst: int = _limit(5, "Lines (or WebSocket messages) a client may send at once.")
+    flood_rate: float = _limit(
+        2.0, "Lines per second a client may send after its burst; 0 turns flood control off."
+    )
+    flood_backlog: float = _limit(
+        30.0, "Seconds' worth of held-back input past which a flooding client is dropped."
+    )
+    max_per_ip: int = _limit(16, "Connections at once from one IP address; 0: no limit.")
+    connect_rate: tuple[int, float] = _limit(
+        (32, 600.0), "Connections per seconds from one IP address, as N/SECONDS; 0: no limit."
+    )
+    max_clients: int = _limit(
+        0, "Connections at once in total (by default what the open-file limit allows); 0: no limit."
+    )
+    sign_on_timeout: float = _limit(
+        30.0, "Seconds after connecting by which a client must have chosen a nickname."
+    )
+    ping_interval: float = _limit(
+        25.0, "Seconds between WebSocket keepalive pings; 0 turns them off."
+    )
+    ping_timeout: float = _limit(10.0, "Seconds to wait for a WebSocket pong.")
+    probe_idle: float = _limit(
+        120.0,
+        "Seconds of silence after which the line door checks a telnet client is "
+        "alive (DO TIMING-MARK); 0 turns the probe off, e.g. for raw-TCP bots.",
+    )
+    probe_timeout: float = _limit(30.0, "Seconds a probed telnet client has to answer.")
+    drain_timeout: float = _limit(
+        5.0, "Seconds to let output drain when shutting down before closing anyway."
+    )
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """
+    Parse C{N/SECONDS} (or C{0}, no limit).
+    """
+    if text.strip() == "0":
+        return (0, 0.0)
+    count, slash, seconds = text.partition("/")
+    if not slash:
+        raise ValueError(f"{text!r} is not N/SECONDS")
+    rate = (int(count), float(seconds))
+    if rate[0] < 0 or rate[1] <= 0:
+        raise ValueError(f"{text!r} is not N/SECONDS")
+    return rate
+
+
+def format_rate(rate: tuple[int, float]) -> str:
+    count, seconds = rate
+    return "0" if count == 0 else f"{count}/{seconds:g}"

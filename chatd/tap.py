@@ -5,14 +5,22 @@ C{twistd chatd}: command-line options and the service they describe.
 
 from __future__ import annotations
 
+import resource
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
 from twisted.application import strports
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.python import usage
 
+from chatd.doors.admission import Admission, AdmittingFactory, http_refusal
+from chatd.doors.flow import Throttle
 from chatd.doors.line import LineDoor
 from chatd.doors.web import make_site
-from chatd.doors.websocket import WebSocketDoor
+from chatd.doors.websocket import OriginPolicy, WebSocketDoor
 from chatd.hub import Hub
+from chatd.limits import Limits, format_rate, parse_rate
 from chatd.service import ChatService
 from chatd.store.memory import MemoryHistoryStore
 
@@ -29,10 +37,49 @@ def _positive(value: str) -> int:
 _positive.coerceDoc = "Must be a positive whole number."  # type: ignore[attr-defined]
 
 
+def _not_negative(kind: type) -> Callable[[str], Any]:
+    def coerce(value: str) -> Any:
+        number = kind(value)
+        if number < 0:
+            raise ValueError(f"{value} is negative")
+        return number
+
+    return coerce
+
+
+def _open_file_budget() -> int:
+    """
+    The default C{--max-clients}: what the process's open-file limit allows,
+    leaving room for listening sockets, logs and the like.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 0 if soft == resource.RLIM_INFINITY else max(soft - 100, 1)
+
+
+def _limit_options() -> list[list[Any]]:
+    """
+    One option per field of L{Limits}, named after it, with its help.
+    """
+    options: list[list[Any]] = []
+    for limit in fields(Limits):
+        default: Any = limit.default
+        coerce: Callable[[str], Any]
+        if limit.name == "connect_rate":
+            default, coerce = format_rate(default), parse_rate
+        elif limit.name == "max_clients":
+            default, coerce = _open_file_budget(), _not_negative(int)
+        else:
+            coerce = _not_negative(type(default))
+        name = limit.name.replace("_", "-")
+        options.append([name, None, default, limit.metadata["help"], coerce])
+    return options
+
+
 class Options(usage.Options):
     """
-    Where chatd listens and how much it keeps.  Addresses are Twisted
-    endpoint descriptions, so C{ssl:}, C{unix:} and C{tcp6:} work too.
+    Where chatd listens, how much it keeps, and every limit it enforces.
+    Addresses are Twisted endpoint descriptions, so C{ssl:}, C{unix:} and
+    C{tcp6:} work too.
     """
 
     synopsis = "[options]"
@@ -47,6 +94,14 @@ class Options(usage.Options):
         ["line", "l", "tcp:1234", f"Endpoint of the line (telnet) door, or '{OFF}'."],
         ["web", "w", "tcp:8080", f"Endpoint of the web door (client and /ws), or '{OFF}'."],
         ["history-size", None, 100, "Messages kept per room for /history.", _positive],
+        [
+            "allowed-origins",
+            None,
+            "",
+            "Comma-separated web origins (e.g. https://chat.example) whose pages may "
+            "use the WebSocket besides the web door's own; '*' allows any.",
+        ],
+        *_limit_options(),
     ]
 
     def postOptions(self) -> None:
@@ -62,6 +117,16 @@ class Options(usage.Options):
                     raise usage.UsageError(
                         f"--{door}: {self[door]!r} is not an endpoint description ({e})"
                     ) from None
+        try:
+            self["origins"] = OriginPolicy(
+                o for o in self["allowed-origins"].split(",") if o.strip()
+            )
+        except ValueError as e:
+            raise usage.UsageError(f"--allowed-origins: {e}") from None
+        values = {f.name: self[f.name.replace("_", "-")] for f in fields(Limits)}
+        if isinstance(values["connect_rate"], str):
+            values["connect_rate"] = parse_rate(values["connect_rate"])
+        self["limits"] = Limits(**values)
 
 
 def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatService:
@@ -73,14 +138,16 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
 
         reactor = global_reactor
     assert IReactorTime.providedBy(reactor)
+    limits: Limits = options["limits"]
     hub = Hub(reactor, MemoryHistoryStore(per_room=options["history-size"]))
     service = ChatService(hub)
+    throttle, admission = Throttle(), Admission(limits, reactor)
     if options["line"] != OFF:
-        line = LineDoor(hub, reactor)
+        line = LineDoor(hub, reactor, limits, throttle, admission)
         service.add_door(line, strports.service(options["line"], line, reactor=reactor))
     if options["web"] != OFF:
-        websocket = WebSocketDoor(hub, reactor)
-        site = make_site(websocket)
+        websocket = WebSocketDoor(hub, reactor, limits, throttle, options["origins"])
+        site = AdmittingFactory(make_site(websocket), admission, http_refusal)
         service.add_door(
             websocket,
             strports.service(options["web"], site, reactor=reactor),

@@ -45,7 +45,7 @@ LOCAL_TCP0 = f"tcp:0:interface={LOCALHOST}"
 
 _PORT_LINES = {
     "line": re.compile(r"LineDoor starting on (\d+)"),
-    "web": re.compile(r"Site starting on (\d+)"),
+    "web": re.compile(r"Site(?: \(\w+\))? starting on (\d+)"),
 }
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

@@ -13,6 +13,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
+from chatd.doors.admission import AdmittingFactory
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.tap import Options, makeService
@@ -87,7 +88,8 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual((line_port, line_iface), (4321, "127.0.0.1"))
         self.assertEqual((web_port, web_iface), (4322, "::1"))
         self.assertIsInstance(line, LineDoor)
-        self.assertIsInstance(site, Site)
+        self.assertIsInstance(site, AdmittingFactory)
+        self.assertIsInstance(site.wrappedFactory, Site)
         (websocket,) = [d for d in service.doors if isinstance(d, WebSocketDoor)]
         self.assertIs(line.hub, websocket.hub)
 

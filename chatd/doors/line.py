@@ -17,11 +17,12 @@ from typing import Any, cast
 
 from twisted.conch.telnet import DO, IAC, IP, TelnetProtocol, TelnetTransport
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITCPTransport
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.doors.admission import Admission, Refusal, Ticket
 from chatd.doors.base import Door, Session
 from chatd.doors.flow import Throttle
 from chatd.errors import ChatError
@@ -197,6 +198,7 @@ class LineTelnetTransport(TelnetTransport):
 
     factory: LineDoor
     protocol: LineChatProtocol
+    ticket: Ticket
     _probe: IDelayedCall | None = None
     _probe_sent = False
 
@@ -207,6 +209,7 @@ class LineTelnetTransport(TelnetTransport):
             self._schedule_probe(self.factory.limits.probe_idle)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.ticket.release()
         if self._probe is not None and self._probe.active():
             self._probe.cancel()
         super().connectionLost(reason)
@@ -486,10 +489,16 @@ class LineDoor(Door, ServerFactory):
         clock: IReactorTime,
         limits: Limits | None = None,
         throttle: Throttle | None = None,
+        admission: Admission | None = None,
     ) -> None:
         Door.__init__(self, hub, LineEncoder(), clock, limits, throttle)
+        self.admission = Admission(self.limits, clock) if admission is None else admission
 
-    def buildProtocol(self, addr: IAddress | None) -> LineTelnetTransport:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        ticket = self.admission.admit(addr)
+        if isinstance(ticket, str):
+            return Refusal(_lines(f"!!! {ticket}"))
         transport = LineTelnetTransport(LineChatProtocol)
         transport.factory = self
+        transport.ticket = ticket
         return transport

@@ -9,11 +9,13 @@ framed once per event (an Autobahn prepared message) for all recipients.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
@@ -162,6 +164,15 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         super().connectionLost(reason)
         self.ended()
 
+    def onConnect(self, request: ConnectionRequest) -> None:
+        """
+        Refuse cross-site handshakes (Cross-Site WebSocket Hijacking).
+        """
+        origin = request.headers.get("origin")
+        if not self.door.origins.allows(origin, request.headers.get("host")):
+            self.door.count("bad_origin")
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
+
     def write(self, payload: PreparedMessage) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             self.sendPreparedMessage(payload)
@@ -274,6 +285,63 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
     }
 
 
+class OriginPolicy:
+    """
+    Which web pages may open a WebSocket to the door.
+
+    By default only pages served by the door itself: the C{Origin} must name
+    the host the browser connected to (its C{Host} header), so a page on
+    another site cannot act as a visitor who is logged in here.  Extra
+    origins are given as users write them (C{https://chat.example}) and
+    compared with default ports filled in; C{*} allows any.  A request with
+    no C{Origin} comes from a program, not a browser, and is allowed; the
+    opaque C{null} origin is refused.
+    """
+
+    def __init__(self, allowed: Iterable[str] = ()) -> None:
+        allowed = list(allowed)
+        self.any = "*" in allowed
+        self.allowed = {normalise_origin(o) for o in allowed if o != "*"}
+
+    def allows(self, origin: str | None, host: str | None) -> bool:
+        if origin is None:
+            return True
+        if origin == "null":
+            return False
+        if self.any:
+            return True
+        try:
+            normal = normalise_origin(origin)
+        except ValueError:
+            return False
+        if normal in self.allowed:
+            return True
+        scheme, _, netloc = normal.partition("://")
+        name, _, port = netloc.rpartition(":")
+        same_site = name if port == _DEFAULT_PORTS[scheme] else netloc
+        return host is not None and host.lower() in (same_site, netloc)
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def normalise_origin(origin: str) -> str:
+    """
+    C{scheme://host:port} with the scheme and host lower-cased and the
+    default port filled in: C{https://Chat.Example} is
+    C{https://chat.example:443}.
+    """
+    parts = urlsplit(origin.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"{origin!r} is not an origin like https://chat.example")
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    return f"{scheme}://{host}:{port}"
+
+
 class _ReactorTimer:
     """
     Autobahn's per-protocol timers (handshake and ping timeouts) scheduled on
@@ -304,9 +372,11 @@ class WebSocketDoor(Door, WebSocketServerFactory):
         clock: IReactorTime,
         limits: Limits | None = None,
         throttle: Throttle | None = None,
+        origins: OriginPolicy | None = None,
     ) -> None:
         WebSocketServerFactory.__init__(self, url=None, server="chatd", reactor=clock)
         Door.__init__(self, hub, WebSocketEncoder(), clock, limits, throttle)
+        self.origins = OriginPolicy() if origins is None else origins
         self._batched_timer = _ReactorTimer(clock)
         self.setProtocolOptions(**protocol_options(self.limits))
 

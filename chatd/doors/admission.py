@@ -1,0 +1,164 @@
+# -*- test-case-name: tests.test_admission -*-
+"""
+Who may connect: a cap on connections per address and in total, and a cap
+on how often one address may connect.  Both doors share one L{Admission}.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+
+from chatd.limits import Limits
+
+TRACKED_ADDRESSES = 65536
+"""How many addresses' recent connects are remembered (oldest forgotten)."""
+
+
+class Ticket:
+    """
+    One admitted connection; release it (once or more) when it closes.
+    """
+
+    def __init__(self, admission: Admission, host: str | None) -> None:
+        self._admission = admission
+        self.host = host
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._admission._release(self.host)
+
+
+class Admission:
+    """
+    Counts live connections per address and in total, and recent connects
+    per address, against L{Limits} (C{max_per_ip}, C{max_clients},
+    C{connect_rate}); a limit of 0 is off.  Connections without an IP
+    address (unix sockets) count only towards the total.
+    """
+
+    def __init__(self, limits: Limits, clock: IReactorTime) -> None:
+        self.limits = limits
+        self.clock = clock
+        self.total = 0
+        self.per_host: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self._recent: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def admit(self, address: IAddress | None) -> Ticket | str:
+        """
+        Admit a connection from C{address}, or say why not.
+        """
+        host = _host(address)
+        limits = self.limits
+        if host is not None and limits.connect_rate[0] > 0:
+            count, window = limits.connect_rate
+            now = self.clock.seconds()
+            recent = self._recent.pop(host, None) or deque(maxlen=count)
+            while recent and recent[0] <= now - window:
+                recent.popleft()
+            full = len(recent) >= count
+            recent.append(now)
+            self._recent[host] = recent
+            if len(self._recent) > TRACKED_ADDRESSES:
+                self._recent.popitem(last=False)
+            if full:
+                return self._refuse("connect_rate", "too many connections from your address")
+        if 0 < limits.max_clients <= self.total:
+            return self._refuse("max_clients", "the server is full")
+        if host is not None and 0 < limits.max_per_ip <= self.per_host[host]:
+            return self._refuse("max_per_ip", "too many connections from your address")
+        self.total += 1
+        if host is not None:
+            self.per_host[host] += 1
+        return Ticket(self, host)
+
+    def _refuse(self, limit: str, why: str) -> str:
+        self.refused[limit] += 1
+        return f"Connection refused: {why}; try again later"
+
+    def _release(self, host: str | None) -> None:
+        self.total -= 1
+        if host is not None:
+            self.per_host[host] -= 1
+            if not self.per_host[host]:
+                del self.per_host[host]
+
+
+def _host(address: IAddress | None) -> str | None:
+    if isinstance(address, IPv4Address | IPv6Address):
+        return address.host
+    return None
+
+
+class Refusal(Protocol):
+    """
+    Says why the connection is refused, then closes it.
+    """
+
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.message)
+        self.transport.loseConnection()
+
+
+CONNECTION_DONE = Failure(ConnectionDone())
+
+
+class _Admitted(ProtocolWrapper):
+    ticket: Ticket
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        self.ticket.release()
+        super().connectionLost(reason)
+
+
+class AdmittingFactory(WrappingFactory):
+    """
+    Wraps a factory (the web site) so that its connections pass
+    L{Admission}; a refused one is told why by C{refusal(reason)}.
+    """
+
+    protocol = _Admitted
+
+    def __init__(
+        self, wrapped: Factory[Any], admission: Admission, refusal: Callable[[str], bytes]
+    ) -> None:
+        super().__init__(wrapped)
+        self.admission = admission
+        self.refusal = refusal
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
+        ticket = self.admission.admit(addr)
+        if isinstance(ticket, str):
+            return Refusal(self.refusal(ticket))
+        protocol = cast(_Admitted, super().buildProtocol(addr))
+        protocol.ticket = ticket
+        return protocol
+
+
+def http_refusal(reason: str) -> bytes:
+    """
+    A complete HTTP 503 response saying C{reason}.
+    """
+    body = reason.encode("utf-8") + b"\n"
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Connection: close\r\n"
+        b"Retry-After: 60\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
