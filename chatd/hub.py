@@ -319,7 +319,7 @@ class Hub:
         logged and never reaches the sender or the other recipients.
         """
         encoded: dict[IEncoder, object] = {}
-        for user in users:
+        for user in tuple(users):  # a delivery may end in someone leaving
             client = user.client
             try:
                 encoder = client.encoder

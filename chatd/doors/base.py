@@ -172,8 +172,13 @@ class Session:
             why=why,
         )
         self.write(self.encoder.encode(Error("slow_consumer", "You are not reading; goodbye")))
-        self.sign_off("slow consumer")
         self._closing = True
+        # Often called while the hub is delivering to this very room: leave
+        # once that delivery is done.
+        self.door.clock.callLater(0, self._drop, "slow consumer")
+
+    def _drop(self, reason: str) -> None:
+        self.sign_off(reason)
         self.abort()
 
     # -- input --------------------------------------------------------------
