@@ -204,14 +204,26 @@ class WebSocketPeer:
     A WebSocket-door connection on a C{StringTransport}, past the handshake.
     """
 
-    def __init__(self, door: WebSocketDoor) -> None:
+    def __init__(
+        self, door: WebSocketDoor, origin: str | None = None, must_accept: bool = True
+    ) -> None:
         self.protocol: Protocol = door.buildProtocol(PEER)
         self.transport = TCPLikeTransport(peerAddress=PEER)
         self.protocol.makeConnection(self.transport)
-        self.protocol.dataReceived(HANDSHAKE)
-        response = self.transport.value()
-        assert response.startswith(b"HTTP/1.1 101 "), response
+        handshake = HANDSHAKE
+        if origin is not None:
+            handshake = handshake[:-2] + b"Origin: " + origin.encode() + b"\r\n\r\n"
+        self.protocol.dataReceived(handshake)
+        self.response = self.transport.value()
         self.transport.clear()
+        assert self.accepted or not must_accept, self.response
+
+    @property
+    def accepted(self) -> bool:
+        """
+        Whether the server accepted the WebSocket handshake.
+        """
+        return self.response.startswith(b"HTTP/1.1 101 ")
 
     def send_raw(self, payload: bytes, opcode: int = TEXT) -> None:
         self.protocol.dataReceived(client_frame(payload, opcode))

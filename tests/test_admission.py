@@ -1,0 +1,191 @@
+"""
+Who may connect: per-address, total and rate caps on both doors, and the
+WebSocket door's origin policy.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
+
+from chatd.doors.admission import Admission, AdmittingFactory, Refusal, Ticket, http_refusal
+from chatd.doors.line import LineDoor
+from chatd.doors.websocket import OriginPolicy, WebSocketDoor, normalise_origin
+from chatd.hub import Hub
+from chatd.limits import Limits, parse_rate
+from tests.helpers import TCPLikeTransport, WebSocketPeer
+
+
+def address(host: str) -> IPv4Address:
+    return IPv4Address("TCP", host, 50000)
+
+
+class AdmissionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+
+    def admission(self, **limits: object) -> Admission:
+        return Admission(Limits(**limits), self.clock)  # type: ignore[arg-type]
+
+    def test_per_address_cap(self) -> None:
+        """
+        One address may hold C{max_per_ip} connections; another may still
+        connect; closing one makes room again.
+        """
+        admission = self.admission(max_per_ip=2, connect_rate=(0, 0.0))
+        tickets = [admission.admit(address("10.0.0.1")) for _ in range(2)]
+        self.assertTrue(all(isinstance(t, Ticket) for t in tickets))
+        refusal = admission.admit(address("10.0.0.1"))
+        self.assertEqual(
+            refusal, "Connection refused: too many connections from your address; try again later"
+        )
+        self.assertIsInstance(admission.admit(address("10.0.0.2")), Ticket)
+        tickets[0].release()
+        tickets[0].release()
+        self.assertIsInstance(admission.admit(address("10.0.0.1")), Ticket)
+        self.assertEqual(admission.refused["max_per_ip"], 1)
+
+    def test_connect_rate(self) -> None:
+        """
+        An address may connect C{N} times per window; attempts beyond are
+        refused until the window has moved on.
+        """
+        admission = self.admission(connect_rate=(3, 60.0), max_per_ip=0)
+        for _ in range(3):
+            admission.admit(address("10.0.0.1")).release()  # type: ignore[union-attr]
+            self.clock.advance(1)
+        self.assertIsInstance(admission.admit(address("10.0.0.1")), str)
+        self.assertIsInstance(admission.admit(address("10.0.0.2")), Ticket)
+        self.clock.advance(58)
+        self.assertIsInstance(admission.admit(address("10.0.0.1")), Ticket)
+        self.assertEqual(admission.refused["connect_rate"], 1)
+
+    def test_total_cap(self) -> None:
+        """
+        C{max_clients} caps all connections, unix sockets included.
+        """
+        admission = self.admission(max_clients=2)
+        admission.admit(UNIXAddress(b"/tmp/x"))
+        admission.admit(address("10.0.0.1"))
+        self.assertEqual(
+            admission.admit(address("10.0.0.2")),
+            "Connection refused: the server is full; try again later",
+        )
+
+    def test_off(self) -> None:
+        """
+        Limits of 0 admit everyone.
+        """
+        admission = self.admission(max_per_ip=0, connect_rate=(0, 0.0), max_clients=0)
+        for _ in range(1000):
+            self.assertIsInstance(admission.admit(address("10.0.0.1")), Ticket)
+
+    def test_rate_option(self) -> None:
+        """
+        C{--connect-rate} takes N/SECONDS or 0.
+        """
+        self.assertEqual(parse_rate("32/600"), (32, 600.0))
+        self.assertEqual(parse_rate("0"), (0, 0.0))
+        for bad in ("32", "x/1", "3/0", "-1/5"):
+            self.assertRaises(ValueError, parse_rate, bad)
+
+
+class LineRefusalTests(SynchronousTestCase):
+    def test_refused_with_a_line(self) -> None:
+        """
+        The line door tells a refused connection why in one line, then
+        closes it; a closed connection frees its place.
+        """
+        clock = Clock()
+        door = LineDoor(Hub(clock), clock, Limits(max_per_ip=1))
+        first = door.buildProtocol(address("10.0.0.1"))
+        first.makeConnection(TCPLikeTransport())
+        refused = door.buildProtocol(address("10.0.0.1"))
+        self.assertIsInstance(refused, Refusal)
+        transport = TCPLikeTransport()
+        refused.makeConnection(transport)
+        self.assertEqual(
+            transport.value(),
+            b"!!! Connection refused: too many connections from your address; try again later\r\n",
+        )
+        self.assertTrue(transport.disconnecting)
+        first.connectionLost(None)
+        self.assertNotIsInstance(door.buildProtocol(address("10.0.0.1")), Refusal)
+
+
+class WebRefusalTests(SynchronousTestCase):
+    def test_refused_with_503(self) -> None:
+        """
+        The web door answers a refused connection with HTTP 503.
+        """
+        admission = Admission(Limits(max_per_ip=1), Clock())
+        factory = AdmittingFactory(Site(None), admission, http_refusal)
+        factory.buildProtocol(address("10.0.0.1"))
+        refused = factory.buildProtocol(address("10.0.0.1"))
+        transport = TCPLikeTransport()
+        refused.makeConnection(transport)
+        response = transport.value()
+        self.assertTrue(response.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"))
+        self.assertTrue(
+            response.endswith(b"too many connections from your address; try again later\n")
+        )
+        self.assertTrue(transport.disconnecting)
+
+
+class OriginTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        clock = Clock()
+        self.hub = Hub(clock)
+        self.clock = clock
+
+    def handshake(self, origin: str | None, allowed: list[str] | None = None) -> WebSocketPeer:
+        door = WebSocketDoor(self.hub, self.clock, origins=OriginPolicy(allowed or []))
+        return WebSocketPeer(door, origin=origin, must_accept=False)
+
+    def test_same_origin(self) -> None:
+        """
+        A page served by the door itself (Origin matching Host) may connect.
+        """
+        self.assertTrue(self.handshake("http://127.0.0.1:8080").accepted)
+
+    def test_no_origin(self) -> None:
+        """
+        Programs that send no Origin may connect.
+        """
+        self.assertTrue(self.handshake(None).accepted)
+
+    def test_cross_site_refused(self) -> None:
+        """
+        Another site's page is refused with 403; a null or malformed origin
+        is refused too (by Autobahn, with 400).
+        """
+        for origin in ("http://evil.example", "http://127.0.0.1:9999", "http://127.0.0.2:8080"):
+            peer = self.handshake(origin)
+            self.assertFalse(peer.accepted, origin)
+            self.assertTrue(peer.response.startswith(b"HTTP/1.1 403"), peer.response)
+        for origin in ("null", "garbage"):
+            self.assertTrue(self.handshake(origin).response.startswith(b"HTTP/1.1 400"))
+
+    def test_allowed_origins(self) -> None:
+        """
+        Origins given as users write them are matched with default ports
+        filled in; '*' allows any.
+        """
+        allowed = ["https://Chat.Example", "http://localhost:3000"]
+        self.assertTrue(self.handshake("https://chat.example:443", allowed).accepted)
+        self.assertTrue(self.handshake("https://chat.example", allowed).accepted)
+        self.assertTrue(self.handshake("http://localhost:3000", allowed).accepted)
+        self.assertFalse(self.handshake("http://chat.example", allowed).accepted)
+        self.assertTrue(self.handshake("http://anything.example", ["*"]).accepted)
+
+    def test_normalise(self) -> None:
+        """
+        Normalising fills in default ports and lower-cases; non-origins are
+        refused.
+        """
+        self.assertEqual(normalise_origin("https://Chat.Example"), "https://chat.example:443")
+        self.assertEqual(normalise_origin("http://[::1]:8080"), "http://[::1]:8080")
+        for bad in ("chat.example", "ftp://x", "https://x/path", ""):
+            self.assertRaises(ValueError, normalise_origin, bad)
