@@ -5,6 +5,7 @@ C{twistd chatd}'s options, the service they build, and plugin discovery.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
@@ -144,3 +145,13 @@ class PluginTests(SynchronousTestCase):
         self.assertIn("chatd", makers)
         self.assertTrue(IPlugin.providedBy(makers["chatd"]))
         self.assertIsInstance(makers["chatd"].options(), Options)
+
+
+class DocumentationTests(SynchronousTestCase):
+    def test_readme_lists_every_option(self) -> None:
+        """
+        README.rst documents every option of C{twistd chatd}.
+        """
+        readme = (Path(__file__).parent.parent / "README.rst").read_text()
+        for name, *_ in Options.optParameters:
+            self.assertIn(f"``--{name}``", readme, name)
