@@ -162,6 +162,10 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         super().connectionLost(reason)
+        # Autobahn leaves this timer behind when the peer vanishes mid-close.
+        timer, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
+        if timer is not None and timer.active():
+            timer.cancel()
         self.ended()
 
     def onConnect(self, request: ConnectionRequest) -> None:
