@@ -10,6 +10,8 @@ checkout's code and plugin are what run.
 
 from __future__ import annotations
 
+import time
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.processes import (
@@ -149,6 +151,37 @@ class RunningServerTests(SynchronousTestCase):
         self.assertIn(b"<html", body)
         WebSocketClient(self, web_port).sign_on("bob")
         self.assertFalse(server.logged("line"), server.output())
+        self.assertStopsCleanly(server)
+
+    def test_connection_cap_per_address_across_doors(self) -> None:
+        """
+        With C{--max-per-ip 2}, a third connection from 127.0.0.1 is refused
+        with a reason, on either door, until one of the first two closes.
+        """
+        server = self.start(
+            "--line", LOCAL_TCP0, "--web", LOCAL_TCP0, "--max-per-ip", "2"
+        )  # fmt: skip
+        line_port, web_port = server.port("line"), server.port("web")
+        first = LineClient(self, line_port)
+        first.sign_on("alice")
+        WebSocketClient(self, web_port).sign_on("bob")
+        refused = LineClient(self, line_port)
+        self.assertEqual(
+            refused.read_to_eof(),
+            b"!!! Connection refused: too many connections from your address; try again later\r\n",
+        )
+        status, _, body = http_get(web_port, "/")
+        self.assertEqual(status, 503)
+        self.assertIn(b"too many connections", body)
+        first.close()
+        # The server frees the place when it sees the close; allow it a moment.
+        for _ in range(50):
+            client = LineClient(self, line_port)
+            if client.read_until(b"\r\n").startswith(b"Welcome"):
+                break
+            time.sleep(0.05)
+        else:
+            self.fail("the closed connection's place was never freed")
         self.assertStopsCleanly(server)
 
 
