@@ -147,7 +147,9 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
         service.add_door(line, strports.service(options["line"], line, reactor=reactor))
     if options["web"] != OFF:
         websocket = WebSocketDoor(hub, reactor, limits, throttle, options["origins"])
-        site = AdmittingFactory(make_site(websocket), admission, http_refusal)
+        site = AdmittingFactory(
+            make_site(websocket), admission, http_refusal, reactor, limits.sign_on_timeout
+        )
         service.add_door(
             websocket,
             strports.service(options["web"], site, reactor=reactor),

@@ -5,6 +5,8 @@ WebSocket door's origin policy.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -12,10 +14,11 @@ from twisted.web.server import Site
 
 from chatd.doors.admission import Admission, AdmittingFactory, Refusal, Ticket, http_refusal
 from chatd.doors.line import LineDoor
+from chatd.doors.web import make_site
 from chatd.doors.websocket import OriginPolicy, WebSocketDoor, normalise_origin
 from chatd.hub import Hub
 from chatd.limits import Limits, parse_rate
-from tests.helpers import TCPLikeTransport, WebSocketPeer
+from tests.helpers import HANDSHAKE, TCPLikeTransport, WebSocketPeer, client_frame
 
 
 def address(host: str) -> IPv4Address:
@@ -121,7 +124,7 @@ class WebRefusalTests(SynchronousTestCase):
         The web door answers a refused connection with HTTP 503.
         """
         admission = Admission(Limits(max_per_ip=1), Clock())
-        factory = AdmittingFactory(Site(None), admission, http_refusal)
+        factory = AdmittingFactory(Site(None), admission, http_refusal, Clock(), 30)
         factory.buildProtocol(address("10.0.0.1"))
         refused = factory.buildProtocol(address("10.0.0.1"))
         transport = TCPLikeTransport()
@@ -189,3 +192,48 @@ class OriginTests(SynchronousTestCase):
         self.assertEqual(normalise_origin("http://[::1]:8080"), "http://[::1]:8080")
         for bad in ("chat.example", "ftp://x", "https://x/path", ""):
             self.assertRaises(ValueError, normalise_origin, bad)
+
+
+class WebDeadlineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        hub = Hub(self.clock)
+        self.door = WebSocketDoor(hub, self.clock, Limits(ping_interval=0))
+        admission = Admission(Limits(), self.clock)
+        self.factory = AdmittingFactory(
+            make_site(self.door), admission, http_refusal, self.clock, 30
+        )
+
+    def connect(self) -> tuple[Any, TCPLikeTransport]:
+        protocol = self.factory.buildProtocol(address("10.0.0.1"))
+        transport = TCPLikeTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_trickling_http_dropped(self) -> None:
+        """
+        A web connection that trickles a request and never finishes it is
+        dropped 30 s after accept.
+        """
+        protocol, transport = self.connect()
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ":
+            protocol.dataReceived(bytes([byte]))
+            self.clock.advance(0.5)
+            if transport.aborted:
+                break
+        self.clock.advance(30)
+        self.assertTrue(transport.aborted)
+        self.assertEqual(self.factory.admission.refused["http_deadline"], 1)
+
+    def test_websocket_session_kept(self) -> None:
+        """
+        A connection upgraded to a WebSocket session that says hello stays
+        past the deadline.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(HANDSHAKE)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        protocol.dataReceived(client_frame(b'{"type": "hello", "nick": "web"}'))
+        self.clock.advance(3600)
+        self.assertFalse(transport.aborted)
+        self.assertIn(b'"welcome"', transport.value())

@@ -483,6 +483,28 @@ class CommandTests(LineDoorTestCase):
         self.assertNotIn(bob.protocol.protocol, self.door.connections)
 
 
+class FaultTests(LineDoorTestCase):
+    def test_bug_costs_one_request_only(self) -> None:
+        """
+        An exception while handling one user's request is logged once, with
+        its traceback; that user gets an error and stays connected, and
+        nobody else notices.
+        """
+        alice, bob = self.peer("alice"), self.peer("bob")
+        alice.received()
+
+        def broken(*args: object) -> None:
+            raise ZeroDivisionError("a bug")
+
+        self.patch(self.hub, "list_rooms", broken)
+        bob.send("/rooms")
+        self.assertEqual(bob.lines(), ["!!! Something went wrong; the error was logged"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        bob.send("still here")
+        self.assertEqual(alice.lines(), ["[#lobby] <bob> still here"])
+        self.assertFalse(bob.transport.disconnecting)
+
+
 class ShutdownTests(LineDoorTestCase):
     def test_everyone_told_then_closed(self) -> None:
         """

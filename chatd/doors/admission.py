@@ -12,11 +12,12 @@ from typing import Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
+from chatd.doors.base import Session
 from chatd.limits import Limits
 
 TRACKED_ADDRESSES = 65536
@@ -119,27 +120,56 @@ CONNECTION_DONE = Failure(ConnectionDone())
 
 
 class _Admitted(ProtocolWrapper):
+    """
+    An admitted web connection: releases its place when it closes, and is
+    dropped if it is still plain HTTP (no WebSocket session has taken it
+    over) when its deadline passes, however it trickles bytes.
+    """
+
+    factory: AdmittingFactory
     ticket: Ticket
+    _deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._deadline = self.factory.clock.callLater(self.factory.deadline, self._expire)
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         self.ticket.release()
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
         super().connectionLost(reason)
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not isinstance(self.wrappedProtocol, Session):
+            self.factory.admission.refused["http_deadline"] += 1
+            self.transport.abortConnection()  # type: ignore[union-attr]
 
 
 class AdmittingFactory(WrappingFactory):
     """
-    Wraps a factory (the web site) so that its connections pass
-    L{Admission}; a refused one is told why by C{refusal(reason)}.
+    Wraps the web site's factory so that its connections pass
+    L{Admission} (a refused one is told why by C{refusal(reason)}) and are
+    closed unless they become WebSocket sessions within C{deadline}
+    seconds (plain page loads are quick; browsers reconnect as needed).
     """
 
     protocol = _Admitted
 
     def __init__(
-        self, wrapped: Factory[Any], admission: Admission, refusal: Callable[[str], bytes]
+        self,
+        wrapped: Factory[Any],
+        admission: Admission,
+        refusal: Callable[[str], bytes],
+        clock: IReactorTime,
+        deadline: float,
     ) -> None:
         super().__init__(wrapped)
         self.admission = admission
         self.refusal = refusal
+        self.clock = clock
+        self.deadline = deadline
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
         ticket = self.admission.admit(addr)

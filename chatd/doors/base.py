@@ -214,8 +214,23 @@ class Session:
                 self._wake = self.door.clock.callLater(delay, self._resume)
                 self._set_reading(False)
                 return
-            self.handle(self._inbox.popleft())
+            self._handle_safely(self._inbox.popleft())
         self._set_reading(True)
+
+    def _handle_safely(self, item: Any) -> None:
+        """
+        Handle C{item}; a bug met on the way is logged once, with its
+        traceback, and costs this request only, not the connection.
+        """
+        try:
+            self.handle(item)
+        except Exception:
+            self.door.log.failure(
+                "Handling input from {door} connection {nick} failed",
+                door=self.door.name,
+                nick=self.user.nick if self.user else "(no nick)",
+            )
+            self.deliver(Error("internal_error", "Something went wrong; the error was logged"))
 
     def _resume_soon(self) -> None:
         if self._wake is None and not self._closing:
