@@ -69,6 +69,6 @@ def make_site(door: WebSocketDoor) -> Site:
     for path, (name, content_type) in CLIENT_FILES.items():
         root.putChild(path, ClientFile((web / name).read_bytes(), content_type))
     root.putChild(b"ws", WebSocketResource(door))
-    site = Site(root)
+    site = Site(root, reactor=door.clock)
     site.displayTracebacks = False
     return site
