@@ -125,7 +125,7 @@ class RunningServerTests(SynchronousTestCase):
         log = server.output()
         self.assertNotIn("Traceback", log)
         # Every connection closed in time; none was left for the door's timeout.
-        self.assertNotIn("still open", log)
+        self.assertNotIn("still draining", log)
 
     def test_web_none_runs_the_line_door_only(self) -> None:
         """

@@ -12,10 +12,16 @@ from typing import Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocolNegotiationFactory,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatd.doors.base import Session
 from chatd.limits import Limits
@@ -119,11 +125,14 @@ class Refusal(Protocol):
 CONNECTION_DONE = Failure(ConnectionDone())
 
 
-class _Admitted(ProtocolWrapper):
+class AdmittedConnection(ProtocolWrapper):
     """
     An admitted web connection: releases its place when it closes, and is
     dropped if it is still plain HTTP (no WebSocket session has taken it
-    over) when its deadline passes, however it trickles bytes.
+    over) when its deadline passes, however it trickles bytes.  A WebSocket
+    session that takes over writes to the real transport directly (see
+    L{chatd.doors.websocket.ChatWebSocketProtocol.makeConnection}); this
+    wrapper then only relays its input and the end of the connection.
     """
 
     factory: AdmittingFactory
@@ -147,6 +156,7 @@ class _Admitted(ProtocolWrapper):
             self.transport.abortConnection()  # type: ignore[union-attr]
 
 
+@implementer(IProtocolNegotiationFactory)
 class AdmittingFactory(WrappingFactory):
     """
     Wraps the web site's factory so that its connections pass
@@ -155,7 +165,7 @@ class AdmittingFactory(WrappingFactory):
     seconds (plain page loads are quick; browsers reconnect as needed).
     """
 
-    protocol = _Admitted
+    protocol = AdmittedConnection
 
     def __init__(
         self,
@@ -171,11 +181,18 @@ class AdmittingFactory(WrappingFactory):
         self.clock = clock
         self.deadline = deadline
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        For TLS (ALPN): HTTP/1.1 only; a WebSocket cannot take over an
+        HTTP/2 stream.
+        """
+        return [b"http/1.1"]
+
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
         ticket = self.admission.admit(addr)
         if isinstance(ticket, str):
             return Refusal(self.refusal(ticket))
-        protocol = cast(_Admitted, super().buildProtocol(addr))
+        protocol = cast(AdmittedConnection, super().buildProtocol(addr))
         protocol.ticket = ticket
         return protocol
 

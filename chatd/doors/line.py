@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.conch.telnet import DO, IAC, IP, TelnetProtocol, TelnetTransport
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -95,16 +95,24 @@ def safe(text: str) -> str:
     return text.translate(_TERMINAL_SAFE)
 
 
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
 def _keep_alive(transport: Any, idle: float) -> None:
     """
     Turn on TCP keepalive, probing after C{idle} seconds of silence where the
     platform lets us choose, so that vanished peers are noticed even when
-    the telnet probe is off.
+    the telnet probe is off.  Under TLS the socket is a layer further down;
+    unix sockets have no keepalive.
     """
-    if not ITCPTransport.providedBy(transport):
+    handle = None
+    while transport is not None and not isinstance(handle, socket.socket):
+        get_handle = getattr(transport, "getHandle", None)
+        handle = get_handle() if get_handle is not None else None
+        transport = getattr(transport, "transport", None)
+    if not isinstance(handle, socket.socket) or handle.family not in _TCP_FAMILIES:
         return
-    transport.setTcpKeepAlive(True)
-    handle = cast(Any, transport).getHandle()
+    handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for option, value in (
         ("TCP_KEEPIDLE", max(int(idle), 60) if idle > 0 else 120),
         ("TCP_KEEPINTVL", 30),
@@ -290,6 +298,8 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         return len(payload)
 
     def finish(self) -> None:
+        # TLS will not close while a producer is registered.
+        self.tcp.unregisterProducer()
         self.telnet.loseConnection()
 
     def abort(self) -> None:

@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.doors.admission import AdmittedConnection
 from chatd.doors.base import Door, Session
 from chatd.doors.flow import Throttle
 from chatd.errors import ChatError
@@ -153,6 +154,16 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
     door: WebSocketDoor
     transport: Any  # TCP or TLS, taken over from the HTTP channel
 
+    def makeConnection(self, transport: Any) -> None:
+        """
+        Talk to the real (TCP or TLS) transport, not to the admission
+        wrapper that relays the connection to us: Autobahn needs the TLS
+        transport itself (for channel binding), and writes skip a layer.
+        """
+        if isinstance(transport, AdmittedConnection):
+            transport = transport.transport
+        super().makeConnection(transport)
+
     def connectionMade(self) -> None:
         super().connectionMade()
         outbox = self.started(self.factory)
@@ -188,6 +199,8 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             self.sendCloseFrame(GOING_AWAY, b"server shutting down")
         else:
+            # TLS will not close while a producer is registered.
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
     def abort(self) -> None:
