@@ -280,6 +280,28 @@ class FloodTests(DoorFlowTestCase):
         self.assertIn("*** alice has left #lobby (excess flood)", bob.lines())
 
 
+class HeldInputTests(DoorFlowTestCase):
+    limits = Limits(flood_rate=0, max_sendq=1 << 20, soft_sendq=1024)
+
+    def test_held_by_backpressure_is_not_a_flood(self) -> None:
+        """
+        Input held back while a reader catches up, however much of it, never
+        counts as flooding (flood control is off here, as in load tests).
+        """
+        alice, bob = self.peer("alice"), self.peer("bob")
+        outbox = paused(bob)
+        alice.send(b"".join(b"line %03d\r\n" % n for n in range(300)))
+        outbox.resumeProducing()
+        alice.send(b"".join(b"more %03d\r\n" % n for n in range(300)))
+        self.clock.advance(0)
+        outbox.resumeProducing()
+        self.clock.advance(0)
+        self.assertEqual(self.door.counters["flood"], 0)
+        self.assertFalse(alice.transport.disconnecting)
+        said = [line for line in bob.lines() if line.startswith("[#lobby]")]
+        self.assertEqual(len(said), 600)
+
+
 class DeadlineTests(DoorFlowTestCase):
     def test_no_nick_in_time(self) -> None:
         """

@@ -114,6 +114,7 @@ class Session:
         self._inbox: deque[Any] = deque()
         self._flood = TokenBucket(limits.flood_rate, limits.flood_burst, clock)
         self._wake: IDelayedCall | None = None
+        self._flooding = False
         self._deadline: IDelayedCall | None = clock.callLater(
             limits.sign_on_timeout, self._sign_on_expired
         )
@@ -191,7 +192,7 @@ class Session:
         if self._closing:
             return
         self._inbox.append(item)
-        if self._wake is not None and len(self._inbox) > self._flood_allowance():
+        if self._flooding and len(self._inbox) > self._flood_allowance():
             self.door.count("flood")
             self.deliver(Error("flood", "Excess flood; goodbye"))
             self.sign_off("excess flood")
@@ -211,6 +212,7 @@ class Session:
                 return
             delay = self._flood.take()
             if delay:
+                self._flooding = True
                 self._wake = self.door.clock.callLater(delay, self._resume)
                 self._set_reading(False)
                 return
@@ -238,6 +240,7 @@ class Session:
 
     def _resume(self) -> None:
         self._wake = None
+        self._flooding = False
         self._drain()
 
     def _set_reading(self, reading: bool) -> None:
