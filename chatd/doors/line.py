@@ -236,6 +236,10 @@ class LineTelnetTransport(TelnetTransport):
             self.state = "data"
             self.protocol.deliver(Error("bad_telnet", "Invalid telnet command; input dropped"))
 
+    def negotiate(self, data: list[bytes]) -> None:
+        if data:  # the stock parser fails on an empty IAC SB IAC SE
+            super().negotiate(data)
+
     def telnet_WILL(self, option: bytes) -> None:
         if option != TIMING_MARK:  # a probe's answer: nothing to negotiate
             super().telnet_WILL(option)
@@ -441,7 +445,7 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
     def do_history(self, args: str) -> None:
         limit = None
         if args:
-            if not args.isdigit():
+            if not (args.isascii() and args.isdigit()):
                 raise ChatError("usage", "Usage: /history [N]")
             limit = int(args)
         self.hub.recent(self.me, self.current_room(), limit)
