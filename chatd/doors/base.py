@@ -42,6 +42,7 @@ class Session:
     door: Door
     user: User | None = None
     outbox: Outbox
+    stream: Any  # the byte stream under the wire protocol: TCP, TLS or unix
     _closing = False
     _reading_paused = False
 
@@ -68,18 +69,6 @@ class Session:
     def finish(self) -> None:
         """
         Close the connection politely once queued output has been written.
-        """
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        """
-        Drop the connection now, discarding unwritten output.
-        """
-        raise NotImplementedError
-
-    def set_reading(self, reading: bool) -> None:
-        """
-        Stop or resume reading from the peer.
         """
         raise NotImplementedError
 
@@ -133,6 +122,21 @@ class Session:
             if timer is not None and timer.active():
                 timer.cancel()
         self.door.closed(self, reason)
+
+    def abort(self) -> None:
+        """
+        Drop the connection now, discarding unwritten output.
+        """
+        self.stream.abortConnection()
+
+    def set_reading(self, reading: bool) -> None:
+        """
+        Stop or resume reading from the peer.
+        """
+        if reading:
+            self.stream.resumeProducing()
+        else:
+            self.stream.pauseProducing()
 
     def close(self) -> None:
         """

@@ -285,11 +285,10 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
 
     def connectionMade(self) -> None:
         self.telnet = cast(LineTelnetTransport, self.transport)
-        # The stream under the telnet layer: TCP, TLS or a unix socket.
-        self.tcp = cast(Any, self.telnet.transport)
+        self.stream = self.telnet.transport
         outbox = self.started(self.factory)
-        self.tcp.registerProducer(outbox, True)
-        _keep_alive(self.tcp, self.door.limits.probe_idle)
+        self.stream.registerProducer(outbox, True)
+        _keep_alive(self.stream, self.door.limits.probe_idle)
         self.send(_lines(*BANNER, PROMPT))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -303,17 +302,8 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
 
     def finish(self) -> None:
         # TLS will not close while a producer is registered.
-        self.tcp.unregisterProducer()
+        self.stream.unregisterProducer()
         self.telnet.loseConnection()
-
-    def abort(self) -> None:
-        self.tcp.abortConnection()
-
-    def set_reading(self, reading: bool) -> None:
-        if reading:
-            self.tcp.resumeProducing()
-        else:
-            self.tcp.pauseProducing()
 
     # -- input --------------------------------------------------------------
 

@@ -166,6 +166,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self.stream = self.transport
         outbox = self.started(self.factory)
         # The HTTP channel that accepted the upgrade was the producer until now.
         self.transport.unregisterProducer()
@@ -202,15 +203,6 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
             # TLS will not close while a producer is registered.
             self.transport.unregisterProducer()
             self.transport.loseConnection()
-
-    def abort(self) -> None:
-        self.transport.abortConnection()
-
-    def set_reading(self, reading: bool) -> None:
-        if reading:
-            self.transport.resumeProducing()
-        else:
-            self.transport.pauseProducing()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
