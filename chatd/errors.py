@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_hub -*-
+# -*- test-case-name: tests.test_hub,tests.test_store -*-
 """
 The one exception type the hub raises for a request it refuses.
 
@@ -23,3 +23,10 @@ class ChatError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class StoreError(Exception):
+    """
+    The store cannot be used as it is (a corrupt file, a schema from a newer
+    chatd, no permission); the message says what and what to do.
+    """

@@ -1,38 +1,53 @@
-# -*- test-case-name: tests.test_hub -*-
+# -*- test-case-name: tests.test_hub,tests.test_moderation,tests.test_accounts -*-
 """
-The hub: users, nicknames, rooms, topics and routing, with no I/O at all.
+The hub: users, nicknames, accounts, rooms, moderation and routing, with no
+I/O of its own.
 
 Doors call the hub's methods on behalf of a connected user; the hub answers
 by delivering events (L{chatd.model}) to L{chatd.interfaces.IClient}s, never
 by returning text, so every door renders every outcome the same way.  A
-refused request raises L{ChatError} before anything has changed.
+refused request raises L{ChatError} before anything has changed.  What must
+outlive the process goes to an L{IStore}; only password checks and history
+pages wait for it, and they return Deferreds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatd.accounts import Attempts, Passwords, check_password
 from chatd.errors import ChatError
-from chatd.interfaces import IClient, IEncoder, IHistoryStore
+from chatd.interfaces import IClient, IEncoder, IStore
 from chatd.model import (
     LOBBY,
     MAX_TOPIC_LENGTH,
+    Account,
+    AccountChanged,
+    BanChanged,
     Error,
     Event,
     HistoryPage,
+    Invited,
     Joined,
+    Kicked,
     Message,
+    ModeChanged,
+    Modes,
     NickChanged,
+    Notice,
+    OpChanged,
     Parted,
     PrivateEcho,
+    PrivateHistory,
     PrivateMessage,
     RoomInfo,
     RoomList,
+    RoomRecord,
     Topic,
     TopicChanged,
     UserList,
@@ -42,7 +57,14 @@ from chatd.model import (
     check_text,
     fold,
 )
-from chatd.store.memory import MemoryHistoryStore
+from chatd.store.memory import MemoryStore
+
+MODES = "imt"
+MAX_KEY_LENGTH = 23
+MAX_INVITES = 100
+MAX_BANS = 500
+
+MEMBER, OPERATOR, OWNER, ADMIN = range(4)
 
 
 class User:
@@ -50,13 +72,18 @@ class User:
     A named connection in the hub.
 
     @ivar rooms: the rooms the user is in, by folded name, oldest join first.
+    @ivar account: the folded name of the account it proved, if any.
+    @ivar since: the last message id issued before it took its nickname;
+        a guest sees private history after it only.
     """
 
-    __slots__ = ("client", "nick", "rooms")
+    __slots__ = ("account", "client", "nick", "rooms", "since")
 
-    def __init__(self, nick: str, client: IClient) -> None:
+    def __init__(self, nick: str, client: IClient, account: str | None, since: int) -> None:
         self.nick = nick
         self.client = client
+        self.account = account
+        self.since = since
         self.rooms: dict[str, Room] = {}
 
     def __repr__(self) -> str:
@@ -65,16 +92,69 @@ class User:
 
 class Room:
     """
-    A room and its members (an ordered set, in join order).
+    A room, its members (an ordered set, in join order) and its rules.
+
+    A registered room (one with an C{owner}) keeps its settings in the
+    store; operators by account are kept with them.  Anyone else made an
+    operator, and everyone invited, is remembered only while the room has
+    members.
     """
 
-    __slots__ = ("members", "name", "topic", "topic_by")
+    __slots__ = (
+        "bans",
+        "guest_ops",
+        "invites",
+        "key",
+        "members",
+        "modes",
+        "name",
+        "op_accounts",
+        "owner",
+        "topic",
+        "topic_by",
+    )
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, record: RoomRecord | None = None) -> None:
         self.name = name
         self.members: dict[User, None] = {}
+        self.guest_ops: set[User] = set()
+        self.invites: dict[str, None] = {}
+        self.owner: str | None = None
         self.topic = ""
         self.topic_by: str | None = None
+        self.modes = ""
+        self.key: str | None = None
+        self.op_accounts: set[str] = set()
+        self.bans: set[str] = set()
+        if record is not None:
+            self.name = record.name
+            self.owner = record.owner
+            self.topic, self.topic_by = record.topic, record.topic_by
+            self.modes, self.key = record.modes, record.key
+            self.op_accounts, self.bans = set(record.ops), set(record.bans)
+
+    def record(self) -> RoomRecord:
+        assert self.owner is not None
+        return RoomRecord(
+            self.name,
+            self.owner,
+            self.topic,
+            self.topic_by,
+            self.modes,
+            self.key,
+            frozenset(self.op_accounts),
+            frozenset(self.bans),
+        )
+
+    def is_op(self, user: User) -> bool:
+        return user in self.guest_ops or (
+            user.account is not None
+            and (user.account == self.owner or user.account in self.op_accounts)
+        )
+
+    def mode_string(self) -> str:
+        flags = self.modes + ("k" if self.key else "")
+        return "+" + "".join(sorted(flags)) if flags else ""
 
 
 class Hub:
@@ -84,6 +164,9 @@ class Hub:
     @ivar users: connected users by folded nick.
     @ivar rooms: rooms with at least one member (and always C{#lobby}), by
         folded name.
+    @ivar accounts: folded names of every registered nickname.
+    @ivar registered: the settings of every registered room, by folded name.
+    @ivar admins: folded account names of server operators.
     @ivar closing: set while the server shuts down; quits are then not
         announced, since everybody is leaving at once.
     """
@@ -93,37 +176,56 @@ class Hub:
     def __init__(
         self,
         clock: IReactorTime,
-        history: IHistoryStore | None = None,
+        store: IStore | None = None,
         *,
+        passwords: Passwords | None = None,
+        admins: Iterable[str] = (),
         max_rooms_per_user: int = 50,
+        history_on_join: int = 20,
         history_page: int = 20,
         max_history_page: int = 200,
     ) -> None:
         self.clock = clock
-        self.history = MemoryHistoryStore() if history is None else history
+        self.store = MemoryStore() if store is None else store
+        self.passwords = Passwords() if passwords is None else passwords
+        self.attempts = Attempts(clock)
+        self.admins = frozenset(fold(a) for a in admins)
         self.max_rooms_per_user = max_rooms_per_user
+        self.history_on_join = history_on_join
         self.history_page = history_page
         self.max_history_page = max_history_page
+        state = self.store.load()
+        self._last_id = state.last_id
+        self.accounts = set(state.accounts)
+        self.registered = {fold(r.name): r for r in state.rooms}
         self.users: dict[str, User] = {}
-        self.rooms: dict[str, Room] = {fold(LOBBY): Room(LOBBY)}
+        self.rooms = {fold(LOBBY): Room(LOBBY, self.registered.get(fold(LOBBY)))}
         self.closing = False
-        self._last_id = 0
 
     # -- connecting ---------------------------------------------------------
 
-    def connect(self, client: IClient, nick: str) -> User:
+    def connect(self, client: IClient, nick: str, account: str | None = None) -> User:
         """
         Admit C{client} as C{nick}: it is welcomed and joins C{#lobby}.
+
+        A registered nickname needs its C{account} (from L{authenticate});
+        an older session holding it is closed and this one takes its rooms.
         """
         check_nick(nick)
         if self.closing:
             raise ChatError("shutting_down", "The server is shutting down")
-        if fold(nick) in self.users:
-            raise ChatError("nick_taken", f"The nickname {nick} is already in use")
-        user = User(nick, client)
+        self._check_free(nick, account)
+        rooms = self._take_over(nick, "signed on again")
+        user = User(nick, client, account, self._last_id)
         self.users[fold(nick)] = user
-        self._deliver(user, Welcome(nick, (LOBBY,)))
-        self.join(user, LOBBY)
+        self._deliver(user, Welcome(nick, (LOBBY,), account))
+        try:
+            self.join(user, LOBBY)
+        except ChatError as error:
+            self._deliver(user, Error.from_exception(error))
+        for name in rooms:
+            if fold(name) not in user.rooms:
+                self.join(user, name, bypass=True)
         return user
 
     def disconnect(self, user: User, reason: str | None = None) -> None:
@@ -146,17 +248,139 @@ class Hub:
         check_nick(new)
         if new == user.nick:
             return
-        holder = self.users.get(fold(new))
-        if holder is not None and holder is not user:
-            raise ChatError("nick_taken", f"The nickname {new} is already in use")
+        if fold(new) != fold(user.nick):
+            self._check_free(new, user.account)
+            self._take_over(new, f"{user.nick} took the nickname back")
+        self._rename(user, new)
+
+    def _rename(self, user: User, new: str) -> None:
         old = user.nick
         del self.users[fold(old)]
         user.nick = new
         self.users[fold(new)] = user
+        if fold(new) != fold(old) and user.account != fold(new):
+            user.since = self._last_id
         audience: dict[User, None] = {user: None}
         for room in user.rooms.values():
             audience.update(room.members)
         self._broadcast(audience, NickChanged(old, new))
+
+    def _check_free(self, nick: str, account: str | None) -> None:
+        key = fold(nick)
+        if key in self.accounts and account != key:
+            raise ChatError(
+                "nick_registered",
+                f"The nickname {nick} is registered; give its password to use it",
+            )
+        holder = self.users.get(key)
+        if holder is not None and holder.account != key:
+            raise ChatError("nick_taken", f"The nickname {nick} is already in use")
+
+    def _take_over(self, nick: str, why: str) -> list[str]:
+        """
+        Close the session holding C{nick}, if any (the caller has proved
+        the account), and return the rooms it was in.
+        """
+        holder = self.users.get(fold(nick))
+        if holder is None:
+            return []
+        rooms = [room.name for room in holder.rooms.values()]
+        self._deliver(holder, Notice(f"Your nickname was taken over: {why}"))
+        self.disconnect(holder, why)
+        holder.client.close()
+        return rooms
+
+    # -- accounts -----------------------------------------------------------
+
+    def authenticate(self, client: IClient, nick: str, password: str) -> Deferred[str]:
+        """
+        Check C{password} for the account C{nick}; fire with the account's
+        folded name, or fail with C{not_registered}, C{bad_password} or
+        C{too_many_attempts}.  Wrong guesses are limited per nickname and
+        per connection.
+        """
+        try:
+            check_nick(nick)
+            key = fold(nick)
+            if key not in self.accounts:
+                raise ChatError("not_registered", f"The nickname {nick} is not registered")
+            self.attempts.check(key, client)
+        except ChatError:
+            return fail()
+
+        def verify(account: Account | None) -> Deferred[bool]:
+            if account is None:
+                raise ChatError("not_registered", f"The nickname {nick} is not registered")
+            return self.passwords.verify(account.password_hash, password)
+
+        def checked(right: bool) -> str:
+            if not right:
+                self.attempts.failed(key, client)
+                raise ChatError("bad_password", f"Wrong password for {nick}")
+            self.attempts.succeeded(key)
+            return key
+
+        return self.store.account(nick).addCallback(verify).addCallback(checked)
+
+    def identify(self, user: User, nick: str, account: str) -> None:
+        """
+        Mark C{user} as holding C{account} (proved by L{authenticate}) and,
+        if C{nick} differs from its nickname, rename it to C{nick}.
+        """
+        user.account = account
+        if fold(nick) != fold(user.nick):
+            self._take_over(nick, f"{user.nick} identified for it")
+            self._rename(user, nick)
+        self._deliver(user, AccountChanged(nick, "identified"))
+
+    def register(self, user: User, password: str) -> Deferred[None]:
+        """
+        Register C{user}'s nickname with C{password}; it is then identified.
+        """
+        nick = user.nick
+        try:
+            check_password(password)
+            if fold(nick) in self.accounts:
+                raise ChatError("nick_registered", f"The nickname {nick} is already registered")
+            hashed = self.passwords.hash(password)
+        except ChatError:
+            return fail()
+
+        def create(password_hash: str) -> Deferred[bool]:
+            return self.store.create_account(Account(nick, password_hash, self.clock.seconds()))
+
+        def created(new: bool) -> None:
+            if not new:
+                raise ChatError("nick_registered", f"The nickname {nick} is already registered")
+            self.accounts.add(fold(nick))
+            if self.users.get(fold(nick)) is user:
+                user.account = fold(nick)
+                user.since = 0
+                self._deliver(user, AccountChanged(nick, "registered"))
+
+        return hashed.addCallback(create).addCallback(created)
+
+    def change_password(self, user: User, old: str, new: str) -> Deferred[None]:
+        """
+        Replace the password of C{user}'s account, given the current one.
+        """
+        account = user.account
+        try:
+            if account is None:
+                raise ChatError("not_identified", "Register or identify first")
+            check_password(new)
+        except ChatError:
+            return fail()
+
+        def store(password_hash: str) -> Deferred[None]:
+            return self.store.set_password(account, password_hash)
+
+        def changed(_: None) -> None:
+            self._deliver(user, AccountChanged(account, "password"))
+
+        checked = self.authenticate(user.client, account, old)
+        checked.addCallback(lambda _: self.passwords.hash(new))
+        return checked.addCallback(store).addCallback(changed)
 
     # -- rooms --------------------------------------------------------------
 
@@ -166,30 +390,58 @@ class Hub:
         """
         return fold(room) in user.rooms
 
-    def join(self, user: User, name: str) -> None:
+    def join(self, user: User, name: str, key: str | None = None, *, bypass: bool = False) -> None:
         """
-        Put C{user} in room C{name}, creating it if needed.
+        Put C{user} in room C{name}, creating it if needed, unless the room
+        bans it, is invite-only or has another key (C{bypass} skips those
+        rules, for a session taking over another's rooms).
 
         The joiner gets its own join, then the member list, then the topic
-        if one is set; every other member gets the join.
+        if one is set, then the room's recent history; every other member
+        gets the join.  The first to enter a new room is its operator, and
+        its owner if identified: the room is then registered.
         """
         check_room(name)
-        key = fold(name)
-        if key in user.rooms:
-            raise ChatError("already_joined", f"You are already in {user.rooms[key].name}")
+        folded = fold(name)
+        if folded in user.rooms:
+            raise ChatError("already_joined", f"You are already in {user.rooms[folded].name}")
         if len(user.rooms) >= self.max_rooms_per_user:
             raise ChatError(
                 "too_many_rooms", f"You cannot be in more than {self.max_rooms_per_user} rooms"
             )
-        room = self.rooms.get(key)
+        room = self.rooms.get(folded)
+        new = room is None
         if room is None:
-            room = self.rooms[key] = Room(name)
+            room = Room(name, self.registered.get(folded))
+        if not bypass:
+            self._check_entry(user, room, key)
+        if new:
+            self.rooms[folded] = room
+            if room.owner is None and folded != fold(LOBBY):
+                if user.account is not None:
+                    room.owner = user.account
+                    self._save(room)
+                else:
+                    room.guest_ops.add(user)
+        room.invites.pop(fold(user.nick), None)
         room.members[user] = None
-        user.rooms[key] = room
+        user.rooms[folded] = room
         self._broadcast(room.members, Joined(room.name, user.nick))
-        self._deliver(user, UserList(room.name, tuple(m.nick for m in room.members)))
+        self._deliver(user, self._user_list(room))
         if room.topic:
             self._deliver(user, Topic(room.name, room.topic, room.topic_by))
+        if self.history_on_join > 0:
+            self._send_history(user, room, self.history_on_join, None, on_join=True)
+
+    def _check_entry(self, user: User, room: Room, key: str | None) -> None:
+        if self._rank(user, room) >= OPERATOR:
+            return
+        if self._banned(user, room):
+            raise ChatError("banned", f"You are banned from {room.name}")
+        if "i" in room.modes and fold(user.nick) not in room.invites:
+            raise ChatError("invite_only", f"{room.name} is invite only; ask an operator")
+        if room.key is not None and key != room.key:
+            raise ChatError("bad_key", f"{room.name} needs the right key: /join {room.name} KEY")
 
     def part(self, user: User, name: str, reason: str | None = None) -> None:
         """
@@ -203,8 +455,7 @@ class Hub:
         """
         Send C{user} the members of room C{name}.
         """
-        room = self._existing(name)
-        self._deliver(user, UserList(room.name, tuple(m.nick for m in room.members)))
+        self._deliver(user, self._user_list(self._existing(name)))
 
     def list_rooms(self, user: User) -> None:
         """
@@ -217,13 +468,16 @@ class Hub:
     def topic(self, user: User, name: str, text: str | None = None) -> None:
         """
         With no C{text}, send C{user} the topic of room C{name}; otherwise set
-        it (an empty or blank text clears it) and show every member.
+        it (an empty or blank text clears it) and show every member.  In a
+        room with mode C{+t} only operators set it.
         """
         if text is None:
             room = self._existing(name)
             self._deliver(user, Topic(room.name, room.topic, room.topic_by))
             return
         room = self._membership(user, name)
+        if "t" in room.modes:
+            self._require(user, room, OPERATOR)
         text = text.strip()
         if len(text) > MAX_TOPIC_LENGTH:
             raise ChatError(
@@ -231,7 +485,147 @@ class Hub:
             )
         room.topic = text
         room.topic_by = user.nick
+        self._save(room)
         self._broadcast(room.members, TopicChanged(room.name, text, user.nick))
+
+    # -- moderation ---------------------------------------------------------
+
+    def set_op(self, user: User, name: str, nick: str, op: bool = True) -> None:
+        """
+        Make member C{nick} an operator of room C{name} (or, with C{op}
+        false, no longer one): by account if it has one and the room is
+        registered, so that it lasts.
+        """
+        room = self._membership(user, name)
+        self._require(user, room, OPERATOR)
+        target = self._member(room, nick)
+        if room.is_op(target) == op:
+            return
+        if op:
+            if room.owner is not None and target.account is not None:
+                room.op_accounts.add(target.account)
+            else:
+                room.guest_ops.add(target)
+        else:
+            self._outrank(user, target, room)
+            if target.account is not None and target.account == room.owner:
+                raise ChatError("not_allowed", f"{target.nick} owns {room.name}")
+            room.op_accounts.discard(target.account or "")
+            room.guest_ops.discard(target)
+        self._save(room)
+        self._broadcast(room.members, OpChanged(room.name, target.nick, user.nick, op))
+        self._broadcast(room.members, self._user_list(room))
+
+    def kick(self, user: User, name: str, nick: str, reason: str | None = None) -> None:
+        """
+        Put member C{nick} out of room C{name}; every member sees it.
+        """
+        room = self._membership(user, name)
+        self._require(user, room, OPERATOR)
+        target = self._member(room, nick)
+        self._outrank(user, target, room)
+        self._kick(room, target, user.nick, reason)
+
+    def _kick(self, room: Room, target: User, by: str, reason: str | None) -> None:
+        self._broadcast(room.members, Kicked(room.name, target.nick, by, reason))
+        self._leave(target, room)
+
+    def ban(self, user: User, name: str, nick: str, banned: bool = True) -> None:
+        """
+        Ban C{nick} from room C{name} (or lift the ban): its account if it
+        is online and identified, else the nickname.  A banned member is
+        also put out.
+        """
+        check_nick(nick)
+        room = self._membership(user, name)
+        self._require(user, room, OPERATOR)
+        target = self.users.get(fold(nick))
+        mask = (target.account if target and target.account else None) or fold(nick)
+        if not banned:
+            if mask not in room.bans and fold(nick) not in room.bans:
+                raise ChatError("not_banned", f"{nick} is not banned from {room.name}")
+            room.bans.discard(mask)
+            room.bans.discard(fold(nick))
+        else:
+            if mask == room.owner or mask in self.admins:
+                if self._rank(user, room) < ADMIN:
+                    raise ChatError("not_allowed", f"You cannot ban {nick} from {room.name}")
+            if target is not None and fold(room.name) in target.rooms:
+                self._outrank(user, target, room)
+            if len(room.bans) >= MAX_BANS:
+                raise ChatError("too_many_bans", f"{room.name} has {MAX_BANS} bans already")
+            room.bans.add(mask)
+        self._save(room)
+        self._broadcast(room.members, BanChanged(room.name, nick, user.nick, banned))
+        if banned and target is not None and fold(room.name) in target.rooms:
+            self._kick(room, target, user.nick, "banned")
+
+    def set_mode(self, user: User, name: str, change: str | None, key: str | None = None) -> None:
+        """
+        With no C{change}, send C{user} the modes of room C{name}; otherwise
+        apply C{change}: C{+} or C{-} and letters among C{i}, C{k} (with
+        C{key} to set), C{m} and C{t}.  Every member sees each change.
+        """
+        room = self._membership(user, name)
+        if not change:
+            self._deliver(user, Modes(room.name, room.mode_string(), room.key))
+            return
+        self._require(user, room, OPERATOR)
+        sign, letters = change[0], change[1:]
+        if sign not in "+-" or not letters or any(c not in MODES + "k" for c in letters):
+            raise ChatError("bad_mode", "Modes are + or - then letters among i, k, m, t (e.g. +mt)")
+        if "k" in letters and sign == "+":
+            if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or " " in key:
+                raise ChatError(
+                    "bad_key", f"A key is 1-{MAX_KEY_LENGTH} printable characters, no spaces"
+                )
+        changes = []
+        for letter in dict.fromkeys(letters):
+            if letter == "k":
+                new_key = key if sign == "+" else None
+                if new_key != room.key:
+                    room.key = new_key
+                    changes.append(f"{sign}k" + (f" {key}" if sign == "+" else ""))
+            elif (letter in room.modes) != (sign == "+"):
+                modes = set(room.modes) ^ {letter}
+                room.modes = "".join(sorted(modes))
+                changes.append(sign + letter)
+        self._save(room)
+        for applied in changes:
+            self._broadcast(room.members, ModeChanged(room.name, applied, user.nick))
+
+    def invite(self, user: User, name: str, nick: str) -> None:
+        """
+        Let C{nick} into room C{name} past mode C{+i}, and tell it so.
+        """
+        room = self._membership(user, name)
+        self._require(user, room, OPERATOR)
+        check_nick(nick)
+        target = self.users.get(fold(nick))
+        if target is None:
+            raise ChatError("no_such_nick", f"There is no user named {nick}")
+        if fold(room.name) in target.rooms:
+            raise ChatError("already_joined", f"{target.nick} is already in {room.name}")
+        room.invites[fold(target.nick)] = None
+        if len(room.invites) > MAX_INVITES:
+            del room.invites[next(iter(room.invites))]
+        self._deliver(target, Invited(room.name, user.nick))
+        self._deliver(user, Notice(f"Invited {target.nick} to {room.name}"))
+
+    def kill(self, user: User, nick: str, reason: str | None = None) -> None:
+        """
+        Disconnect C{nick} from the server (server operators only).
+        """
+        if user.account is None or user.account not in self.admins:
+            raise ChatError("not_admin", "Only server operators can do that")
+        check_nick(nick)
+        target = self.users.get(fold(nick))
+        if target is None:
+            raise ChatError("no_such_nick", f"There is no user named {nick}")
+        why = f"killed by {user.nick}" + (f": {reason}" if reason else "")
+        self._deliver(target, Error("killed", f"You were {why}"))
+        self.disconnect(target, why)
+        target.client.close()
 
     # -- talking ------------------------------------------------------------
 
@@ -242,26 +636,31 @@ class Hub:
         """
         room = self._membership(user, name)
         check_text(text)
+        if "m" in room.modes and self._rank(user, room) < OPERATOR:
+            raise ChatError("moderated", f"{room.name} is moderated; only operators may speak")
         self._last_id += 1
         message = Message(room.name, user.nick, text, self.clock.seconds(), self._last_id, action)
         self._broadcast(room.members, message)
-        self.history.record(message).addErrback(self._log_failure, "storing a message")
+        self.store.record(message)
         return message
 
     def private(self, user: User, nick: str, text: str) -> None:
         """
         Send C{text} to C{nick} alone, and echo it back to the sender.
         """
+        check_nick(nick)
         check_text(text)
         target = self.users.get(fold(nick))
         if target is None:
             raise ChatError("no_such_nick", f"There is no user named {nick}")
-        ts = self.clock.seconds()
-        self._deliver(target, PrivateMessage(user.nick, target.nick, text, ts))
+        self._last_id += 1
+        ts, id = self.clock.seconds(), self._last_id
+        self._deliver(target, PrivateMessage(user.nick, target.nick, text, ts, id))
         if target is not user:
-            self._deliver(user, PrivateEcho(user.nick, target.nick, text, ts))
+            self._deliver(user, PrivateEcho(user.nick, target.nick, text, ts, id))
+        self.store.record(PrivateMessage(user.nick, target.nick, text, ts, id))
 
-    def recent(
+    def history(
         self, user: User, name: str, limit: int | None = None, before: int | None = None
     ) -> Deferred[None]:
         """
@@ -269,23 +668,92 @@ class Hub:
         (older than message id C{before}, if given), oldest first.
         """
         room = self._membership(user, name)
-        if limit is None:
-            limit = self.history_page
-        if limit < 1:
-            raise ChatError("bad_request", "The history limit must be a positive number")
-        limit = min(limit, self.max_history_page)
+        return self._send_history(user, room, self._page(limit), before)
 
-        def send(messages: list[Message]) -> None:
-            self._deliver(user, HistoryPage(room.name, tuple(messages)))
+    def private_history(
+        self, user: User, nick: str, limit: int | None = None, before: int | None = None
+    ) -> Deferred[None]:
+        """
+        Send C{user} its newest C{limit} stored private messages with
+        C{nick}.  Everything is kept for the owner of an account; a guest
+        sees what was said since it took its nickname, not what an earlier
+        holder of the same name was told.
+        """
+        check_nick(nick)
+        limit = self._page(limit)
+        after = 0 if user.account == fold(user.nick) else user.since
+        me = user.nick
 
-        def failed(failure: Failure) -> None:
-            self._log_failure(failure, "fetching history")
-            self._deliver(user, Error("history_unavailable", "History is unavailable"))
+        def send(messages: list[PrivateMessage]) -> None:
+            page = PrivateHistory(me, nick, tuple(messages), len(messages) == limit)
+            if self.users.get(fold(me)) is user:
+                self._deliver(user, page, optional=True)
 
-        fetched = self.history.fetch(room.name, limit, before)
-        return fetched.addCallback(send).addErrback(failed)
+        fetched = self.store.fetch_private(me, nick, limit, before, after)
+        return fetched.addCallbacks(send, self._history_failed, errbackArgs=(user,))
 
     # -- internals ----------------------------------------------------------
+
+    def _page(self, limit: int | None) -> int:
+        if limit is None:
+            return self.history_page
+        if limit < 1:
+            raise ChatError("bad_request", "The history limit must be a positive number")
+        return min(limit, self.max_history_page)
+
+    def _send_history(
+        self, user: User, room: Room, limit: int, before: int | None, on_join: bool = False
+    ) -> Deferred[None]:
+        def send(messages: list[Message]) -> None:
+            if on_join and not messages:
+                return
+            if user.rooms.get(fold(room.name)) is room:
+                page = HistoryPage(room.name, tuple(messages), len(messages) == limit)
+                self._deliver(user, page, optional=True)
+
+        fetched = maybeDeferred(self.store.fetch, room.name, limit, before)
+        return fetched.addCallbacks(send, self._history_failed, errbackArgs=(user,))
+
+    def _history_failed(self, failure: Failure, user: User) -> None:
+        self._log_failure(failure, "fetching history")
+        self._deliver(user, Error("history_unavailable", "History is unavailable"))
+
+    def _save(self, room: Room) -> None:
+        if room.owner is not None:
+            record = self.registered[fold(room.name)] = room.record()
+            self.store.save_room(record)
+
+    def _rank(self, user: User, room: Room) -> int:
+        if user.account is not None and user.account in self.admins:
+            return ADMIN
+        if user.account is not None and user.account == room.owner:
+            return OWNER
+        return OPERATOR if room.is_op(user) else MEMBER
+
+    def _require(self, user: User, room: Room, rank: int) -> None:
+        if self._rank(user, room) < rank:
+            raise ChatError("not_op", f"You are not an operator of {room.name}")
+
+    def _outrank(self, user: User, target: User, room: Room) -> None:
+        if target is not user and self._rank(target, room) > self._rank(user, room):
+            raise ChatError("not_allowed", f"{target.nick} outranks you in {room.name}")
+
+    def _banned(self, user: User, room: Room) -> bool:
+        return fold(user.nick) in room.bans or (
+            user.account is not None and user.account in room.bans
+        )
+
+    def _member(self, room: Room, nick: str) -> User:
+        check_nick(nick)
+        target = self.users.get(fold(nick))
+        if target is None or fold(room.name) not in target.rooms:
+            raise ChatError("no_such_nick", f"{nick} is not in {room.name}")
+        return target
+
+    def _user_list(self, room: Room) -> UserList:
+        members = room.members
+        ops = tuple(m.nick for m in members if self._rank(m, room) >= OPERATOR)
+        return UserList(room.name, tuple(m.nick for m in members), ops)
 
     def _existing(self, name: str) -> Room:
         check_room(name)
@@ -302,14 +770,19 @@ class Hub:
         return room
 
     def _leave(self, user: User, room: Room) -> None:
-        key = fold(room.name)
+        folded = fold(room.name)
         del room.members[user]
-        del user.rooms[key]
-        if not room.members and key != fold(LOBBY):
-            del self.rooms[key]
+        del user.rooms[folded]
+        room.guest_ops.discard(user)
+        if not room.members and folded != fold(LOBBY):
+            del self.rooms[folded]
 
-    def _deliver(self, user: User, event: Event) -> None:
-        self._broadcast((user,), event)
+    def _deliver(self, user: User, event: Event, optional: bool = False) -> None:
+        client = user.client
+        try:
+            client.send(client.encoder.encode(event), optional)
+        except Exception:
+            self._log.failure("Delivering {event!r} to {nick} failed", event=event, nick=user.nick)
 
     def _broadcast(self, users: Iterable[User], event: Event) -> None:
         """

@@ -11,7 +11,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from chatd.model import Event, Message
+    from chatd.model import Account, Event, Message, PrivateMessage, RoomRecord, StoreState
 
 
 class IEncoder(Interface):
@@ -35,9 +35,16 @@ class IClient(Interface):
 
     encoder: IEncoder = Attribute("The IEncoder whose payloads send() accepts.")
 
-    def send(payload: object) -> None:
+    def send(payload: object, optional: bool = False) -> None:
         """
         Queue one payload made by C{encoder} for writing; never block.
+        C{optional} output (history) may be skipped for a reader far behind.
+        """
+
+    def close() -> None:
+        """
+        End the connection once what is queued has been written: the hub
+        has already let the user go (taken over, killed).
         """
 
 
@@ -54,20 +61,72 @@ class IDoor(Interface):
         """
 
 
-class IHistoryStore(Interface):
+class IStore(Interface):
     """
-    Where room messages are kept for C{/history}.
+    Where everything that outlives a connection is kept: room and private
+    messages, accounts, and the settings of registered rooms.
 
-    Methods return Deferreds so that stores doing I/O fit the same seam.
+    Writes are queued and committed in groups, in the order they were made;
+    the hub never waits for them except where it says so (a new account).
+    Reads return Deferreds and see every write made before them, committed
+    or still queued.  Nothing here blocks the reactor.
     """
 
-    def record(message: Message) -> Deferred[None]:
+    def load() -> StoreState:
         """
-        Keep C{message}.
+        What the hub needs at start-up.  Called once, before the reactor
+        runs; the only call allowed to do I/O on the calling thread.
+        """
+
+    def record(message: Message | PrivateMessage) -> None:
+        """
+        Keep C{message} (whose C{id} the hub has set).  Failures are the
+        store's to log: talking never waits for, or fails on, storage.
         """
 
     def fetch(room: str, limit: int, before: int | None) -> Deferred[list[Message]]:
         """
-        Return the newest C{limit} messages of C{room} whose
-        id is below C{before} (if given), oldest first.
+        The newest C{limit} messages of C{room} (any case) whose id is below
+        C{before} (if given), oldest first.
+        """
+
+    def fetch_private(
+        nick: str, other: str, limit: int, before: int | None, after: int
+    ) -> Deferred[list[PrivateMessage]]:
+        """
+        The newest C{limit} private messages between C{nick} and C{other}
+        (either way, names in any case) whose id is above C{after} and below
+        C{before} (if given), oldest first.
+        """
+
+    def account(name: str) -> Deferred[Account | None]:
+        """
+        The account of nickname C{name} (any case), or None.
+        """
+
+    def create_account(account: Account) -> Deferred[bool]:
+        """
+        Register C{account}; fires once committed, with False (and nothing
+        changed) if its name is already registered.
+        """
+
+    def set_password(name: str, password_hash: str) -> Deferred[None]:
+        """
+        Replace the password hash of account C{name}; fires once committed.
+        """
+
+    def save_room(room: RoomRecord) -> None:
+        """
+        Keep the settings of registered room C{room.name}, replacing any.
+        """
+
+    def prune(before: float) -> Deferred[int]:
+        """
+        Forget messages older than C{before} (seconds since the epoch);
+        fires with how many were removed.
+        """
+
+    def close() -> Deferred[None]:
+        """
+        Commit everything queued, then release the store; fires when done.
         """

@@ -28,9 +28,11 @@ _ROOM = re.compile(r"#[A-Za-z0-9_\-]{1,32}\Z")
 def fold(name: str) -> str:
     """
     The key under which a nick or room name is unique: names differ only if
-    they differ case-insensitively (names are ASCII, so C{lower} suffices).
+    they differ case-insensitively.  Valid names are ASCII; anything else is
+    left as it is, so that no invalid name (C{#\u212a} with a Kelvin sign)
+    can fold onto a valid one (C{#k}).
     """
-    return name.lower()
+    return name.lower() if name.isascii() else name
 
 
 def check_nick(nick: str) -> str:
@@ -72,10 +74,14 @@ def check_text(text: str, limit: int = MAX_TEXT_LENGTH, what: str = "message") -
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """A connection was accepted into the hub under C{nick}."""
+    """
+    A connection was accepted into the hub under C{nick}, identified as
+    C{account} if it gave a password.
+    """
 
     nick: str
     rooms: tuple[str, ...]
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,25 +103,47 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
-    """Stored messages of a room, oldest first, sent to one user on request."""
+    """
+    Stored messages of a room, oldest first, sent to one user on joining
+    or on request.  C{more} when older ones may exist.
+    """
 
     room: str
     messages: tuple[Message, ...]
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class PrivateMessage:
-    """A private message, as its recipient sees it."""
+    """
+    A private message, as its recipient sees it.
+
+    @ivar id: from the same sequence as room messages' ids.
+    """
 
     sender: str
     recipient: str
     text: str
     ts: float
+    id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class PrivateEcho(PrivateMessage):
     """The same private message, as its sender sees it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateHistory:
+    """
+    Stored private messages between C{nick} (who asked) and C{other},
+    oldest first.  C{more} when older ones may exist.
+    """
+
+    nick: str
+    other: str
+    messages: tuple[PrivateMessage, ...]
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +187,78 @@ class TopicChanged(Topic):
 
 @dataclass(frozen=True, slots=True)
 class UserList:
-    """The members of C{room}, in the order they joined."""
+    """The members of C{room}, in the order they joined, and its operators."""
 
     room: str
     nicks: tuple[str, ...]
+    ops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked:
+    """C{by} put C{nick} out of C{room}."""
+
+    room: str
+    nick: str
+    by: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BanChanged:
+    """C{by} banned C{nick} (an account or nickname) from C{room}, or lifted it."""
+
+    room: str
+    nick: str
+    by: str
+    banned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OpChanged:
+    """C{by} made C{nick} an operator of C{room}, or took that away."""
+
+    room: str
+    nick: str
+    by: str
+    op: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChanged:
+    """C{by} changed a mode of C{room}: C{change} is e.g. C{+m}, C{-t} or C{+k KEY}."""
+
+    room: str
+    change: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Modes:
+    """The modes of C{room} (e.g. C{+ikt}) and its key, as an answer."""
+
+    room: str
+    modes: str
+    key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Invited:
+    """C{by} invites the recipient into C{room}."""
+
+    room: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountChanged:
+    """
+    The recipient's account: C{what} is C{registered}, C{identified} or
+    C{password}.
+    """
+
+    account: str
+    what: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,16 +296,77 @@ class Error:
         return cls(error.code, error.message)
 
 
+@dataclass(frozen=True, slots=True)
+class Account:
+    """
+    A registered nickname.
+
+    @ivar name: the nickname as it was registered.
+    @ivar password_hash: an argon2id hash (PHC string), never the password.
+    @ivar created: seconds since the epoch.
+    """
+
+    name: str
+    password_hash: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    """
+    The settings of a registered room, which outlive its members.
+
+    @ivar owner: the folded name of the owning account.
+    @ivar modes: the set flags among C{i} (invite only), C{m} (moderated)
+        and C{t} (only operators set the topic), sorted; C{k} is implied by
+        C{key}.
+    @ivar ops: folded names of accounts that are operators here.
+    @ivar bans: folded names of accounts (or nicknames) banned from here.
+    """
+
+    name: str
+    owner: str
+    topic: str = ""
+    topic_by: str | None = None
+    modes: str = ""
+    key: str | None = None
+    ops: frozenset[str] = frozenset()
+    bans: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """
+    What a store hands the hub at start-up.
+
+    @ivar last_id: the highest message id ever stored (0 if none).
+    @ivar accounts: folded names of every registered nickname.
+    @ivar rooms: every registered room.
+    """
+
+    last_id: int = 0
+    accounts: frozenset[str] = frozenset()
+    rooms: tuple[RoomRecord, ...] = ()
+
+
 Event = (
     Welcome
     | Message
     | HistoryPage
+    | PrivateHistory
     | PrivateMessage
     | Joined
     | Parted
     | NickChanged
     | Topic
     | UserList
+    | Kicked
+    | BanChanged
+    | OpChanged
+    | ModeChanged
+    | Modes
+    | Invited
+    | AccountChanged
     | RoomList
     | Notice
     | Error

@@ -8,26 +8,40 @@ from __future__ import annotations
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 from chatd.doors.base import Door
 from chatd.hub import Hub
 
+PRUNE_EVERY = 3600.0
+
 
 class ChatService(MultiService):
     """
-    Owns the hub and every door.
+    Owns the hub, its store and every door.
 
     On stop it first stops listening, then tells every connected user that
     the server is going down and waits (boundedly) for their connections to
-    close, so a clean shutdown loses nothing that was already accepted.
+    close, then commits what the store still holds, so a clean shutdown
+    loses nothing that was already accepted.
+
+    With C{history_days}, messages older than that are pruned hourly.
     """
 
-    def __init__(self, hub: Hub) -> None:
+    _log = Logger()
+
+    def __init__(self, hub: Hub, clock: IReactorTime, history_days: float = 0) -> None:
         super().__init__()
         self.hub = hub
+        self.clock = clock
+        self.history_days = history_days
         self.doors: list[Door] = []
         self._unlistened: list[Factory] = []
+        self._pruning = LoopingCall(self._prune)
+        self._pruning.clock = clock
 
     def add_door(self, door: Door, listener: IService, *, served_by_site: bool = False) -> None:
         """
@@ -45,6 +59,21 @@ class ChatService(MultiService):
         for factory in self._unlistened:
             factory.doStart()
         super().startService()
+        if self.history_days > 0:
+            self._pruning.start(PRUNE_EVERY)
+
+    def _prune(self) -> Deferred[None]:
+        def pruned(count: int) -> None:
+            if count:
+                self._log.info(
+                    "Pruned {count} messages older than {days} days",
+                    count=count,
+                    days=self.history_days,
+                )
+
+        cutoff = self.clock.seconds() - self.history_days * 86400
+        pruning = self.hub.store.prune(cutoff).addCallback(pruned)
+        return pruning.addErrback(lambda f: self._log.failure("Pruning failed", f))
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -52,6 +81,9 @@ class ChatService(MultiService):
     async def _stop(self) -> None:
         self.hub.closing = True
         await super().stopService()
+        if self._pruning.running:
+            self._pruning.stop()
         await gatherResults([door.shutdown() for door in self.doors])
         for factory in self._unlistened:
             factory.doStop()
+        await self.hub.store.close()

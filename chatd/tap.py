@@ -19,10 +19,14 @@ from chatd.doors.flow import Throttle
 from chatd.doors.line import LineDoor
 from chatd.doors.web import make_site
 from chatd.doors.websocket import OriginPolicy, WebSocketDoor
+from chatd.errors import ChatError, StoreError
 from chatd.hub import Hub
+from chatd.interfaces import IStore
 from chatd.limits import Limits, format_rate, parse_rate
+from chatd.model import check_nick
 from chatd.service import ChatService
-from chatd.store.memory import MemoryHistoryStore
+from chatd.store.memory import MemoryStore
+from chatd.store.sqlite import SQLiteStore
 
 OFF = "none"
 
@@ -93,7 +97,48 @@ class Options(usage.Options):
     optParameters = [
         ["line", "l", "tcp:1234", f"Endpoint of the line (telnet) door, or '{OFF}'."],
         ["web", "w", "tcp:8080", f"Endpoint of the web door (client and /ws), or '{OFF}'."],
-        ["history-size", None, 100, "Messages kept per room for /history.", _positive],
+        [
+            "db",
+            None,
+            "chatd.sqlite",
+            "SQLite file that keeps messages, accounts and registered rooms "
+            "(created if missing); ':memory:' keeps them in memory only, until exit.",
+        ],
+        [
+            "commit-window",
+            None,
+            0.05,
+            "Seconds of accepted messages committed together; a crash loses at most this.",
+            _not_negative(float),
+        ],
+        [
+            "history-size",
+            None,
+            100,
+            "Recent messages per room kept in memory (all of history with --db :memory:).",
+            _positive,
+        ],
+        [
+            "history-on-join",
+            None,
+            20,
+            "Recent messages shown to whoever joins a room; 0 shows none.",
+            _not_negative(int),
+        ],
+        [
+            "history-days",
+            None,
+            0,
+            "Days after which messages are deleted; 0 keeps them all.",
+            _not_negative(float),
+        ],
+        [
+            "admins",
+            None,
+            "",
+            "Comma-separated registered nicknames of server operators, who can "
+            "moderate every room and /kill.",
+        ],
         [
             "allowed-origins",
             None,
@@ -123,6 +168,12 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(f"--allowed-origins: {e}") from None
+        self["admin-list"] = [a.strip() for a in self["admins"].split(",") if a.strip()]
+        for admin in self["admin-list"]:
+            try:
+                check_nick(admin)
+            except ChatError as e:
+                raise usage.UsageError(f"--admins: {e}") from None
         values = {f.name: self[f.name.replace("_", "-")] for f in fields(Limits)}
         if isinstance(values["connect_rate"], str):
             values["connect_rate"] = parse_rate(values["connect_rate"])
@@ -139,8 +190,26 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
         reactor = global_reactor
     assert IReactorTime.providedBy(reactor)
     limits: Limits = options["limits"]
-    hub = Hub(reactor, MemoryHistoryStore(per_room=options["history-size"]))
-    service = ChatService(hub)
+    store: IStore
+    if options["db"] == ":memory:":
+        store = MemoryStore(per_room=options["history-size"])
+    else:
+        store = SQLiteStore(
+            options["db"],
+            reactor,
+            commit_window=options["commit-window"],
+            cache_per_room=options["history-size"],
+        )
+    try:
+        hub = Hub(
+            reactor,
+            store,
+            admins=options["admin-list"],
+            history_on_join=options["history-on-join"],
+        )
+    except StoreError as e:
+        raise SystemExit(f"chatd: {e}") from None
+    service = ChatService(hub, reactor, history_days=options["history-days"])
     throttle, admission = Throttle(), Admission(limits, reactor)
     if options["line"] != OFF:
         line = LineDoor(hub, reactor, limits, throttle, admission)

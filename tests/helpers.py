@@ -12,7 +12,9 @@ import json
 import struct
 from typing import Any
 
+from argon2 import PasswordHasher
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -20,6 +22,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.accounts import Passwords
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub, User
@@ -52,9 +55,13 @@ class RecordingClient:
     def __init__(self, encoder: IEncoder | None = None) -> None:
         self.encoder = PassThrough() if encoder is None else encoder
         self.events: list[Any] = []
+        self.closed = False
 
-    def send(self, payload: Any) -> None:
+    def send(self, payload: Any, optional: bool = False) -> None:
         self.events.append(payload)
+
+    def close(self) -> None:
+        self.closed = True
 
     def take(self) -> list[Any]:
         """
@@ -64,7 +71,17 @@ class RecordingClient:
         return events
 
 
+def quick_passwords() -> Passwords:
+    """
+    Password hashing that is cheap and done at once, on the calling thread,
+    so that tests stay fast and synchronous (the real one uses threads).
+    """
+    hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    return Passwords(hasher, in_thread=lambda work, *args: maybeDeferred(work, *args))
+
+
 def make_hub(clock: Clock | None = None, **kwargs: Any) -> Hub:
+    kwargs.setdefault("passwords", quick_passwords())
     return Hub(Clock() if clock is None else clock, **kwargs)
 
 

@@ -1482,9 +1482,14 @@ class RegressionTests(SynchronousTestCase):
     def test_history_non_ascii_digits(self) -> None:
         """
         C{/history} with a count in digits that C{str.isdigit} accepts but
-        C{int} does not (superscript two) is a usage error, not a bug.
+        C{int} does not (superscript two) is an error, not a bug: as a first
+        word it is no count, so it names a nickname, an invalid one; as a
+        second word it is a usage error.
 
         (C{do_history} checked C{isdigit()}, then called C{int()}.)
         """
         self.peer.send("/history \u00b2")
-        self.assertEqual(self.peer.lines(), ["!!! Usage: /history [N]"])
+        (line,) = self.peer.lines()
+        self.assertTrue(line.startswith("!!! Invalid nickname '\u00b2'"), line)
+        self.peer.send("/history #lobby \u00b2")
+        self.assertEqual(self.peer.lines(), ["!!! Usage: /history [#room|NICK] [N] [BEFORE]"])

@@ -18,6 +18,7 @@ from chatd.model import (
     NickChanged,
     Parted,
     PrivateEcho,
+    PrivateHistory,
     PrivateMessage,
     RoomInfo,
     RoomList,
@@ -26,7 +27,7 @@ from chatd.model import (
     UserList,
     Welcome,
 )
-from chatd.store.memory import MemoryHistoryStore
+from chatd.store.memory import MemoryStore
 from tests.helpers import PassThrough, RecordingClient, events, make_hub, signed_on
 
 
@@ -45,7 +46,7 @@ class BrokenClient(RecordingClient):
     A client whose connection fails on every write.
     """
 
-    def send(self, payload: object) -> None:
+    def send(self, payload: object, optional: bool = False) -> None:
         raise ConnectionError("peer went away")
 
 
@@ -210,7 +211,7 @@ class RoomTests(SynchronousTestCase):
             events(bob),
             [
                 Joined("#py", "bob"),
-                UserList("#py", ("alice", "bob")),
+                UserList("#py", ("alice", "bob"), ("alice",)),
                 Topic("#py", "snakes", "alice"),
             ],
         )
@@ -434,8 +435,8 @@ class TalkTests(SynchronousTestCase):
         events(alice)
         events(bob)
         hub.private(alice, "BOB", "psst")
-        self.assertEqual(events(bob), [PrivateMessage("alice", "bob", "psst", 0.0)])
-        self.assertEqual(events(alice), [PrivateEcho("alice", "bob", "psst", 0.0)])
+        self.assertEqual(events(bob), [PrivateMessage("alice", "bob", "psst", 0.0, 1)])
+        self.assertEqual(events(alice), [PrivateEcho("alice", "bob", "psst", 0.0, 1)])
         self.assertEqual(events(carol), [])
 
     def test_private_unknown_nick(self) -> None:
@@ -459,10 +460,12 @@ class HistoryTests(SynchronousTestCase):
         alice = signed_on(hub, "alice")
         said = [hub.say(alice, "#lobby", str(n)) for n in range(10)]
         events(alice)
-        hub.recent(alice, "#lobby", 3)
-        self.assertEqual(events(alice), [HistoryPage("#lobby", tuple(said[7:]))])
-        hub.recent(alice, "#lobby", 3, before=said[7].id)
-        self.assertEqual(events(alice), [HistoryPage("#lobby", tuple(said[4:7]))])
+        hub.history(alice, "#lobby", 3)
+        self.assertEqual(events(alice), [HistoryPage("#lobby", tuple(said[7:]), more=True)])
+        hub.history(alice, "#lobby", 3, before=said[7].id)
+        self.assertEqual(events(alice), [HistoryPage("#lobby", tuple(said[4:7]), more=True)])
+        hub.history(alice, "#lobby", 5, before=said[3].id)
+        self.assertEqual(events(alice), [HistoryPage("#lobby", tuple(said[:3]), more=False)])
 
     def test_default_and_maximum(self) -> None:
         """
@@ -473,22 +476,22 @@ class HistoryTests(SynchronousTestCase):
         alice = signed_on(hub, "alice")
         said = [hub.say(alice, "#lobby", str(n)) for n in range(6)]
         events(alice)
-        hub.recent(alice, "#lobby")
+        hub.history(alice, "#lobby")
         self.assertEqual(events(alice)[0].messages, tuple(said[4:]))
-        hub.recent(alice, "#lobby", 100)
+        hub.history(alice, "#lobby", 100)
         self.assertEqual(events(alice)[0].messages, tuple(said[2:]))
-        error = self.assertRaises(ChatError, hub.recent, alice, "#lobby", 0)
+        error = self.assertRaises(ChatError, hub.history, alice, "#lobby", 0)
         self.assertEqual(error.code, "bad_request")
 
     def test_ring_is_bounded(self) -> None:
         """
         The memory store keeps only the configured number of messages.
         """
-        hub = make_hub(history=MemoryHistoryStore(per_room=5))
+        hub = make_hub(store=MemoryStore(per_room=5))
         alice = signed_on(hub, "alice")
         said = [hub.say(alice, "#lobby", str(n)) for n in range(8)]
         events(alice)
-        hub.recent(alice, "#lobby", 50)
+        hub.history(alice, "#lobby", 50)
         self.assertEqual(events(alice)[0].messages, tuple(said[3:]))
 
     def test_needs_membership(self) -> None:
@@ -497,7 +500,7 @@ class HistoryTests(SynchronousTestCase):
         """
         hub = make_hub()
         alice = signed_on(hub, "alice")
-        error = self.assertRaises(ChatError, hub.recent, alice, "#secret")
+        error = self.assertRaises(ChatError, hub.history, alice, "#secret")
         self.assertEqual(error.code, "not_in_room")
 
     def test_store_failure(self) -> None:
@@ -505,12 +508,59 @@ class HistoryTests(SynchronousTestCase):
         A failing store gives the asker an error, logged, and nothing else.
         """
 
-        class BrokenStore(MemoryHistoryStore):
+        class BrokenStore(MemoryStore):
             def fetch(self, room: str, limit: int, before: int | None):  # type: ignore[no-untyped-def]
                 return fail(OSError("disk on fire"))
 
-        hub = make_hub(history=BrokenStore())
+        hub = make_hub(store=BrokenStore(), history_on_join=0)
         alice = signed_on(hub, "alice")
-        hub.recent(alice, "#lobby")
+        hub.history(alice, "#lobby")
         self.assertEqual(events(alice), [Error("history_unavailable", "History is unavailable")])
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_sent_on_join(self) -> None:
+        """
+        A joiner gets the room's newest messages after its join, member list
+        and topic; nothing when there are none.
+        """
+        hub = make_hub(history_on_join=2)
+        alice, bob = signed_on(hub, "alice"), signed_on(hub, "bob")
+        hub.join(alice, "#py")
+        said = [hub.say(alice, "#py", str(n)) for n in range(3)]
+        hub.join(bob, "#py")
+        self.assertEqual(
+            events(bob),
+            [
+                Joined("#py", "bob"),
+                UserList("#py", ("alice", "bob"), ("alice",)),
+                HistoryPage("#py", tuple(said[1:]), more=True),
+            ],
+        )
+        carol = RecordingClient()
+        hub.connect(carol, "carol")
+        self.assertNotIn(HistoryPage, [type(e) for e in carol.events])
+
+    def test_private_history(self) -> None:
+        """
+        Private messages are kept and can be fetched by either party, newest
+        page first; a later holder of a guest's nickname does not see what
+        was said to the earlier one.
+        """
+        hub = make_hub()
+        alice, bob = signed_on(hub, "alice"), signed_on(hub, "bob")
+        hub.private(alice, "bob", "one")
+        hub.private(bob, "alice", "two")
+        events(alice)
+        events(bob)
+        hub.private_history(alice, "BOB")
+        page = events(alice)[0]
+        self.assertIsInstance(page, PrivateHistory)
+        self.assertEqual([m.text for m in page.messages], ["one", "two"])
+        self.assertEqual((page.nick, page.other, page.more), ("alice", "BOB", False))
+        hub.private_history(bob, "alice", 1)
+        page = events(bob)[0]
+        self.assertEqual(([m.text for m in page.messages], page.more), (["two"], True))
+        hub.disconnect(bob)
+        impostor = signed_on(hub, "bob")
+        hub.private_history(impostor, "alice")
+        self.assertEqual(events(impostor)[0].messages, ())

@@ -235,11 +235,11 @@ class BadInputTests(LineDoorTestCase):
         alice = self.peer("alice")
         for command, usage in [
             ("/nick", "/nick NEW"),
-            ("/join", "/join #room"),
+            ("/join", "/join #room [KEY]"),
             ("/msg", "/msg NICK TEXT"),
             ("/msg bob", "/msg NICK TEXT"),
             ("/me", "/me ACTION"),
-            ("/history x", "/history [N]"),
+            ("/history 1 2 3", "/history [#room|NICK] [N] [BEFORE]"),
         ]:
             alice.send(command)
             self.assertEqual(alice.lines(), [f"!!! Usage: {usage}"], command)
@@ -400,7 +400,7 @@ class CommandTests(LineDoorTestCase):
             bob.lines(),
             [
                 "*** bob has joined #py",
-                "*** Users in #py (2): alice, bob",
+                "*** Users in #py (2): @alice, bob",
                 "*** Topic for #py: snakes (set by alice)",
             ],
         )
@@ -408,21 +408,35 @@ class CommandTests(LineDoorTestCase):
     def test_history(self) -> None:
         """
         C{/history N} shows the newest N messages of the current room,
-        oldest first, stamped with their local time.
+        oldest first, stamped with their local time (and date, when not
+        today), and how to page back; C{/history #room N BEFORE} pages.
         """
-        self.clock.advance(1700000000)
+        now = time.time()
+        self.clock.advance(now - 2 * 86400)
         alice = self.peer("alice")
-        for n in range(5):
+        alice.send("message 0")
+        self.clock.advance(2 * 86400)
+        for n in range(1, 5):
             alice.send(f"message {n}")
         alice.received()
         alice.send("/history 2")
-        stamp = time.strftime("[%H:%M]", time.localtime(1700000000))
+        stamp = time.strftime("[%H:%M]", time.localtime(now))
         self.assertEqual(
             alice.lines(),
             [
                 "*** Last 2 messages of #lobby:",
                 f"{stamp} [#lobby] <alice> message 3",
                 f"{stamp} [#lobby] <alice> message 4",
+                "*** End of history; older: /history #lobby 2 4",
+            ],
+        )
+        alice.send("/history #lobby 2 2")
+        dated = time.strftime("[%Y-%m-%d %H:%M]", time.localtime(now - 2 * 86400))
+        self.assertEqual(
+            alice.lines(),
+            [
+                "*** Last 1 message of #lobby:",
+                f"{dated} [#lobby] <alice> message 0",
                 "*** End of history",
             ],
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
@@ -17,8 +18,10 @@ from twisted.web.server import Site
 from chatd.doors.admission import AdmittingFactory
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
+from chatd.store.sqlite import SQLiteStore
 from chatd.tap import Options, makeService
 from tests.helpers import CLOSE, LinePeer, WebSocketPeer
+from tests.processes import scratch_dir
 
 
 def parse(*argv: str) -> Options:
@@ -69,10 +72,21 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(UsageError, parse, "--history-size", "0")
         self.assertRaises(UsageError, parse, "--history-size", "lots")
 
+    def test_admins(self) -> None:
+        """
+        C{--admins} takes comma-separated nicknames, and only valid ones.
+        """
+        self.assertEqual(parse("--admins", "alice, Bob")["admin-list"], ["alice", "Bob"])
+        self.assertEqual(parse()["admin-list"], [])
+        error = self.assertRaises(UsageError, parse, "--admins", "alice,#ops")
+        self.assertIn("--admins", str(error))
+
 
 class ServiceTests(SynchronousTestCase):
-    def start(self, *argv: str) -> tuple[MemoryReactorClock, object]:
+    def start(self, *argv: str) -> tuple[MemoryReactorClock, Any]:
         reactor = MemoryReactorClock()
+        if "--db" not in argv:
+            argv = ("--db", ":memory:", *argv)
         service = makeService(parse(*argv), reactor)
         service.startService()
         return reactor, service
@@ -107,7 +121,22 @@ class ServiceTests(SynchronousTestCase):
         C{--history-size} sizes the hub's history store.
         """
         _, service = self.start("--history-size", "3")
-        self.assertEqual(service.hub.history.per_room, 3)
+        self.assertEqual(service.hub.store.per_room, 3)
+
+    def test_database(self) -> None:
+        """
+        C{--db PATH} keeps state in that SQLite file; a file that is no
+        database stops chatd with a message saying so, and is left as it was.
+        """
+        path = scratch_dir(self) / "state.sqlite"
+        _, service = self.start("--db", str(path))
+        self.assertIsInstance(service.hub.store, SQLiteStore)
+        self.successResultOf(service.stopService())
+        garbage = scratch_dir(self) / "notes.txt"
+        garbage.write_bytes(b"not a database at all" * 100)
+        error = self.assertRaises(SystemExit, self.start, "--db", str(garbage))
+        self.assertIn(str(garbage), str(error))
+        self.assertEqual(garbage.read_bytes(), b"not a database at all" * 100)
 
     def test_stop_tells_everyone(self) -> None:
         """

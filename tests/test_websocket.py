@@ -55,7 +55,7 @@ class HelloTests(WebSocketTestCase):
             [
                 {"type": "welcome", "nick": "alice", "rooms": ["#lobby"]},
                 {"type": "join", "room": "#lobby", "nick": "alice"},
-                {"type": "users", "room": "#lobby", "nicks": ["alice"]},
+                {"type": "users", "room": "#lobby", "nicks": ["alice"], "ops": []},
             ],
         )
 
@@ -195,6 +195,7 @@ class ChatTests(WebSocketTestCase):
             "to": "bob",
             "text": "psst",
             "ts": 1700000000.25,
+            "id": 1,
         }
         self.assertEqual(bob.received(), [expected])
         self.assertEqual(alice.received(), [expected])
@@ -213,14 +214,15 @@ class ChatTests(WebSocketTestCase):
             bob.received(),
             [
                 {"type": "join", "room": "#py", "nick": "bob"},
-                {"type": "users", "room": "#py", "nicks": ["alice", "bob"]},
+                {"type": "users", "room": "#py", "nicks": ["alice", "bob"], "ops": ["alice"]},
                 {"type": "topic", "room": "#py", "topic": "snakes", "by": "alice"},
             ],
         )
         self.assertEqual(alice.received(), [{"type": "join", "room": "#py", "nick": "bob"}])
         bob.send(type="who", room="#lobby")
         self.assertEqual(
-            bob.received(), [{"type": "users", "room": "#lobby", "nicks": ["alice", "bob"]}]
+            bob.received(),
+            [{"type": "users", "room": "#lobby", "nicks": ["alice", "bob"], "ops": []}],
         )
         bob.send(type="rooms")
         self.assertEqual(

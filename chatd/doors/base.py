@@ -11,9 +11,10 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.doors.flow import Outbox, Throttle, TokenBucket
@@ -45,6 +46,7 @@ class Session:
     stream: Any  # the byte stream under the wire protocol: TCP, TLS or unix
     _closing = False
     _reading_paused = False
+    _pending: Deferred[Any] | None = None
 
     # -- what each door provides --------------------------------------------
 
@@ -153,11 +155,11 @@ class Session:
 
     # -- output -------------------------------------------------------------
 
-    def send(self, payload: Any) -> None:
+    def send(self, payload: Any, optional: bool = False) -> None:
         """
         Write one encoded payload, through the outbox (L{IClient.send}).
         """
-        self.outbox.put(payload)
+        self.outbox.put(payload, optional)
 
     def deliver(self, event: Event) -> None:
         """
@@ -210,6 +212,8 @@ class Session:
 
     def _drain(self) -> None:
         while self._inbox and not self._closing:
+            if self._pending is not None:
+                break
             if self.door.throttle.active:
                 self.door.throttle.wait(self, self._resume_soon)
                 self._set_reading(False)
@@ -221,7 +225,7 @@ class Session:
                 self._set_reading(False)
                 return
             self._handle_safely(self._inbox.popleft())
-        self._set_reading(True)
+        self._set_reading(self._pending is None)
 
     def _handle_safely(self, item: Any) -> None:
         """
@@ -231,12 +235,16 @@ class Session:
         try:
             self.handle(item)
         except Exception:
-            self.door.log.failure(
-                "Handling input from {door} connection {nick} failed",
-                door=self.door.name,
-                nick=self.user.nick if self.user else "(no nick)",
-            )
-            self.deliver(Error("internal_error", "Something went wrong; the error was logged"))
+            self._failed(Failure())
+
+    def _failed(self, failure: Failure) -> None:
+        self.door.log.failure(
+            "Handling input from {door} connection {nick} failed",
+            failure=failure,
+            door=self.door.name,
+            nick=self.user.nick if self.user else "(no nick)",
+        )
+        self.deliver(Error("internal_error", "Something went wrong; the error was logged"))
 
     def _resume_soon(self) -> None:
         if self._wake is None and not self._closing:
@@ -257,21 +265,53 @@ class Session:
     def attempt(self, request: Callable[..., object], *args: Any) -> None:
         """
         Call C{request}; if the hub refuses it, tell the peer why.
-        """
-        try:
-            request(*args)
-        except ChatError as error:
-            self.deliver(Error.from_exception(error))
 
-    def sign_on(self, nick: str) -> bool:
-        """
-        Enter the hub as C{nick}; on refusal tell the peer and return False.
+        A request that waits (a password check, a store write) returns a
+        Deferred: until it fires, further input waits too, so requests are
+        answered in the order they were made.
         """
         try:
-            self.user = self.hub.connect(self, nick)
+            result = request(*args)
         except ChatError as error:
             self.deliver(Error.from_exception(error))
+            return
+        if isinstance(result, Deferred):
+            self._await(result)
+
+    def _await(self, waiting: Deferred[Any]) -> None:
+        finished = False
+
+        def done(result: object) -> None:
+            nonlocal finished
+            finished = True
+            if isinstance(result, Failure):
+                if isinstance(result.value, ChatError):
+                    self.deliver(Error.from_exception(result.value))
+                else:
+                    self._failed(result)
+            if self._pending is waiting:
+                self._pending = None
+                self._drain()
+
+        waiting.addBoth(done)
+        if not finished:
+            self._pending = waiting
+
+    def sign_on(self, nick: str, password: str | None = None) -> Deferred[bool]:
+        """
+        Enter the hub as C{nick}, proving its account with C{password} if
+        given; fire with whether it worked (a refusal fails with
+        L{ChatError}).
+        """
+        if password is None:
+            return maybeDeferred(self._enter, nick, None)
+        proven = self.hub.authenticate(self, nick, password)
+        return proven.addCallback(lambda account: self._enter(nick, account))
+
+    def _enter(self, nick: str, account: str | None) -> bool:
+        if self._closing:
             return False
+        self.user = self.hub.connect(self, nick, account)
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         return True

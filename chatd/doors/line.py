@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.conch.telnet import DO, IAC, IP, TelnetProtocol, TelnetTransport
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.protocols.basic import LineReceiver
@@ -31,32 +32,43 @@ from chatd.interfaces import IDoor, IEncoder
 from chatd.limits import Limits
 from chatd.model import (
     LOBBY,
+    AccountChanged,
+    BanChanged,
     Error,
     Event,
     HistoryPage,
+    Invited,
     Joined,
+    Kicked,
     Message,
+    ModeChanged,
+    Modes,
     NickChanged,
     Notice,
+    OpChanged,
     Parted,
     PrivateEcho,
+    PrivateHistory,
     PrivateMessage,
     RoomList,
     Topic,
     TopicChanged,
     UserList,
     Welcome,
+    check_room,
+    fold,
 )
 
 BANNER = (
     "Welcome to chatd!",
     "Type a nickname to start chatting, then /help for the commands.",
+    "A registered nickname: type it and its password on one line.",
 )
 PROMPT = "Choose a nickname:"
 TIMING_MARK = b"\x06"
 HELP = (
     "Commands (text without a leading / is said in your current room):",
-    "  /join #room           join a room, or switch to it if you are in it",
+    "  /join #room [KEY]     join a room, or switch to it if you are in it",
     "  /part [#room] [why]   leave a room (default: the current one)",
     "  /msg NICK TEXT        send a private message",
     "  /me ACTION            act in the current room",
@@ -64,9 +76,23 @@ HELP = (
     "  /who [#room]          list the users of a room",
     "  /rooms                list every room",
     "  /topic [#room] [TEXT] show or set a room's topic",
-    "  /history [N]          show the last N messages of the current room",
+    "  /history [#room|NICK] [N] [BEFORE]",
+    "                        show the last N messages of a room (default: the",
+    "                        current one) or with NICK, older than id BEFORE",
     "  /quit [REASON]        leave the server",
     "  //text                say text that starts with /",
+    "Accounts:",
+    "  /register PASSWORD    register your nickname; nobody else can use it",
+    "  /identify [NICK] PASSWORD  prove a registered nickname (and take it)",
+    "  /password OLD NEW     change your password",
+    "Room operators ([#room] defaults to the current room):",
+    "  /op [#room] NICK      make NICK an operator    /deop [#room] NICK",
+    "  /kick [#room] NICK [REASON]                    /invite NICK [#room]",
+    "  /ban [#room] NICK     ban NICK's account       /unban [#room] NICK",
+    "  /mode [#room] [+|-FLAGS [KEY]]  show or change modes: i invite only,",
+    "                        k KEY needed, m only operators talk, t only",
+    "                        operators set the topic",
+    "Server operators: /kill NICK [REASON]",
 )
 
 
@@ -142,13 +168,72 @@ def _topic(event: Topic) -> str:
     return f"*** No topic is set for {event.room}"
 
 
+def _stamp(ts: float) -> str:
+    """
+    C{[12:01] }, with the date for messages from another day than today.
+    """
+    when = time.localtime(ts)
+    if time.strftime("%Y%m%d", when) == time.strftime("%Y%m%d"):
+        return time.strftime("[%H:%M] ", when)
+    return time.strftime("[%Y-%m-%d %H:%M] ", when)
+
+
 def _history(page: HistoryPage) -> bytes:
     if not page.messages:
         return _lines(f"*** No history for {page.room}")
-    stamped = [time.strftime("[%H:%M] ", time.localtime(m.ts)) + _said(m) for m in page.messages]
+    stamped = [_stamp(m.ts) + _said(m) for m in page.messages]
     return _lines(
-        f"*** Last {len(stamped)} messages of {page.room}:", *stamped, "*** End of history"
+        f"*** Last {_count(len(stamped), 'message')} of {page.room}:",
+        *stamped,
+        _history_end(page.room, len(stamped), page.messages[0].id, page.more),
     )
+
+
+def _private_history(page: PrivateHistory) -> bytes:
+    if not page.messages:
+        return _lines(f"*** No private messages with {page.other}")
+    stamped = [
+        _stamp(m.ts)
+        + (f"-> *{m.recipient}* " if fold(m.sender) == fold(page.nick) else f"*{m.sender}* ")
+        + m.text
+        for m in page.messages
+    ]
+    return _lines(
+        f"*** Last {_count(len(stamped), 'private message')} with {page.other}:",
+        *stamped,
+        _history_end(page.other, len(stamped), page.messages[0].id, page.more),
+    )
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
+
+
+def _history_end(target: str, count: int, oldest: int, more: bool) -> str:
+    if more:
+        return f"*** End of history; older: /history {target} {count} {oldest}"
+    return "*** End of history"
+
+
+def _users(event: UserList) -> bytes:
+    ops = set(event.ops)
+    nicks = ", ".join(("@" + n if n in ops else n) for n in event.nicks)
+    return _lines(f"*** Users in {event.room} ({len(event.nicks)}): {nicks}")
+
+
+def _account(event: AccountChanged) -> bytes:
+    if event.what == "registered":
+        return _lines(f"*** {event.account} is now registered to you; you are identified")
+    if event.what == "identified":
+        return _lines(f"*** You are now identified as {event.account}")
+    return _lines(f"*** The password of {event.account} was changed")
+
+
+def _modes(event: Modes) -> bytes:
+    if not event.modes:
+        return _lines(f"*** {event.room} has no modes set")
+    key = f" (key: {event.key})" if event.key else ""
+    return _lines(f"*** Modes of {event.room}: {event.modes}{key}")
 
 
 def _rooms(event: RoomList) -> bytes:
@@ -163,6 +248,7 @@ def _rooms(event: RoomList) -> bytes:
 _RENDER: dict[type, Callable[[Any], bytes]] = {
     Welcome: lambda e: _lines(
         f"*** Welcome, {e.nick}! You are in {', '.join(e.rooms)}. Type /help for commands."
+        + (" You are identified." if e.account else "")
     ),
     Message: lambda e: _lines(_said(e)),
     HistoryPage: _history,
@@ -175,7 +261,25 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     NickChanged: lambda e: _lines(f"*** {e.old} is now known as {e.new}"),
     Topic: lambda e: _lines(_topic(e)),
     TopicChanged: lambda e: _lines(_topic(e)),
-    UserList: lambda e: _lines(f"*** Users in {e.room} ({len(e.nicks)}): {', '.join(e.nicks)}"),
+    UserList: _users,
+    PrivateHistory: _private_history,
+    Kicked: lambda e: _lines(
+        f"*** {e.nick} was kicked from {e.room} by {e.by}" + (f" ({e.reason})" if e.reason else "")
+    ),
+    BanChanged: lambda e: _lines(
+        f"*** {e.by} banned {e.nick} from {e.room}"
+        if e.banned
+        else f"*** {e.by} lifted the ban on {e.nick} in {e.room}"
+    ),
+    OpChanged: lambda e: _lines(
+        f"*** {e.by} made {e.nick} an operator of {e.room}"
+        if e.op
+        else f"*** {e.by} took operator status in {e.room} from {e.nick}"
+    ),
+    ModeChanged: lambda e: _lines(f"*** {e.by} set mode {e.change} on {e.room}"),
+    Modes: _modes,
+    Invited: lambda e: _lines(f"*** {e.by} invites you to {e.room}; type /join {e.room}"),
+    AccountChanged: _account,
     RoomList: _rooms,
     Notice: lambda e: _lines(f"*** {e.text}"),
     Error: lambda e: _lines(f"!!! {e.message}"),
@@ -360,13 +464,30 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
             self.say(text)
 
     def choose_nick(self, text: str) -> None:
+        """
+        The line typed at the nickname prompt: C{NICK}, or C{NICK PASSWORD}
+        for a registered nickname.
+        """
         if text.lower() == "/quit" or text.lower().startswith("/quit "):
             self.send(_lines("*** Bye!"))
             self.close()
-        elif self.sign_on(text):
-            self._current = LOBBY
-        else:
+            return
+        nick, _, password = text.partition(" ")
+        self.attempt(self._sign_on, nick, password.strip() or None)
+
+    def _sign_on(self, nick: str, password: str | None) -> Deferred[None]:
+        def entered(signed_on: bool) -> None:
+            if signed_on:
+                self._current = LOBBY
+
+        def refused(failure: Failure) -> None:
+            failure.trap(ChatError)
+            error = failure.value
+            assert isinstance(error, ChatError)
+            self.deliver(Error.from_exception(error))
             self.send(_lines(PROMPT))
+
+        return self.sign_on(nick, password).addCallbacks(entered, refused)
 
     def refuse(self, code: str, message: str) -> None:
         self.deliver(Error(code, message))
@@ -378,8 +499,7 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         The room plain text goes to: the one last joined or switched to, or
         if the user has left it, the most recently joined one it is still in.
         """
-        assert self.user is not None
-        rooms = self.user.rooms
+        rooms = self.me.rooms
         if self._current is None or not self.hub.is_member(self.me, self._current):
             if not rooms:
                 raise ChatError("no_room", "You are not in any room; /join #room first")
@@ -389,25 +509,26 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
     def say(self, text: str) -> None:
         self.attempt(lambda: self.hub.say(self.me, self.current_room(), text))
 
-    def command(self, name: str, args: str) -> None:
+    def command(self, name: str, args: str) -> object:
         handler = self._commands.get(name)
         if handler is None:
             raise ChatError("unknown_command", f"Unknown command /{name}; try /help")
-        handler(self, args)
+        return handler(self, args)
 
     def do_nick(self, args: str) -> None:
         self.hub.change_nick(self.me, _required(args, "/nick NEW"))
 
     def do_join(self, args: str) -> None:
-        room = _required(args, "/join #room").split()[0]
+        room, _, key = _required(args, "/join #room [KEY]").partition(" ")
         if not room.startswith("#"):
             room = "#" + room
+        check_room(room)
         if self.hub.is_member(self.me, room):
-            self._current = self.me.rooms[room.lower()].name
+            self._current = self.me.rooms[fold(room)].name
             self.send(_lines(f"*** Now talking in {self._current}"))
             return
-        self.hub.join(self.me, room)
-        self._current = self.me.rooms[room.lower()].name
+        self.hub.join(self.me, room, key.strip() or None)
+        self._current = self.me.rooms[fold(room)].name
 
     def do_part(self, args: str) -> None:
         room, reason = _room_and_rest(args)
@@ -432,13 +553,74 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         room, text = _room_and_rest(args)
         self.hub.topic(self.me, room or self.current_room(), text or None)
 
-    def do_history(self, args: str) -> None:
-        limit = None
-        if args:
-            if not (args.isascii() and args.isdigit()):
-                raise ChatError("usage", "Usage: /history [N]")
-            limit = int(args)
-        self.hub.recent(self.me, self.current_room(), limit)
+    def do_history(self, args: str) -> Deferred[None]:
+        """
+        C{/history [#room|NICK] [N] [BEFORE]}.
+        """
+        words = args.split()
+        target = words.pop(0) if words and not _is_number(words[0]) else None
+        if len(words) > 2 or not all(_is_number(w) for w in words):
+            raise ChatError("usage", "Usage: /history [#room|NICK] [N] [BEFORE]")
+        numbers = [int(w) for w in words]
+        limit = numbers[0] if numbers else None
+        before = numbers[1] if len(numbers) > 1 else None
+        if target is not None and not target.startswith("#"):
+            return self.hub.private_history(self.me, target, limit, before)
+        return self.hub.history(self.me, target or self.current_room(), limit, before)
+
+    def do_register(self, args: str) -> Deferred[None]:
+        return self.hub.register(self.me, _required(args, "/register PASSWORD"))
+
+    def do_identify(self, args: str) -> Deferred[None]:
+        words = _required(args, "/identify [NICK] PASSWORD").split(" ", 1)
+        nick, password = words if len(words) == 2 else (self.me.nick, words[0])
+        user = self.me
+
+        def proven(account: str) -> None:
+            if self.user is user:
+                self.hub.identify(user, nick, account)
+
+        return self.hub.authenticate(self, nick, password).addCallback(proven)
+
+    def do_password(self, args: str) -> Deferred[None]:
+        old, _, new = args.partition(" ")
+        if not old or not new.strip():
+            raise ChatError("usage", "Usage: /password OLD NEW")
+        return self.hub.change_password(self.me, old, new.strip())
+
+    def do_op(self, args: str) -> None:
+        room, nick = _room_and_rest(args)
+        self.hub.set_op(self.me, room or self.current_room(), _required(nick, "/op NICK"))
+
+    def do_deop(self, args: str) -> None:
+        room, nick = _room_and_rest(args)
+        self.hub.set_op(self.me, room or self.current_room(), _required(nick, "/deop NICK"), False)
+
+    def do_kick(self, args: str) -> None:
+        room, rest = _room_and_rest(args)
+        nick, _, reason = _required(rest, "/kick [#room] NICK [REASON]").partition(" ")
+        self.hub.kick(self.me, room or self.current_room(), nick, reason.strip() or None)
+
+    def do_ban(self, args: str) -> None:
+        room, nick = _room_and_rest(args)
+        self.hub.ban(self.me, room or self.current_room(), _required(nick, "/ban NICK"))
+
+    def do_unban(self, args: str) -> None:
+        room, nick = _room_and_rest(args)
+        self.hub.ban(self.me, room or self.current_room(), _required(nick, "/unban NICK"), False)
+
+    def do_mode(self, args: str) -> None:
+        room, rest = _room_and_rest(args)
+        change, _, key = rest.partition(" ")
+        self.hub.set_mode(self.me, room or self.current_room(), change or None, key.strip() or None)
+
+    def do_invite(self, args: str) -> None:
+        nick, _, room = _required(args, "/invite NICK [#room]").partition(" ")
+        self.hub.invite(self.me, room.strip() or self.current_room(), nick)
+
+    def do_kill(self, args: str) -> None:
+        nick, _, reason = _required(args, "/kill NICK [REASON]").partition(" ")
+        self.hub.kill(self.me, nick, reason.strip() or None)
 
     def do_quit(self, args: str) -> None:
         self.send(_lines("*** Bye!"))
@@ -448,7 +630,7 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
     def do_help(self, args: str) -> None:
         self.send(_lines(*HELP))
 
-    _commands: dict[str, Callable[[LineChatProtocol, str], None]] = {
+    _commands: dict[str, Callable[[LineChatProtocol, str], object]] = {
         "nick": do_nick,
         "join": do_join,
         "part": do_part,
@@ -458,6 +640,17 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         "rooms": do_rooms,
         "topic": do_topic,
         "history": do_history,
+        "register": do_register,
+        "identify": do_identify,
+        "password": do_password,
+        "op": do_op,
+        "deop": do_deop,
+        "kick": do_kick,
+        "ban": do_ban,
+        "unban": do_unban,
+        "mode": do_mode,
+        "invite": do_invite,
+        "kill": do_kill,
         "quit": do_quit,
         "help": do_help,
     }
@@ -469,6 +662,10 @@ def _required(args: str, usage: str) -> str:
     return args
 
 
+def _is_number(word: str) -> bool:
+    return word.isascii() and word.isdigit()
+
+
 def _room_and_rest(args: str) -> tuple[str | None, str]:
     """
     Split C{[#room] [rest]}: the room if the first word names one.
@@ -476,7 +673,7 @@ def _room_and_rest(args: str) -> tuple[str | None, str]:
     first, _, rest = args.partition(" ")
     if first.startswith("#"):
         return first, rest.strip()
-    return None, args
+    return None, args.strip()
 
 
 @implementer(IDoor)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
@@ -29,15 +30,23 @@ from chatd.hub import Hub
 from chatd.interfaces import IDoor, IEncoder
 from chatd.limits import Limits
 from chatd.model import (
+    AccountChanged,
+    BanChanged,
     Error,
     Event,
     HistoryPage,
+    Invited,
     Joined,
+    Kicked,
     Message,
+    ModeChanged,
+    Modes,
     NickChanged,
     Notice,
+    OpChanged,
     Parted,
     PrivateEcho,
+    PrivateHistory,
     PrivateMessage,
     RoomList,
     Topic,
@@ -66,7 +75,35 @@ def _message(m: Message) -> dict[str, Any]:
 
 
 def _private(e: PrivateMessage) -> dict[str, Any]:
-    return {"type": "private", "from": e.sender, "to": e.recipient, "text": e.text, "ts": e.ts}
+    return {
+        "type": "private",
+        "from": e.sender,
+        "to": e.recipient,
+        "text": e.text,
+        "ts": e.ts,
+        "id": e.id,
+    }
+
+
+def _welcome(e: Welcome) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "welcome", "nick": e.nick, "rooms": list(e.rooms)}
+    if e.account:
+        frame["account"] = e.account
+    return frame
+
+
+def _kicked(e: Kicked) -> dict[str, Any]:
+    frame = {"type": "kick", "room": e.room, "nick": e.nick, "by": e.by}
+    if e.reason:
+        frame["reason"] = e.reason
+    return frame
+
+
+def _modes(e: Modes) -> dict[str, Any]:
+    frame = {"type": "modes", "room": e.room, "modes": e.modes}
+    if e.key:
+        frame["key"] = e.key
+    return frame
 
 
 def _topic(e: Topic) -> dict[str, Any]:
@@ -81,12 +118,19 @@ def _parted(e: Parted) -> dict[str, Any]:
 
 
 _RENDER: dict[type, Callable[[Any], dict[str, Any]]] = {
-    Welcome: lambda e: {"type": "welcome", "nick": e.nick, "rooms": list(e.rooms)},
+    Welcome: _welcome,
     Message: _message,
     HistoryPage: lambda e: {
         "type": "history",
         "room": e.room,
         "messages": [_message(m) for m in e.messages],
+        "more": e.more,
+    },
+    PrivateHistory: lambda e: {
+        "type": "history",
+        "with": e.other,
+        "messages": [_private(m) for m in e.messages],
+        "more": e.more,
     },
     PrivateMessage: _private,
     PrivateEcho: _private,
@@ -95,7 +139,24 @@ _RENDER: dict[type, Callable[[Any], dict[str, Any]]] = {
     NickChanged: lambda e: {"type": "nick", "old": e.old, "new": e.new},
     Topic: _topic,
     TopicChanged: _topic,
-    UserList: lambda e: {"type": "users", "room": e.room, "nicks": list(e.nicks)},
+    UserList: lambda e: {
+        "type": "users",
+        "room": e.room,
+        "nicks": list(e.nicks),
+        "ops": list(e.ops),
+    },
+    Kicked: _kicked,
+    BanChanged: lambda e: {
+        "type": "ban" if e.banned else "unban",
+        "room": e.room,
+        "nick": e.nick,
+        "by": e.by,
+    },
+    OpChanged: lambda e: {"type": "op", "room": e.room, "nick": e.nick, "by": e.by, "op": e.op},
+    ModeChanged: lambda e: {"type": "mode", "room": e.room, "mode": e.change, "by": e.by},
+    Modes: _modes,
+    Invited: lambda e: {"type": "invite", "room": e.room, "by": e.by},
+    AccountChanged: lambda e: {"type": e.what, "account": e.account},
     RoomList: lambda e: {
         "type": "rooms",
         "rooms": [{"room": r.room, "users": r.users, "topic": r.topic} for r in e.rooms],
@@ -238,11 +299,12 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         else:
             self.attempt(handler, self, _Field(request))
 
-    def do_hello(self, field: _Field) -> None:
+    def do_hello(self, field: _Field) -> Deferred[bool]:
         nick = field("nick", str)
+        password = field("password", str, optional=True)
         if self.user is not None:
             raise ChatError("already_welcomed", "You already have a nickname; use 'nick'")
-        self.sign_on(nick)
+        return self.sign_on(nick, password)
 
     def do_say(self, field: _Field) -> None:
         self.hub.say(self.me, field("room", str), field("text", str))
@@ -254,7 +316,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         self.hub.change_nick(self.me, field("nick", str))
 
     def do_join(self, field: _Field) -> None:
-        self.hub.join(self.me, field("room", str))
+        self.hub.join(self.me, field("room", str), field("key", str, optional=True))
 
     def do_part(self, field: _Field) -> None:
         self.hub.part(self.me, field("room", str), field("reason", str, optional=True))
@@ -271,15 +333,58 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
     def do_topic(self, field: _Field) -> None:
         self.hub.topic(self.me, field("room", str), field("text", str, optional=True))
 
-    def do_history(self, field: _Field) -> None:
-        self.hub.recent(
-            self.me,
-            field("room", str),
-            field("limit", int, optional=True),
-            field("before", int, optional=True),
-        )
+    def do_history(self, field: _Field) -> Deferred[None]:
+        limit = field("limit", int, optional=True)
+        before = field("before", int, optional=True)
+        other = field("with", str, optional=True)
+        if other is not None:
+            return self.hub.private_history(self.me, other, limit, before)
+        return self.hub.history(self.me, field("room", str), limit, before)
 
-    _handlers: dict[str, Callable[[ChatWebSocketProtocol, _Field], None]] = {
+    def do_register(self, field: _Field) -> Deferred[None]:
+        return self.hub.register(self.me, field("password", str))
+
+    def do_identify(self, field: _Field) -> Deferred[None]:
+        password = field("password", str)
+        nick = field("nick", str, optional=True) or self.me.nick
+        user = self.me
+
+        def proven(account: str) -> None:
+            if self.user is user:
+                self.hub.identify(user, nick, account)
+
+        return self.hub.authenticate(self, nick, password).addCallback(proven)
+
+    def do_password(self, field: _Field) -> Deferred[None]:
+        return self.hub.change_password(self.me, field("old", str), field("new", str))
+
+    def do_op(self, field: _Field) -> None:
+        self.hub.set_op(self.me, field("room", str), field("nick", str))
+
+    def do_deop(self, field: _Field) -> None:
+        self.hub.set_op(self.me, field("room", str), field("nick", str), op=False)
+
+    def do_kick(self, field: _Field) -> None:
+        reason = field("reason", str, optional=True)
+        self.hub.kick(self.me, field("room", str), field("nick", str), reason)
+
+    def do_ban(self, field: _Field) -> None:
+        self.hub.ban(self.me, field("room", str), field("nick", str))
+
+    def do_unban(self, field: _Field) -> None:
+        self.hub.ban(self.me, field("room", str), field("nick", str), banned=False)
+
+    def do_mode(self, field: _Field) -> None:
+        mode, key = field("mode", str, optional=True), field("key", str, optional=True)
+        self.hub.set_mode(self.me, field("room", str), mode, key)
+
+    def do_invite(self, field: _Field) -> None:
+        self.hub.invite(self.me, field("room", str), field("nick", str))
+
+    def do_kill(self, field: _Field) -> None:
+        self.hub.kill(self.me, field("nick", str), field("reason", str, optional=True))
+
+    _handlers: dict[str, Callable[[ChatWebSocketProtocol, _Field], object]] = {
         "hello": do_hello,
         "say": do_say,
         "me": do_me,
@@ -291,6 +396,17 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         "rooms": do_rooms,
         "topic": do_topic,
         "history": do_history,
+        "register": do_register,
+        "identify": do_identify,
+        "password": do_password,
+        "op": do_op,
+        "deop": do_deop,
+        "kick": do_kick,
+        "ban": do_ban,
+        "unban": do_unban,
+        "mode": do_mode,
+        "invite": do_invite,
+        "kill": do_kill,
     }
 
 

@@ -1,0 +1,942 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+The store on disk: one SQLite file in WAL mode, written in group commits by
+one thread, read by others, with the newest messages of busy rooms cached.
+
+The reactor thread never runs SQL after L{SQLiteStore.load}: writes are
+queued and committed together every C{commit_window} seconds by a single
+writer thread, and reads run on a small pool of reader threads, each with
+its own connection (WAL lets them read while the writer writes).  Reads
+merge in what is still queued, so they see every write made before them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sqlite3
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from chatd.errors import StoreError
+from chatd.interfaces import IStore
+from chatd.model import Account, Message, PrivateMessage, RoomRecord, StoreState, fold
+from chatd.store.memory import newest, pair_key
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_M = TypeVar("_M", Message, PrivateMessage)
+
+APPLICATION_ID = 0x63686174
+"""C{PRAGMA application_id} of a chatd database: "chat" in ASCII."""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: rooms, private conversations, accounts, registered rooms.
+    f"""
+    PRAGMA application_id = {APPLICATION_ID};
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta VALUES ('last_id', 0);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        room_key TEXT NOT NULL,
+        room TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        text TEXT NOT NULL,
+        ts REAL NOT NULL,
+        action INTEGER NOT NULL
+    );
+    CREATE INDEX messages_by_room ON messages (room_key, id);
+    CREATE INDEX messages_by_ts ON messages (ts);
+    CREATE TABLE private_messages (
+        id INTEGER PRIMARY KEY,
+        low TEXT NOT NULL,
+        high TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        text TEXT NOT NULL,
+        ts REAL NOT NULL
+    );
+    CREATE INDEX private_by_pair ON private_messages (low, high, id);
+    CREATE INDEX private_by_ts ON private_messages (ts);
+    CREATE TABLE accounts (
+        nick_key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE rooms (
+        room_key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        topic_by TEXT,
+        modes TEXT NOT NULL,
+        join_key TEXT,
+        ops TEXT NOT NULL,
+        bans TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+"""
+The schema as SQL scripts, in order: a database at C{PRAGMA user_version}
+M{n} gets scripts M{n+1} onwards, all in one transaction.  Append; never
+edit a script that has shipped.
+"""
+
+ROOM_PAGE = (
+    "SELECT id, room, sender, text, ts, action FROM messages"
+    " WHERE room_key = ? AND id < ? ORDER BY id DESC LIMIT ?"
+)
+PRIVATE_PAGE = (
+    "SELECT id, sender, recipient, text, ts FROM private_messages"
+    " WHERE low = ? AND high = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?"
+)
+_NO_ID = 2**63 - 1
+_PRUNE_BATCH = 1000
+_BUSY_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    key: str
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class _Whispered:
+    pair: tuple[str, str]
+    message: PrivateMessage
+
+
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    key: str
+    account: Account
+    done: Deferred[bool] = field(default_factory=Deferred)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rekeyed:
+    key: str
+    password_hash: str
+    done: Deferred[None] = field(default_factory=Deferred)
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    key: str
+    room: RoomRecord
+
+
+_Write = _Said | _Whispered | _Registered | _Rekeyed | _Saved
+
+
+@dataclass(slots=True)
+class _Committed:
+    """What the writer thread reports about one group commit."""
+
+    created: list[bool]
+    duplicates: int
+
+
+class _Ring:
+    """
+    The newest messages of one room.
+
+    It always holds every stored message of the room from its oldest one
+    on, so any request it holds enough messages for is answered exactly;
+    with C{whole} set, nothing older exists at all.
+    """
+
+    __slots__ = ("messages", "whole")
+
+    def __init__(self, size: int, whole: bool = False) -> None:
+        self.messages: deque[Message] = deque(maxlen=size)
+        self.whole = whole
+
+    def add(self, message: Message) -> None:
+        if len(self.messages) == self.messages.maxlen:
+            self.whole = False
+        self.messages.append(message)
+
+    def answer(self, limit: int, before: int | None) -> list[Message] | None:
+        """
+        The page asked for, or None if older messages may belong in it.
+        """
+        page = newest(reversed(self.messages), limit, before)
+        return page if len(page) == limit or self.whole else None
+
+    def prepend(self, older: Sequence[Message], whole: bool) -> None:
+        """
+        Put C{older} (oldest first, every message before ours, or the newest
+        of them) in front, as far as there is room.
+        """
+        first = self.messages[0].id if self.messages else _NO_ID
+        older = [m for m in older if m.id < first]
+        room = cast(int, self.messages.maxlen) - len(self.messages)
+        self.whole = self.whole or (whole and len(older) <= room)
+        self.messages.extendleft(reversed(older[max(len(older) - room, 0) :]))
+
+
+class _Readers:
+    """
+    Reader connections, one per reader thread that has needed one, opened
+    in that thread and kept for the next read.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self.opened: list[sqlite3.Connection] = []
+
+    def run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            db = self._idle.get_nowait()
+        except queue.Empty:
+            db = self._connect()
+            self.opened.append(db)
+        try:
+            return work(db)
+        finally:
+            self._idle.put(db)
+
+
+@implementer(IStore)
+class SQLiteStore:
+    """
+    Keep everything in the SQLite database at C{path}.
+
+    Writes are grouped: the first write after a commit starts a
+    C{commit_window} timer on C{clock}, and everything written until it
+    fires is committed in one transaction, in the order it was written.
+    While a commit is running, new writes wait for the next one.  So a
+    clean shutdown (L{close}) loses nothing, and a crash loses at most the
+    last window or two.
+
+    At most C{max_queued} messages wait to be committed; when the disk
+    falls that far behind, new messages are not stored (and are counted in
+    C{dropped}) so that memory stays bounded.  Accounts and rooms always
+    wait their turn.
+
+    Connections and threads are made on first use, not by L{load}, so the
+    store survives the fork of a daemonizing twistd.  Results come back to
+    the reactor thread through C{reactor}: by default C{clock} if it is a
+    reactor, else the global reactor (for tests that drive the timer with
+    a L{twisted.internet.task.Clock} while the real reactor runs).
+
+    After L{close}, writes are logged and ignored and every other method
+    fails with L{StoreError}.
+
+    @ivar commits: how many group commits have succeeded.
+    @ivar dropped: how many messages were not stored (queue full, or their
+        commit failed).
+    """
+
+    log = Logger()
+    migrations: Sequence[str] = MIGRATIONS
+    readers = 2
+
+    def __init__(
+        self,
+        path: str,
+        clock: IReactorTime,
+        *,
+        commit_window: float = 0.05,
+        max_queued: int = 100_000,
+        cache_per_room: int = 100,
+        cache_rooms: int = 1000,
+        reactor: IReactorFromThreads | None = None,
+    ) -> None:
+        self.path = path
+        self.clock = clock
+        self.commit_window = commit_window
+        self.max_queued = max_queued
+        self.cache_per_room = cache_per_room
+        self.cache_rooms = cache_rooms
+        if reactor is None:
+            if IReactorFromThreads.providedBy(clock):
+                reactor = cast(IReactorFromThreads, clock)
+            else:
+                from twisted.internet import reactor as global_reactor
+
+                reactor = cast(IReactorFromThreads, global_reactor)
+        self._reactor = reactor
+        self.commits = 0
+        self.dropped = 0
+        self._loaded = False
+        self._closed = False
+        self._closing: Deferred[None] | None = None
+        self._shutdown_trigger: object = None
+        self._writer: ThreadPool | None = None
+        self._reader: ThreadPool | None = None
+        self._db: sqlite3.Connection | None = None
+        self._readers = _Readers(self._connect_reader)
+        self._queue: list[_Write] = []
+        self._queued_messages = 0
+        self._inflight: list[_Write] | None = None
+        self._timer: IDelayedCall | None = None
+        self._due = False
+        self._written = 0
+        self._committed = 0
+        self._commit_waiters: list[Deferred[None]] = []
+        self._jobs = 0
+        self._idle_waiters: list[Deferred[None]] = []
+        self._warned = False
+        self._cache: OrderedDict[str, _Ring] = OrderedDict()
+        self._evictions = 0
+        self._epoch = 0
+        self._pruning = 0
+
+    # -- opening -------------------------------------------------------------
+
+    def load(self) -> StoreState:
+        """
+        Open (or create) the database, check it, bring its schema up to
+        date and read what the hub needs, on the calling thread; then close
+        it again (see the class docstring).  Raise L{StoreError}, having
+        changed nothing, if the file is not a chatd database we can use.
+        """
+        if self._loaded:
+            raise RuntimeError("SQLiteStore.load() may be called only once")
+        self._check_file()
+        db: sqlite3.Connection | None = None
+        try:
+            db = self._connect()
+            state = self._prepare(db)
+        except sqlite3.Error as e:
+            raise self._refusal(e) from e
+        finally:
+            if db is not None:
+                db.close()
+        self._loaded = True
+        return state
+
+    def _check_file(self) -> None:
+        """
+        Refuse, before SQLite touches it, a path that is not a file we may
+        read and write or whose first bytes are not a SQLite header.
+        """
+        path = self.path
+        if path in ("", ":memory:"):
+            raise StoreError("An SQLite store needs a file; use MemoryStore for ':memory:'")
+        try:
+            with open(path, "r+b") as f:
+                header = f.read(100)
+        except FileNotFoundError:
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise StoreError(f"Cannot create {path}: no directory {parent}") from None
+            return
+        except OSError as e:
+            raise StoreError(f"Cannot open {path}: {e.strerror}") from e
+        if header and not (len(header) == 100 and header.startswith(b"SQLite format 3\0")):
+            raise self._corrupt("it does not start with an SQLite header")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=16
+        )
+        db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        return db
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        db = self._connect()
+        db.execute("PRAGMA query_only = ON")
+        return db
+
+    def _prepare(self, db: sqlite3.Connection) -> StoreState:
+        """
+        Check C{db} is ours and sound, only reading, then migrate it.
+        """
+        known = len(self.migrations)
+        (application,) = db.execute("PRAGMA application_id").fetchone()
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        (objects,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        fresh = application == version == objects == 0
+        if not fresh and (application != APPLICATION_ID or version < 1):
+            raise StoreError(
+                f"{self.path} is an SQLite database, but not a chatd one; chatd will"
+                " not start over it.  Use another --db."
+            )
+        if version > known:
+            raise StoreError(
+                f"{self.path} was written by a newer chatd (schema {version}, this one"
+                f" knows {known}); upgrade chatd or use another --db"
+            )
+        if not fresh:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                lines = "\n".join(problems).splitlines()
+                raise self._corrupt("; ".join(line for line in lines if "***" not in line)[:200])
+        (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode != "wal":
+            raise StoreError(f"Cannot use {self.path}: SQLite refused WAL mode ({mode})")
+        db.execute("PRAGMA synchronous = NORMAL")
+        if version < known:
+            if not fresh:
+                self.log.info(
+                    "Upgrading {path} from schema {old} to {new}",
+                    path=self.path,
+                    old=version,
+                    new=known,
+                )
+            script = "".join(self.migrations[version:])
+            try:
+                db.executescript(f"BEGIN IMMEDIATE;{script};PRAGMA user_version = {known};COMMIT;")
+            except sqlite3.Error as e:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if fresh:
+                    raise
+                raise StoreError(
+                    f"Upgrading {self.path} from schema {version} to {known} failed ({e});"
+                    " it was left as it was"
+                ) from e
+        return self._state(db)
+
+    def _state(self, db: sqlite3.Connection) -> StoreState:
+        (last_id,) = db.execute(
+            "SELECT max(value, (SELECT coalesce(max(id), 0) FROM messages),"
+            " (SELECT coalesce(max(id), 0) FROM private_messages))"
+            " FROM meta WHERE name = 'last_id'"
+        ).fetchone()
+        accounts = frozenset(row[0] for row in db.execute("SELECT nick_key FROM accounts"))
+        rooms = tuple(
+            RoomRecord(name, owner, topic, topic_by, modes, key, _names(ops), _names(bans))
+            for name, owner, topic, topic_by, modes, key, ops, bans in db.execute(
+                "SELECT name, owner, topic, topic_by, modes, join_key, ops, bans FROM rooms"
+            )
+        )
+        return StoreState(last_id, accounts, rooms)
+
+    def _corrupt(self, detail: str) -> StoreError:
+        return StoreError(
+            f"{self.path} is corrupt or not a chatd database ({detail}); chatd will not"
+            " start over it.  Restore it from a backup, or use another --db."
+        )
+
+    def _refusal(self, error: sqlite3.Error) -> StoreError:
+        name = getattr(error, "sqlite_errorname", "")
+        text = str(error)
+        if name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT") or "malformed" in text:
+            return self._corrupt(text)
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return StoreError(f"{self.path} is locked ({text}); is another chatd using it?")
+        directory = os.path.dirname(os.path.abspath(self.path))
+        return StoreError(
+            f"Cannot use {self.path}: {text} (SQLite needs to read and write it, and to"
+            f" create files beside it in {directory})"
+        )
+
+    # -- threads -------------------------------------------------------------
+
+    def _run(
+        self, pool: ThreadPool, work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> Deferred[_T]:
+        """
+        Run C{work} in C{pool}, counting it until its result is back.
+        """
+        self._jobs += 1
+        result = deferToThreadPool(self._reactor, pool, work, *args, **kwargs)
+
+        def back(outcome: _T | Failure) -> _T | Failure:
+            self._jobs -= 1
+            if not self._jobs:
+                waiters, self._idle_waiters = self._idle_waiters, []
+                for waiter in waiters:
+                    waiter.callback(None)
+            return outcome
+
+        return result.addBoth(back)
+
+    def _pools(self) -> tuple[ThreadPool, ThreadPool]:
+        """
+        The writer and reader thread pools, started on first use.
+        """
+        if self._writer is None or self._reader is None:
+            self._writer = ThreadPool(1, 1, "chatd-store-writer")
+            self._reader = ThreadPool(0, self.readers, "chatd-store-reader")
+            self._writer.start()
+            self._reader.start()
+            if IReactorCore.providedBy(self._reactor):
+                core = cast(IReactorCore, self._reactor)
+                self._shutdown_trigger = core.addSystemEventTrigger(
+                    "during", "shutdown", self._close_now
+                )
+        return self._writer, self._reader
+
+    def _write(self, work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
+        return self._run(self._pools()[0], work, *args, **kwargs)
+
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> Deferred[_T]:
+        return self._run(self._pools()[1], self._readers.run, work)
+
+    def _writer_db(self) -> sqlite3.Connection:
+        """
+        The writer's connection (only ever used in the writer thread).
+        """
+        if self._db is None:
+            self._db = self._connect()
+            self._db.execute("PRAGMA synchronous = NORMAL")
+        return self._db
+
+    # -- writing -------------------------------------------------------------
+
+    def record(self, message: Message | PrivateMessage) -> None:
+        if self._refused():
+            return
+        if self._queued_messages >= self.max_queued:
+            self.dropped += 1
+            if not self._warned:
+                self._warned = True
+                self.log.warn(
+                    "The disk is not keeping up: messages are not being stored ({dropped} so far)",
+                    dropped=self.dropped,
+                )
+            return
+        self._queued_messages += 1
+        if isinstance(message, Message):
+            key = fold(message.room)
+            self._enqueue(_Said(key, message))
+            ring = self._cache.get(key)
+            if ring is None:
+                ring = self._cache_ring(key)
+            else:
+                self._cache.move_to_end(key)
+            ring.add(message)
+        else:
+            self._enqueue(_Whispered(pair_key(message.sender, message.recipient), message))
+
+    def create_account(self, account: Account) -> Deferred[bool]:
+        if self._closed:
+            return fail(StoreError("The store is closed"))
+        write = _Registered(fold(account.name), account)
+        self._enqueue(write)
+        return write.done
+
+    def set_password(self, name: str, password_hash: str) -> Deferred[None]:
+        if self._closed:
+            return fail(StoreError("The store is closed"))
+        write = _Rekeyed(fold(name), password_hash)
+        self._enqueue(write)
+        return write.done
+
+    def save_room(self, room: RoomRecord) -> None:
+        if not self._refused():
+            self._enqueue(_Saved(fold(room.name), room))
+
+    def _refused(self) -> bool:
+        if self._closed:
+            self.log.warn("A write to the closed store {path} was ignored", path=self.path)
+        return self._closed
+
+    def _enqueue(self, write: _Write) -> None:
+        self._queue.append(write)
+        self._written += 1
+        if self._timer is None and not self._due:
+            self._timer = self.clock.callLater(self.commit_window, self._window_over)
+
+    def _window_over(self) -> None:
+        self._timer = None
+        self._due = True
+        self._flush()
+
+    def _flush(self) -> None:
+        """
+        Commit what is queued, unless a commit is running (its end will).
+        """
+        if self._inflight is not None or not self._queue:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due = False
+        batch, self._queue, self._queued_messages = self._queue, [], 0
+        self._inflight = batch
+        self._write(self._commit, batch).addBoth(self._ended, batch, self._written)
+
+    def _commit(self, batch: list[_Write]) -> _Committed:
+        """
+        In the writer thread: write C{batch} in one transaction.
+        """
+        said = [
+            (m.id, w.key, m.room, m.sender, m.text, m.ts, int(m.action))
+            for w in batch
+            if isinstance(w, _Said)
+            for m in (w.message,)
+        ]
+        whispered = [
+            (m.id, *w.pair, m.sender, m.recipient, m.text, m.ts)
+            for w in batch
+            if isinstance(w, _Whispered)
+            for m in (w.message,)
+        ]
+        top = max((row[0] for row in (*said, *whispered)), default=0)
+        created: list[bool] = []
+        db = self._writer_db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            stored = db.executemany(
+                "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)", said
+            ).rowcount
+            stored += db.executemany(
+                "INSERT OR IGNORE INTO private_messages VALUES (?, ?, ?, ?, ?, ?, ?)", whispered
+            ).rowcount
+            for w in batch:
+                if isinstance(w, _Registered):
+                    a = w.account
+                    cursor = db.execute(
+                        "INSERT OR IGNORE INTO accounts VALUES (?, ?, ?, ?)",
+                        (w.key, a.name, a.password_hash, a.created),
+                    )
+                    created.append(cursor.rowcount == 1)
+                elif isinstance(w, _Rekeyed):
+                    db.execute(
+                        "UPDATE accounts SET password_hash = ? WHERE nick_key = ?",
+                        (w.password_hash, w.key),
+                    )
+                elif isinstance(w, _Saved):
+                    r = w.room
+                    db.execute(
+                        "INSERT OR REPLACE INTO rooms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            w.key,
+                            r.name,
+                            r.owner,
+                            r.topic,
+                            r.topic_by,
+                            r.modes,
+                            r.key,
+                            json.dumps(sorted(r.ops)),
+                            json.dumps(sorted(r.bans)),
+                        ),
+                    )
+            if top:
+                db.execute("UPDATE meta SET value = max(value, ?) WHERE name = 'last_id'", (top,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return _Committed(created, len(said) + len(whispered) - stored)
+
+    def _ended(self, outcome: _Committed | Failure, batch: list[_Write], written: int) -> None:
+        """
+        Back on the reactor thread: tell whoever waits how C{batch} went,
+        and start the next commit if it is due.
+        """
+        self._inflight = None
+        self._committed = written
+        self._warned = False
+        if isinstance(outcome, Failure):
+            lost = sum(isinstance(w, (_Said, _Whispered)) for w in batch)
+            self.dropped += lost
+            self.log.failure(
+                "Committing {count} writes ({lost} messages) to {path} failed",
+                outcome,
+                count=len(batch),
+                lost=lost,
+                path=self.path,
+            )
+            # The cache may hold messages that never reached the disk.
+            self._cache.clear()
+            self._epoch += 1
+            error = StoreError(f"Could not write to {self.path}: {outcome.value}")
+            for w in batch:
+                if isinstance(w, (_Registered, _Rekeyed)):
+                    w.done.errback(error)
+        else:
+            self.commits += 1
+            if outcome.duplicates:
+                self.log.warn(
+                    "{count} messages had ids already stored; the first were kept",
+                    count=outcome.duplicates,
+                )
+            created = iter(outcome.created)
+            for w in batch:
+                if isinstance(w, _Registered):
+                    w.done.callback(next(created))
+                elif isinstance(w, _Rekeyed):
+                    w.done.callback(None)
+        waiters, self._commit_waiters = self._commit_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        if self._due:
+            self._flush()
+
+    def flush(self) -> Deferred[None]:
+        """
+        Commit everything written so far without waiting for the window;
+        fire once it has been committed (or has failed, which is logged).
+        """
+        return Deferred.fromCoroutine(self._flushed(self._written))
+
+    async def _flushed(self, written: int) -> None:
+        while self._committed < written:
+            self._due = True
+            self._flush()
+            waiter: Deferred[None] = Deferred()
+            self._commit_waiters.append(waiter)
+            await waiter
+
+    # -- reading -------------------------------------------------------------
+
+    def _pending(self) -> Iterable[_Write]:
+        """
+        Every write not yet known to be committed, oldest first.
+        """
+        if self._inflight is not None:
+            yield from self._inflight
+        yield from self._queue
+
+    def fetch(self, room: str, limit: int, before: int | None) -> Deferred[list[Message]]:
+        if self._closed:
+            return fail(StoreError("The store is closed"))
+        if limit <= 0:
+            return succeed([])
+        key = fold(room)
+        ring = self._cache.get(key)
+        if ring is not None:
+            page = ring.answer(limit, before)
+            if page is not None:
+                self._cache.move_to_end(key)
+                return succeed(page)
+        pending = [
+            w.message
+            for w in self._pending()
+            if isinstance(w, _Said) and w.key == key and (before is None or w.message.id < before)
+        ]
+        epoch, evictions = self._epoch, self._evictions
+
+        def query(db: sqlite3.Connection) -> list[Message]:
+            rows = db.execute(ROOM_PAGE, (key, _NO_ID if before is None else before, limit))
+            return [Message(r, s, t, ts, i, bool(a)) for i, r, s, t, ts, a in rows]
+
+        def merge(stored: list[Message]) -> list[Message]:
+            every = _union(stored, pending)
+            if before is None and epoch == self._epoch and not self._pruning:
+                self._fill(key, ring, evictions, every, whole=len(stored) < limit)
+            return every[-limit:]
+
+        return self._read(query).addCallback(merge)
+
+    def _fill(
+        self,
+        key: str,
+        ring: _Ring | None,
+        evictions: int,
+        every: list[Message],
+        whole: bool,
+    ) -> None:
+        """
+        Cache C{every}, the newest messages of room C{key} when the query
+        was made, if what was recorded since is cached too: the ring there
+        then (if any) must still be there, and if there was none, no ring
+        may have been dropped since (it might have held some).
+        """
+        now = self._cache.get(key)
+        if ring is not None:
+            if now is not ring:
+                return
+        elif self._evictions != evictions:
+            return
+        if now is None:
+            now = self._cache_ring(key)
+        now.prepend(every, whole)
+
+    def _cache_ring(self, key: str) -> _Ring:
+        ring = self._cache[key] = _Ring(self.cache_per_room)
+        if len(self._cache) > self.cache_rooms:
+            self._cache.popitem(last=False)
+            self._evictions += 1
+        return ring
+
+    def fetch_private(
+        self, nick: str, other: str, limit: int, before: int | None, after: int
+    ) -> Deferred[list[PrivateMessage]]:
+        if self._closed:
+            return fail(StoreError("The store is closed"))
+        if limit <= 0:
+            return succeed([])
+        low, high = pair = pair_key(nick, other)
+        pending = [
+            w.message
+            for w in self._pending()
+            if isinstance(w, _Whispered)
+            and w.pair == pair
+            and after < w.message.id
+            and (before is None or w.message.id < before)
+        ]
+
+        def query(db: sqlite3.Connection) -> list[PrivateMessage]:
+            rows = db.execute(
+                PRIVATE_PAGE, (low, high, after, _NO_ID if before is None else before, limit)
+            )
+            return [PrivateMessage(s, r, t, ts, i) for i, s, r, t, ts in rows]
+
+        return self._read(query).addCallback(lambda stored: _union(stored, pending)[-limit:])
+
+    def account(self, name: str) -> Deferred[Account | None]:
+        if self._closed:
+            return fail(StoreError("The store is closed"))
+        key = fold(name)
+        # Replaying writes the snapshot may already hold changes nothing:
+        # creating is "unless it exists", changing a password is idempotent.
+        pending = [
+            w for w in self._pending() if isinstance(w, (_Registered, _Rekeyed)) and w.key == key
+        ]
+
+        def query(db: sqlite3.Connection) -> Account | None:
+            rows = db.execute(
+                "SELECT name, password_hash, created FROM accounts WHERE nick_key = ?", (key,)
+            ).fetchall()
+            return Account(*rows[0]) if rows else None
+
+        def replay(account: Account | None) -> Account | None:
+            for w in pending:
+                if isinstance(w, _Registered):
+                    account = account or w.account
+                elif account is not None:
+                    account = replace(account, password_hash=w.password_hash)
+            return account
+
+        return self._read(query).addCallback(replay)
+
+    # -- pruning and closing -------------------------------------------------
+
+    def prune(self, before: float) -> Deferred[int]:
+        """
+        Delete old messages a batch per transaction, so group commits go
+        on in between; stop early (with the count so far) on L{close}.
+        """
+        if self._closed:
+            return fail(StoreError("The store is closed"))
+        return Deferred.fromCoroutine(self._prune(before))
+
+    async def _prune(self, before: float) -> int:
+        removed = 0
+        self._pruning += 1
+        try:
+            while not self._closed:
+                count = await self._write(self._delete_older, before, _PRUNE_BATCH)
+                removed += count
+                if count < _PRUNE_BATCH:
+                    break
+        finally:
+            self._pruning -= 1
+            self._epoch += 1
+            for key, ring in list(self._cache.items()):
+                kept = [m for m in ring.messages if m.ts >= before]
+                if len(kept) < len(ring.messages):
+                    ring.messages.clear()
+                    ring.messages.extend(kept)
+                    if not kept and not ring.whole:
+                        del self._cache[key]
+        return removed
+
+    def _delete_older(self, before: float, most: int) -> int:
+        db = self._writer_db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            count = 0
+            for table in ("messages", "private_messages"):
+                count += db.execute(
+                    f"DELETE FROM {table} WHERE id IN"
+                    f" (SELECT id FROM {table} WHERE ts < ? LIMIT ?)",
+                    (before, most - count),
+                ).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return count
+
+    def close(self) -> Deferred[None]:
+        """
+        Refuse new writes, commit what is queued, wait for every running
+        query, then stop the threads and close the connections.
+        """
+        if self._closing is None:
+            self._closed = True
+            self._closing = Deferred.fromCoroutine(self._close())
+        done: Deferred[None] = Deferred()
+        self._closing.addCallback(done.callback)
+        return done
+
+    async def _close(self) -> None:
+        await self.flush()
+        while self._jobs:
+            waiter: Deferred[None] = Deferred()
+            self._idle_waiters.append(waiter)
+            await waiter
+        if self._shutdown_trigger is not None:
+            cast(IReactorCore, self._reactor).removeSystemEventTrigger(self._shutdown_trigger)
+        self._stop_threads()
+        self._disconnect()
+
+    def _close_now(self) -> None:
+        """
+        At reactor shutdown, if L{close} has not finished: finish as it
+        would, but blocking, since the reactor will deliver nothing more.
+        Our threads must not keep the process alive, nor queued writes be
+        lost, because an owner forgot to close the store.
+        """
+        self._closed = True
+        self._shutdown_trigger = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._queue = self._queue, []
+        self._stop_threads()
+        if batch:
+            outcome: _Committed | Failure
+            try:
+                outcome = self._commit(batch)
+            except Exception:
+                outcome = Failure()
+            self._ended(outcome, batch, self._written)
+        self._disconnect()
+
+    def _stop_threads(self) -> None:
+        """
+        Stop the thread pools, once their running work is done.
+        """
+        for pool in (self._writer, self._reader):
+            if pool is not None and not pool.joined:
+                pool.stop()
+
+    def _disconnect(self) -> None:
+        for db in (self._db, *self._readers.opened):
+            try:
+                if db is not None:
+                    db.close()
+            except sqlite3.Error:
+                self.log.failure("Closing {path} failed", path=self.path)
+
+
+def _union(stored: Iterable[_M], pending: Iterable[_M]) -> list[_M]:
+    """
+    Messages from the database and from the queue, once each, oldest first.
+    """
+    by_id = {m.id: m for m in stored}
+    by_id.update((m.id, m) for m in pending)
+    return [by_id[i] for i in sorted(by_id)]
+
+
+def _names(encoded: str) -> frozenset[str]:
+    return frozenset(json.loads(encoded))

@@ -1,0 +1,307 @@
+"""
+Accounts, history and moderation through both doors, on StringTransports:
+the commands and frames, their answers, and their refusals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatd.accounts import Passwords
+from chatd.doors.line import LineDoor
+from chatd.doors.websocket import WebSocketDoor
+from chatd.limits import Limits
+from chatd.store.memory import MemoryStore
+from tests.helpers import LinePeer, WebSocketPeer, make_hub, quick_passwords
+
+
+class DoorsTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1700000000)
+        self.store = MemoryStore()
+        self.restart()
+
+    def restart(self, **kwargs: Any) -> None:
+        """
+        A new hub (and doors) on the same store, as after a restart.
+        """
+        kwargs.setdefault("passwords", quick_passwords())
+        self.hub = make_hub(self.clock, store=self.store, **kwargs)
+        self.line_door = LineDoor(self.hub, self.clock, Limits(flood_rate=0))
+        self.ws_door = WebSocketDoor(self.hub, self.clock, Limits(flood_rate=0))
+
+    def line(self, nick: str | None = None) -> LinePeer:
+        peer = LinePeer(self.line_door)
+        peer.received()
+        if nick is not None:
+            peer.sign_on(nick)
+        return peer
+
+    def ws(self, nick: str | None = None) -> WebSocketPeer:
+        peer = WebSocketPeer(self.ws_door)
+        if nick is not None:
+            peer.sign_on(nick)
+        return peer
+
+    def registered_line(self, nick: str, password: str = "s3cret!") -> LinePeer:
+        peer = self.line(nick)
+        peer.send(f"/register {password}")
+        self.assertEqual(peer.lines(), [f"*** {nick} is now registered to you; you are identified"])
+        return peer
+
+
+class LineAccountTests(DoorsTestCase):
+    def test_register_then_sign_on_with_password(self) -> None:
+        """
+        After C{/register}, the nickname needs its password: at the prompt
+        C{NICK PASSWORD} signs on at once, identified; C{NICK} alone is
+        refused with a new prompt.  The password is never written back.
+        """
+        self.registered_line("alice").disconnect()
+        peer = self.line()
+        peer.send("alice")
+        self.assertEqual(
+            peer.lines(),
+            [
+                "!!! The nickname alice is registered; give its password to use it",
+                "Choose a nickname:",
+            ],
+        )
+        peer.send("alice wrong-pass")
+        self.assertEqual(peer.lines(), ["!!! Wrong password for alice", "Choose a nickname:"])
+        peer.send("alice s3cret!")
+        lines = peer.lines()
+        self.assertEqual(
+            lines[0],
+            "*** Welcome, alice! You are in #lobby. Type /help for commands. You are identified.",
+        )
+        self.assertNotIn("s3cret", "".join(lines))
+
+    def test_input_waits_for_password_check(self) -> None:
+        """
+        Lines sent while a password is being checked (in a thread) are
+        handled after it, in order: not taken as another nickname.
+        """
+        self.registered_line("alice").disconnect()
+        checks: list[Deferred[Any]] = []
+        passwords = Passwords(in_thread=lambda work, *args: checks.append(Deferred()) or checks[-1])
+        self.restart(passwords=passwords)
+        peer = self.line()
+        peer.send(b"alice s3cret!\r\n/join #later\r\nhello\r\n")
+        self.assertEqual(peer.lines(), [])
+        self.assertEqual(len(checks), 1)
+        self.assertTrue(peer.transport.producerState == "paused")
+        checks[0].callback(True)
+        lines = peer.lines()
+        self.assertIn("*** alice has joined #later", lines)
+        self.assertEqual(lines[-1], "[#later] <alice> hello")
+        self.assertEqual(peer.transport.producerState, "producing")
+
+    def test_identify_and_password(self) -> None:
+        """
+        C{/identify NICK PASSWORD} takes a registered nickname from a guest
+        session (closing the old one); C{/password OLD NEW} changes it.
+        """
+        old = self.registered_line("alice")
+        peer = self.line("alice_")
+        peer.send("/identify alice bad-pass")
+        self.assertEqual(peer.lines(), ["!!! Wrong password for alice"])
+        peer.send("/identify alice s3cret!")
+        lines = peer.lines()
+        self.assertIn("*** alice_ is now known as alice", lines)
+        self.assertIn("*** You are now identified as alice", lines)
+        self.assertIn("*** Your nickname was taken over: alice_ identified for it", old.lines())
+        self.assertTrue(old.transport.disconnecting)
+        peer.send("/password s3cret! n3w-pass")
+        self.assertEqual(peer.lines(), ["*** The password of alice was changed"])
+        peer.send("/password s3cret! again-pass")
+        self.assertEqual(peer.lines(), ["!!! Wrong password for alice"])
+
+    def test_usage(self) -> None:
+        peer = self.line("bob")
+        for command, usage in (
+            ("/register", "/register PASSWORD"),
+            ("/identify", "/identify [NICK] PASSWORD"),
+            ("/password onlyone", "/password OLD NEW"),
+            ("/kick", "/kick [#room] NICK [REASON]"),
+            ("/op", "/op NICK"),
+            ("/kill", "/kill NICK [REASON]"),
+        ):
+            peer.send(command)
+            self.assertEqual(peer.lines(), [f"!!! Usage: {usage}"], command)
+        peer.send("/register short")
+        self.assertEqual(peer.lines(), ["!!! A password must be 6-128 characters long"])
+
+
+class LineHistoryTests(DoorsTestCase):
+    def test_history_on_join_and_private(self) -> None:
+        alice, bob = self.line("alice"), self.line("bob")
+        alice.send("hi all")
+        alice.send("/msg bob psst")
+        bob.send("/msg alice yes?")
+        alice.received()
+        bob.received()
+        carol = self.line()
+        carol.send("carol")
+        lines = carol.lines()
+        self.assertEqual(lines[-3], "*** Last 1 message of #lobby:")
+        self.assertTrue(lines[-2].endswith("[#lobby] <alice> hi all"), lines)
+        self.assertEqual(lines[-1], "*** End of history")
+        bob.received()
+        bob.send("/history alice")
+        lines = bob.lines()
+        self.assertEqual(lines[0], "*** Last 2 private messages with alice:")
+        self.assertTrue(lines[1].endswith("] *alice* psst"), lines)
+        self.assertTrue(lines[2].endswith("] -> *alice* yes?"), lines)
+
+
+class LineModerationTests(DoorsTestCase):
+    def test_room_operations(self) -> None:
+        """
+        The owner of a room moderates it with commands; everyone sees it.
+        """
+        alice = self.registered_line("alice")
+        bob = self.line("bob")
+        alice.send("/join #den")
+        bob.send("/join #den")
+        alice.received()
+        bob.received()
+        alice.send("/mode +m")
+        self.assertEqual(bob.lines(), ["*** alice set mode +m on #den"])
+        bob.send("can I talk?")
+        self.assertEqual(bob.lines(), ["!!! #den is moderated; only operators may speak"])
+        alice.send("/op bob")
+        self.assertEqual(
+            bob.lines(),
+            ["*** alice made bob an operator of #den", "*** Users in #den (2): @alice, @bob"],
+        )
+        bob.send("/kick alice")
+        self.assertEqual(bob.lines(), ["!!! alice outranks you in #den"])
+        alice.send("/mode")
+        self.assertEqual(alice.lines()[-1], "*** Modes of #den: +m")
+        alice.send("/ban #den bob")
+        self.assertEqual(
+            bob.lines(),
+            ["*** alice banned bob from #den", "*** bob was kicked from #den by alice (banned)"],
+        )
+        bob.send("/join #den")
+        self.assertEqual(bob.lines(), ["!!! You are banned from #den"])
+        alice.received()
+        alice.send("/mode +k sesame")
+        alice.send("/unban bob")
+        alice.send("/invite bob")
+        self.assertEqual(bob.lines(), ["*** alice invites you to #den; type /join #den"])
+        bob.send("/join #den nope")
+        self.assertEqual(bob.lines(), ["!!! #den needs the right key: /join #den KEY"])
+        bob.send("/join #den sesame")
+        self.assertIn("*** bob has joined #den", bob.lines())
+
+
+class WebSocketAccountTests(DoorsTestCase):
+    def test_hello_with_password(self) -> None:
+        self.registered_line("alice").disconnect()
+        peer = self.ws()
+        peer.send(type="hello", nick="alice")
+        (error,) = peer.received()
+        self.assertEqual(error["code"], "nick_registered")
+        peer.send(type="hello", nick="alice", password="wrong-pass")
+        (error,) = peer.received()
+        self.assertEqual(error["code"], "bad_password")
+        peer.send(type="hello", nick="alice", password="s3cret!")
+        frames = peer.received()
+        self.assertEqual(
+            frames[0], {"type": "welcome", "nick": "alice", "rooms": ["#lobby"], "account": "alice"}
+        )
+
+    def test_register_identify_password_frames(self) -> None:
+        peer = self.ws("bob")
+        peer.send(type="register", password="s3cret!")
+        self.assertEqual(peer.received(), [{"type": "registered", "account": "bob"}])
+        peer.send(type="password", old="s3cret!", new="n3w-pass")
+        self.assertEqual(peer.received(), [{"type": "password", "account": "bob"}])
+        other = self.ws("guest")
+        other.send(type="identify", nick="bob", password="n3w-pass")
+        frames = other.received()
+        self.assertIn({"type": "nick", "old": "guest", "new": "bob"}, frames)
+        self.assertIn({"type": "identified", "account": "bob"}, frames)
+        other.send(type="register")
+        (error,) = other.received()
+        self.assertEqual(error["code"], "bad_request")
+
+
+class WebSocketModerationTests(DoorsTestCase):
+    def test_frames(self) -> None:
+        alice = self.ws("alice")
+        alice.send(type="register", password="s3cret!")
+        bob = self.ws("bob")
+        alice.send(type="join", room="#den")
+        bob.send(type="join", room="#den")
+        alice.received()
+        bob.received()
+        alice.send(type="mode", room="#den", mode="+k", key="sesame")
+        self.assertEqual(
+            bob.received(), [{"type": "mode", "room": "#den", "mode": "+k sesame", "by": "alice"}]
+        )
+        bob.send(type="mode", room="#den")
+        self.assertEqual(
+            bob.received(), [{"type": "modes", "room": "#den", "modes": "+k", "key": "sesame"}]
+        )
+        bob.send(type="kick", room="#den", nick="alice")
+        (error,) = bob.received()
+        self.assertEqual(error["code"], "not_op")
+        alice.send(type="op", room="#den", nick="bob")
+        frames = bob.received()
+        self.assertEqual(
+            frames[0], {"type": "op", "room": "#den", "nick": "bob", "by": "alice", "op": True}
+        )
+        self.assertEqual(frames[1]["ops"], ["alice", "bob"])
+        alice.send(type="deop", room="#den", nick="bob")
+        alice.send(type="kick", room="#den", nick="bob", reason="bye")
+        self.assertEqual(
+            bob.received()[-1],
+            {"type": "kick", "room": "#den", "nick": "bob", "by": "alice", "reason": "bye"},
+        )
+        alice.send(type="ban", room="#den", nick="bob")
+        bob.send(type="join", room="#den", key="sesame")
+        self.assertEqual(bob.received()[-1]["code"], "banned")
+        alice.send(type="unban", room="#den", nick="bob")
+        alice.send(type="mode", room="#den", mode="+i")
+        bob.send(type="join", room="#den", key="sesame")
+        self.assertEqual(bob.received()[-1]["code"], "invite_only")
+        alice.send(type="invite", room="#den", nick="bob")
+        self.assertEqual(bob.received(), [{"type": "invite", "room": "#den", "by": "alice"}])
+        bob.send(type="join", room="#den", key="sesame")
+        self.assertEqual(bob.received()[0], {"type": "join", "room": "#den", "nick": "bob"})
+        bob.send(type="kill", nick="alice")
+        self.assertEqual(bob.received()[-1]["code"], "not_admin")
+
+    def test_history_frames(self) -> None:
+        alice, bob = self.ws("alice"), self.ws("bob")
+        for n in range(3):
+            alice.send(type="say", room="#lobby", text=f"m{n}")
+        alice.send(type="msg", to="bob", text="psst")
+        alice.received()
+        bob.received()
+        bob.send(type="history", room="#lobby", limit=2)
+        (page,) = bob.received()
+        self.assertEqual([m["text"] for m in page["messages"]], ["m1", "m2"])
+        self.assertTrue(page["more"])
+        bob.send(type="history", room="#lobby", before=page["messages"][0]["id"])
+        (page,) = bob.received()
+        self.assertEqual(([m["text"] for m in page["messages"]], page["more"]), (["m0"], False))
+        bob.send(type="history", **{"with": "alice"})
+        (page,) = bob.received()
+        self.assertEqual(page["with"], "alice")
+        self.assertEqual(
+            [(m["type"], m["from"], m["to"], m["text"]) for m in page["messages"]],
+            [("private", "alice", "bob", "psst")],
+        )
+        carol = self.ws()
+        carol.send(type="hello", nick="carol")
+        history = [f for f in carol.received() if f["type"] == "history"]
+        self.assertEqual([m["text"] for m in history[0]["messages"]], ["m0", "m1", "m2"])

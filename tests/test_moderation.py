@@ -1,0 +1,263 @@
+"""
+Room ownership and moderation in the hub: operators, kicks, bans, modes,
+invitations, server operators, and what of it survives a restart.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatd.errors import ChatError
+from chatd.hub import Hub, User
+from chatd.model import (
+    BanChanged,
+    Error,
+    Invited,
+    Kicked,
+    ModeChanged,
+    Modes,
+    OpChanged,
+    Topic,
+    TopicChanged,
+    UserList,
+)
+from chatd.store.memory import MemoryStore
+from tests.helpers import RecordingClient, events, make_hub, signed_on
+
+
+def account(hub: Hub, nick: str) -> User:
+    """
+    Sign on C{nick} as the holder of a (new) account of that name.
+    """
+    user = signed_on(hub, nick)
+    done: list[object] = []
+    hub.register(user, "pass-" + nick).addBoth(done.append)
+    assert done == [None], done
+    events(user)
+    return user
+
+
+class Case(SynchronousTestCase):
+    """
+    A registered room C{#den} owned by alice, with bob (an account) and
+    carol (a guest) in it, everyone's events so far forgotten.
+    """
+
+    def setUp(self) -> None:
+        self.store = MemoryStore()
+        self.hub = make_hub(store=self.store, admins=["root"])
+        self.alice = account(self.hub, "alice")
+        self.bob = account(self.hub, "bob")
+        self.carol = signed_on(self.hub, "carol")
+        for user in (self.alice, self.bob, self.carol):
+            self.hub.join(user, "#den")
+        for user in (self.alice, self.bob, self.carol):
+            events(user)
+
+    def refused(self, code: str, request: object, *args: object) -> None:
+        error = self.assertRaises(ChatError, request, *args)
+        self.assertEqual(error.code, code)
+
+    def everyone(self, *users: User) -> list[list[object]]:
+        return [events(u) for u in users or (self.alice, self.bob, self.carol)]
+
+
+class OwnershipTests(Case):
+    def test_first_registered_joiner_owns(self) -> None:
+        self.assertEqual(self.hub.registered["#den"].owner, "alice")
+        self.hub.who(self.carol, "#den")
+        self.assertEqual(
+            events(self.carol), [UserList("#den", ("alice", "bob", "carol"), ("alice",))]
+        )
+
+    def test_guest_creator_is_operator_only_while_there(self) -> None:
+        self.hub.join(self.carol, "#tmp")
+        self.hub.join(self.bob, "#tmp")
+        events(self.bob)
+        self.hub.kick(self.carol, "#tmp", "bob")
+        self.assertNotIn("#tmp", self.hub.registered)
+        self.hub.part(self.carol, "#tmp")
+        self.hub.join(self.bob, "#tmp")
+        self.assertEqual(self.hub.registered["#tmp"].owner, "bob")
+
+    def test_settings_survive_restart(self) -> None:
+        """
+        A registered room keeps its topic, modes, key, operators and bans in
+        the store, so a new hub on the same store enforces them.
+        """
+        self.hub.set_op(self.alice, "#den", "bob")
+        self.hub.topic(self.alice, "#den", "Den rules")
+        self.hub.set_mode(self.alice, "#den", "+tk", "sesame")
+        self.hub.ban(self.alice, "#den", "mallory")
+        hub = make_hub(store=self.store)
+        record = hub.registered["#den"]
+        self.assertEqual(
+            (record.owner, record.topic, record.modes, record.key, record.ops, record.bans),
+            ("alice", "Den rules", "t", "sesame", frozenset({"bob"}), frozenset({"mallory"})),
+        )
+        mallory = signed_on(hub, "mallory")
+        self.refused("banned", hub.join, mallory, "#den", "sesame")
+        guest = signed_on(hub, "dave")
+        self.refused("bad_key", hub.join, guest, "#den", "wrong")
+        hub.join(guest, "#den", "sesame")
+        self.assertIn(Topic("#den", "Den rules", "alice"), events(guest))
+        self.refused("not_op", hub.topic, guest, "#den", "mine now")
+
+
+class OpTests(Case):
+    def test_op_and_deop(self) -> None:
+        self.hub.set_op(self.alice, "#den", "carol")
+        seen = self.everyone()
+        for each in seen:
+            self.assertEqual(each[0], OpChanged("#den", "carol", "alice", True))
+        self.hub.kick(self.carol, "#den", "bob", "testing")
+        self.hub.set_op(self.alice, "#den", "carol", False)
+        self.assertIn(OpChanged("#den", "carol", "alice", False), events(self.alice))
+        self.refused("not_op", self.hub.kick, self.carol, "#den", "alice")
+
+    def test_account_op_is_kept_guest_op_is_not(self) -> None:
+        self.hub.set_op(self.alice, "#den", "bob")
+        self.hub.set_op(self.alice, "#den", "carol")
+        self.assertEqual(self.hub.registered["#den"].ops, frozenset({"bob"}))
+
+    def test_members_cannot(self) -> None:
+        for request, args in (
+            (self.hub.set_op, ("#den", "carol")),
+            (self.hub.kick, ("#den", "alice")),
+            (self.hub.ban, ("#den", "alice")),
+            (self.hub.set_mode, ("#den", "+m")),
+            (self.hub.invite, ("#den", "alice")),
+        ):
+            self.refused("not_op", request, self.carol, *args)
+        self.assertEqual(self.everyone(), [[], [], []])
+
+    def test_owner_protected(self) -> None:
+        self.hub.set_op(self.alice, "#den", "bob")
+        self.refused("not_allowed", self.hub.kick, self.bob, "#den", "alice")
+        self.refused("not_allowed", self.hub.set_op, self.bob, "#den", "alice", False)
+        self.refused("not_allowed", self.hub.ban, self.bob, "#den", "alice")
+        self.refused("not_allowed", self.hub.set_op, self.alice, "#den", "alice", False)
+
+    def test_target_must_be_present(self) -> None:
+        self.refused("no_such_nick", self.hub.set_op, self.alice, "#den", "zed")
+        self.refused("bad_nick", self.hub.kick, self.alice, "#den", "#den")
+
+
+class KickBanTests(Case):
+    def test_kick_seen_by_all(self) -> None:
+        self.hub.kick(self.alice, "#den", "carol", "be nice")
+        for each in self.everyone():
+            self.assertEqual(each, [Kicked("#den", "carol", "alice", "be nice")])
+        self.assertNotIn("#den", self.carol.rooms)
+        self.hub.join(self.carol, "#den")  # a kick is not a ban
+
+    def test_ban_account_puts_out_and_keeps_out(self) -> None:
+        """
+        A ban on an identified user is by account: another nickname does not
+        get it back in.
+        """
+        self.hub.ban(self.alice, "#den", "bob")
+        alice_saw, bob_saw, _ = self.everyone()
+        self.assertEqual(
+            alice_saw,
+            [BanChanged("#den", "bob", "alice", True), Kicked("#den", "bob", "alice", "banned")],
+        )
+        self.assertEqual(bob_saw, alice_saw)
+        self.hub.change_nick(self.bob, "bobby")
+        self.refused("banned", self.hub.join, self.bob, "#den")
+        self.hub.ban(self.alice, "#den", "bob", False)
+        self.hub.join(self.bob, "#den")
+
+    def test_unban_not_banned(self) -> None:
+        self.refused("not_banned", self.hub.ban, self.alice, "#den", "carol", False)
+
+
+class ModeTests(Case):
+    def test_show(self) -> None:
+        self.hub.set_mode(self.carol, "#den", None)
+        self.assertEqual(events(self.carol), [Modes("#den", "", None)])
+        self.hub.set_mode(self.alice, "#den", "+mik", "k3y")
+        self.everyone()
+        self.hub.set_mode(self.carol, "#den", None)
+        self.assertEqual(events(self.carol), [Modes("#den", "+ikm", "k3y")])
+
+    def test_changes_seen_once_each(self) -> None:
+        self.hub.set_mode(self.alice, "#den", "+mtm")
+        expected = [ModeChanged("#den", "+m", "alice"), ModeChanged("#den", "+t", "alice")]
+        self.assertEqual(self.everyone(), [expected] * 3)
+        self.hub.set_mode(self.alice, "#den", "+m")
+        self.assertEqual(self.everyone(), [[], [], []])
+
+    def test_moderated(self) -> None:
+        self.hub.set_mode(self.alice, "#den", "+m")
+        self.everyone()
+        self.refused("moderated", self.hub.say, self.carol, "#den", "hello?")
+        self.assertEqual(self.everyone(), [[], [], []])
+        self.hub.say(self.alice, "#den", "ops only")
+
+    def test_topic_lock(self) -> None:
+        self.hub.set_mode(self.alice, "#den", "+t")
+        self.refused("not_op", self.hub.topic, self.carol, "#den", "mine")
+        self.hub.topic(self.alice, "#den", "ours")
+        self.assertIn(TopicChanged("#den", "ours", "alice"), events(self.carol))
+
+    def test_invite_only(self) -> None:
+        self.hub.set_mode(self.alice, "#den", "+i")
+        dave = signed_on(self.hub, "dave")
+        self.refused("invite_only", self.hub.join, dave, "#den")
+        self.hub.invite(self.alice, "#den", "dave")
+        self.assertEqual(events(dave), [Invited("#den", "alice")])
+        self.hub.join(dave, "#den")
+        self.hub.part(dave, "#den")
+        self.refused("invite_only", self.hub.join, dave, "#den")
+
+    def test_key(self) -> None:
+        self.hub.set_mode(self.alice, "#den", "+k", "sesame")
+        self.assertEqual(events(self.carol), [ModeChanged("#den", "+k sesame", "alice")])
+        dave = signed_on(self.hub, "dave")
+        self.refused("bad_key", self.hub.join, dave, "#den")
+        self.refused("bad_key", self.hub.join, dave, "#den", "open")
+        self.hub.join(dave, "#den", "sesame")
+        self.hub.set_mode(self.alice, "#den", "-k")
+        self.assertIsNone(self.hub.rooms["#den"].key)
+
+    def test_bad_modes(self) -> None:
+        for change, key in (("+x", None), ("m", None), ("+", None), ("+k", None), ("+k", "a b")):
+            self.refused(
+                "bad_key" if "k" in change else "bad_mode",
+                self.hub.set_mode,
+                self.alice,
+                "#den",
+                change,
+                key,
+            )
+        self.assertEqual(self.hub.rooms["#den"].modes, "")
+
+
+class AdminTests(Case):
+    def test_admin_moderates_anywhere_and_kills(self) -> None:
+        root = account(self.hub, "root")
+        self.hub.set_mode(self.alice, "#den", "+ik", "sesame")
+        self.refused("not_allowed", self.hub.ban, self.alice, "#den", "root")
+        self.hub.join(root, "#den")  # past invitation and key
+        self.hub.kick(root, "#den", "alice", "admin says")
+        self.hub.kill(root, "carol", "spam")
+        client = self.carol.client
+        assert isinstance(client, RecordingClient)
+        self.assertTrue(client.closed)
+        self.assertIn(Error("killed", "You were killed by root: spam"), client.events)
+        self.assertNotIn("carol", self.hub.users)
+
+    def test_only_admins_kill(self) -> None:
+        self.refused("not_admin", self.hub.kill, self.alice, "carol")
+        self.assertIn("carol", self.hub.users)
+
+    def test_admin_guest_is_no_admin(self) -> None:
+        """
+        Admin rights come with the account, not with the nickname.
+        """
+        hub = make_hub(admins=["root"])
+        root = signed_on(hub, "root")
+        other = signed_on(hub, "other")
+        self.assertRaises(ChatError, hub.kill, root, other.nick)
+        self.assertIn("other", hub.users)
