@@ -1,0 +1,122 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+The command line: C{python -m chatd.bench fanout|idle ...} (also installed as
+C{chatd-bench}).
+
+The tool does not start a server: run C{twistd -n chatd} with the limits the
+benchmark should lift (C{--flood-rate 0 --max-per-ip 0 --connect-rate 0}),
+pinned with C{taskset} if you like, and point the tool at its doors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from chatd.bench import fanout, idle, wire
+from chatd.bench.client import LINE, WS, Target
+from chatd.bench.runner import Settings, parse_line_address, parse_ws_address, raise_open_files
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--line", metavar="HOST:PORT", type=parse_line_address, help="the line door"
+    )
+    common.add_argument(
+        "--ws", metavar="ws://HOST:PORT/ws", type=parse_ws_address, help="the WebSocket door"
+    )
+    common.add_argument(
+        "--door", choices=(LINE, WS, "mix"), default=LINE, help="which door the clients use"
+    )
+    common.add_argument("--workers", type=int, default=1, help="client processes (default 1)")
+    common.add_argument(
+        "--concurrency", type=int, default=200, help="connections being set up at once"
+    )
+    common.add_argument(
+        "--size",
+        type=int,
+        default=64,
+        help=f"message text size in bytes (default 64, at least {wire.HEADER_SIZE})",
+    )
+    common.add_argument(
+        "--pid", type=int, help="the server's pid: report its CPU (fanout) or RSS (idle)"
+    )
+    common.add_argument(
+        "--setup-timeout", type=float, default=120.0, help="seconds allowed to open every client"
+    )
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    parser = argparse.ArgumentParser(
+        prog="chatd-bench", description="Load a chatd server and measure it."
+    )
+    scenarios = parser.add_subparsers(dest="scenario", required=True)
+    fan = scenarios.add_parser(
+        "fanout", parents=[common], help="closed-loop senders, deliveries/s and latency"
+    )
+    fan.add_argument("--clients", type=int, default=100, help="clients in all (default 100)")
+    fan.add_argument("--rooms", type=int, default=1, help="rooms they are spread over")
+    fan.add_argument("--senders", type=int, default=10, help="closed-loop senders (default 10)")
+    fan.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    fan.add_argument("--duration", type=float, default=10.0, help="seconds measured")
+    fan.add_argument(
+        "--check",
+        choices=("count", "seq"),
+        default="count",
+        help="count: every client's total must match what was sent (cheap); "
+        "seq: also parse every delivery's sender and sequence number",
+    )
+    fan.add_argument("--sources", type=int, default=1, help="127.0.0.x source addresses")
+    still = scenarios.add_parser(
+        "idle", parents=[common], help="hold many connections, one broadcast probe"
+    )
+    still.add_argument("--connections", type=int, default=1000, help="connections to hold")
+    still.add_argument("--hold", type=float, default=5.0, help="seconds to hold them")
+    still.add_argument("--sources", type=int, default=4, help="127.0.0.x source addresses")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run one scenario; print its table (or JSON); 0 if nothing went missing.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    doors = {LINE, WS} if args.door == "mix" else {args.door}
+    for door, given in ((LINE, args.line), (WS, args.ws)):
+        if door in doors and given is None:
+            parser.error(f"--door {args.door} needs --{door}")
+    if args.size < wire.HEADER_SIZE:
+        parser.error(f"--size must be at least {wire.HEADER_SIZE}")
+    raise_open_files()
+    clients = args.clients if args.scenario == "fanout" else args.connections
+    settings = Settings(
+        target=Target(line=args.line, ws=args.ws),
+        door=args.door,
+        clients=clients,
+        workers=max(1, min(args.workers, clients)),
+        concurrency=args.concurrency,
+        sources=args.sources,
+        setup_timeout=args.setup_timeout,
+        mark=wire.new_token(),
+        size=args.size,
+        rooms=getattr(args, "rooms", 1),
+        senders=min(getattr(args, "senders", 0), clients),
+        check_seq=getattr(args, "check", "count") == "seq",
+    )
+    if args.scenario == "fanout":
+        result = fanout.run(settings, args.warmup, args.duration, args.pid)
+        text = fanout.render(result)
+        ok = not (result["missing"] or result["duplicates"])
+    else:
+        result = idle.run(settings, args.hold, args.pid)
+        text = idle.render(result)
+        ok = result["probe_received"] == result["signed_on"]
+    print(json.dumps(result, indent=2) if args.json else text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
