@@ -126,6 +126,12 @@ class IStore(Interface):
         fires with how many were removed.
         """
 
+    def check() -> Deferred[None]:
+        """
+        Fire if the store works (it can be read, its last write succeeded);
+        fail otherwise.  For readiness probes.
+        """
+
     def close() -> Deferred[None]:
         """
         Commit everything queued, then release the store; fires when done.

@@ -25,6 +25,7 @@ from tests.processes import (
     TwistdProcess,
     WebSocketClient,
     checkout_env,
+    http_get,
     scratch_dir,
     terminated_by_sigterm,
 )
@@ -110,6 +111,8 @@ class RestartTests(SynchronousTestCase):
         self.assertTrue(terminated_by_sigterm(server.terminate()))
 
         server = self.start()
+        self.assertEqual(http_get(server.port("web"), "/readyz")[::2], (200, b"ready\n"))
+        self.assertEqual(http_get(server.port("web"), "/healthz")[::2], (200, b"ok\n"))
         guest = LineClient(self, server.port("line"))
         guest.read_until(b"nickname:\r\n")
         guest.send_line("alice")

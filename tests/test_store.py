@@ -88,6 +88,15 @@ class StoreBehaviour(_Mixin):
         """
         self.assertTrue(verifyObject(IStore, self.store))
 
+    async def test_check(self) -> None:
+        """
+        An open store passes its readiness check; a closed one fails it.
+        """
+        self.assertIsNone(await self.store.check())
+        await self.store.close()
+        with self.assertRaises(StoreError):
+            await self.store.check()
+
     async def test_fetch_newest_before(self) -> None:
         """
         A page is the newest C{limit} messages below C{before}, oldest

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_web -*-
 """
-The web door's HTTP side: the browser client at C{/} and the WebSocket door
-at C{/ws}, on one C{twisted.web} site.
+The web door's HTTP side: the browser client at C{/}, the WebSocket door at
+C{/ws}, and health checks for load balancers and orchestrators at
+C{/healthz} (the process answers) and C{/readyz} (it can serve: not
+stopping, its store answers), on one C{twisted.web} site.
 
 The client's files are read once, when the site is built, and served from
 memory, so serving them never touches the disk on the reactor thread.
@@ -12,11 +14,14 @@ from __future__ import annotations
 from importlib.resources import files
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from chatd.doors.websocket import WebSocketDoor
+from chatd.hub import Hub
 
 CLIENT_FILES = {
     b"": ("index.html", "text/html; charset=utf-8"),
@@ -51,6 +56,57 @@ class ClientFile(Resource):
         return self.data
 
 
+class Liveness(Resource):
+    """
+    C{/healthz}: 200 whenever the reactor answers at all.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return b"ok\n"
+
+
+class Readiness(Resource):
+    """
+    C{/readyz}: 200 if the hub takes new users and its store answers within
+    C{timeout} seconds; 503 with the reason otherwise.
+    """
+
+    isLeaf = True
+
+    def __init__(self, hub: Hub, clock: IReactorTime, timeout: float = 5.0) -> None:
+        super().__init__()
+        self.hub = hub
+        self.clock = clock
+        self.timeout = timeout
+
+    def render_GET(self, request: Request) -> int | bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        if self.hub.closing:
+            request.setResponseCode(503)
+            return b"shutting down\n"
+        checked = self.hub.store.check().addTimeout(self.timeout, self.clock)
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(result: object) -> None:
+            if gone:  # the client hung up first: nobody to tell
+                return
+            if isinstance(result, Failure):
+                request.setResponseCode(503)
+                request.write(b"store unavailable\n")
+            else:
+                request.write(b"ready\n")
+            request.finish()
+
+        checked.addBoth(answer)
+        return NOT_DONE_YET
+
+
 class ClientRoot(Resource):
     """
     The site's root: the client's files and C{/ws}; anything else is 404.
@@ -69,6 +125,8 @@ def make_site(door: WebSocketDoor) -> Site:
     for path, (name, content_type) in CLIENT_FILES.items():
         root.putChild(path, ClientFile((web / name).read_bytes(), content_type))
     root.putChild(b"ws", WebSocketResource(door))
+    root.putChild(b"healthz", Liveness())
+    root.putChild(b"readyz", Readiness(door.hub, door.clock))
     site = Site(root, reactor=door.clock)
     site.displayTracebacks = False
     return site

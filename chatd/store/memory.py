@@ -180,6 +180,11 @@ class MemoryStore:
         removed = _prune(self._rooms, before) + _prune(self._pairs, before)
         return succeed(removed)
 
+    def check(self) -> Deferred[None]:
+        if self._closed:
+            return fail(StoreError("The store is closed"))
+        return succeed(None)
+
     def close(self) -> Deferred[None]:
         self._closed = True
         return succeed(None)

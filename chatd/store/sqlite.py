@@ -280,6 +280,7 @@ class SQLiteStore:
         self._loaded = False
         self._closed = False
         self._closing: Deferred[None] | None = None
+        self._failing: StoreError | None = None
         self._shutdown_trigger: object = None
         self._writer: ThreadPool | None = None
         self._reader: ThreadPool | None = None
@@ -656,11 +657,13 @@ class SQLiteStore:
             self._cache.clear()
             self._epoch += 1
             error = StoreError(f"Could not write to {self.path}: {outcome.value}")
+            self._failing = error
             for w in batch:
                 if isinstance(w, (_Registered, _Rekeyed)):
                     w.done.errback(error)
         else:
             self.commits += 1
+            self._failing = None
             if outcome.duplicates:
                 self.log.warn(
                     "{count} messages had ids already stored; the first were kept",
@@ -694,6 +697,18 @@ class SQLiteStore:
             await waiter
 
     # -- reading -------------------------------------------------------------
+
+    def check(self) -> Deferred[None]:
+        """
+        Fail if the last commit failed or the store is closed; otherwise
+        read from the file in a reader thread, failing if that fails.
+        """
+        if self._failing is not None:
+            return fail(self._failing)
+        if self._closed or self._closing is not None:
+            return fail(StoreError("The store is closed"))
+        checked = self._read(lambda db: db.execute("SELECT value FROM meta LIMIT 1").fetchone())
+        return checked.addCallback(lambda _: None)
 
     def _pending(self) -> Iterable[_Write]:
         """
