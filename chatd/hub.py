@@ -202,6 +202,13 @@ class Hub:
         self.rooms = {fold(LOBBY): Room(LOBBY, self.registered.get(fold(LOBBY)))}
         self.closing = False
 
+    @property
+    def last_id(self) -> int:
+        """
+        The id of the newest message accepted (room or private).
+        """
+        return self._last_id
+
     # -- connecting ---------------------------------------------------------
 
     def connect(self, client: IClient, nick: str, account: str | None = None) -> User:

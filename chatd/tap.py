@@ -23,6 +23,7 @@ from chatd.errors import ChatError, StoreError
 from chatd.hub import Hub
 from chatd.interfaces import IStore
 from chatd.limits import Limits, format_rate, parse_rate
+from chatd.metrics import make_metrics_site
 from chatd.model import check_nick
 from chatd.service import ChatService
 from chatd.store.memory import MemoryStore
@@ -133,6 +134,13 @@ class Options(usage.Options):
             _not_negative(float),
         ],
         [
+            "metrics",
+            None,
+            OFF,
+            "Endpoint serving Prometheus metrics at /metrics (e.g. "
+            f"tcp:9100:interface=127.0.0.1), or '{OFF}'.",
+        ],
+        [
             "admins",
             None,
             "",
@@ -154,7 +162,7 @@ class Options(usage.Options):
 
         if self["line"] == OFF and self["web"] == OFF:
             raise usage.UsageError("Both doors are off; nobody could connect.")
-        for door in ("line", "web"):
+        for door in ("line", "web", "metrics"):
             if self[door] != OFF:
                 try:
                     endpoints.serverFromString(reactor, self[door])
@@ -224,4 +232,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
             strports.service(options["web"], site, reactor=reactor),
             served_by_site=True,
         )
+    if options["metrics"] != OFF:
+        metrics = make_metrics_site(hub, service.doors, reactor)
+        strports.service(options["metrics"], metrics, reactor=reactor).setServiceParent(service)
     return service

@@ -16,6 +16,7 @@ import json
 import os
 import queue
 import sqlite3
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -151,6 +152,7 @@ class _Committed:
 
     created: list[bool]
     duplicates: int
+    seconds: float
 
 
 class _Ring:
@@ -242,6 +244,7 @@ class SQLiteStore:
     fails with L{StoreError}.
 
     @ivar commits: how many group commits have succeeded.
+    @ivar commit_seconds: the time they took, in the writer thread.
     @ivar dropped: how many messages were not stored (queue full, or their
         commit failed).
     """
@@ -276,6 +279,7 @@ class SQLiteStore:
                 reactor = cast(IReactorFromThreads, global_reactor)
         self._reactor = reactor
         self.commits = 0
+        self.commit_seconds = 0.0
         self.dropped = 0
         self._loaded = False
         self._closed = False
@@ -589,6 +593,7 @@ class SQLiteStore:
         top = max((row[0] for row in (*said, *whispered)), default=0)
         created: list[bool] = []
         db = self._writer_db()
+        started = time.perf_counter()
         db.execute("BEGIN IMMEDIATE")
         try:
             stored = db.executemany(
@@ -633,7 +638,8 @@ class SQLiteStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return _Committed(created, len(said) + len(whispered) - stored)
+        seconds = time.perf_counter() - started
+        return _Committed(created, len(said) + len(whispered) - stored, seconds)
 
     def _ended(self, outcome: _Committed | Failure, batch: list[_Write], written: int) -> None:
         """
@@ -663,6 +669,7 @@ class SQLiteStore:
                     w.done.errback(error)
         else:
             self.commits += 1
+            self.commit_seconds += outcome.seconds
             self._failing = None
             if outcome.duplicates:
                 self.log.warn(
