@@ -66,6 +66,8 @@ MAX_BANS = 500
 
 MEMBER, OPERATOR, OWNER, ADMIN = range(4)
 
+_events = Logger(namespace="chatd.events")
+
 
 class User:
     """
@@ -225,6 +227,7 @@ class Hub:
         rooms = self._take_over(nick, "signed on again")
         user = User(nick, client, account, self._last_id)
         self.users[fold(nick)] = user
+        self._note("sign_on", "{nick} signed on", nick=nick, account=account)
         self._deliver(user, Welcome(nick, (LOBBY,), account))
         try:
             self.join(user, LOBBY)
@@ -243,6 +246,7 @@ class Hub:
         if self.users.get(fold(user.nick)) is not user:
             return
         del self.users[fold(user.nick)]
+        self._note("sign_off", "{nick} signed off", nick=user.nick)
         for room in list(user.rooms.values()):
             self._leave(user, room)
             if not self.closing:
@@ -262,6 +266,7 @@ class Hub:
 
     def _rename(self, user: User, new: str) -> None:
         old = user.nick
+        self._note("nick", "{old} is now known as {new}", old=old, new=new)
         del self.users[fold(old)]
         user.nick = new
         self.users[fold(new)] = user
@@ -322,6 +327,7 @@ class Hub:
 
         def checked(right: bool) -> str:
             if not right:
+                self._note("bad_password", "A wrong password was given for {nick}", nick=nick)
                 self.attempts.failed(key, client)
                 raise ChatError("bad_password", f"Wrong password for {nick}")
             self.attempts.succeeded(key)
@@ -335,6 +341,7 @@ class Hub:
         if C{nick} differs from its nickname, rename it to C{nick}.
         """
         user.account = account
+        self._note("identify", "{nick} identified as {account}", nick=user.nick, account=account)
         if fold(nick) != fold(user.nick):
             self._take_over(nick, f"{user.nick} identified for it")
             self._rename(user, nick)
@@ -360,6 +367,7 @@ class Hub:
             if not new:
                 raise ChatError("nick_registered", f"The nickname {nick} is already registered")
             self.accounts.add(fold(nick))
+            self._note("register", "{nick} registered", nick=nick)
             if self.users.get(fold(nick)) is user:
                 user.account = fold(nick)
                 user.since = 0
@@ -431,6 +439,7 @@ class Hub:
                 else:
                     room.guest_ops.add(user)
         room.invites.pop(fold(user.nick), None)
+        self._note("join", "{nick} joined {room}", nick=user.nick, room=room.name)
         room.members[user] = None
         user.rooms[folded] = room
         self._broadcast(room.members, Joined(room.name, user.nick))
@@ -455,6 +464,7 @@ class Hub:
         Take C{user} out of room C{name}; it and the other members see it.
         """
         room = self._membership(user, name)
+        self._note("part", "{nick} left {room}", nick=user.nick, room=room.name)
         self._broadcast(room.members, Parted(room.name, user.nick, reason))
         self._leave(user, room)
 
@@ -493,6 +503,7 @@ class Hub:
         room.topic = text
         room.topic_by = user.nick
         self._save(room)
+        self._note("topic", "{by} set the topic of {room}", by=user.nick, room=room.name)
         self._broadcast(room.members, TopicChanged(room.name, text, user.nick))
 
     # -- moderation ---------------------------------------------------------
@@ -520,6 +531,14 @@ class Hub:
             room.op_accounts.discard(target.account or "")
             room.guest_ops.discard(target)
         self._save(room)
+        self._note(
+            "op" if op else "deop",
+            "{by} {what} {nick} in {room}",
+            by=user.nick,
+            what="opped" if op else "deopped",
+            nick=target.nick,
+            room=room.name,
+        )
         self._broadcast(room.members, OpChanged(room.name, target.nick, user.nick, op))
         self._broadcast(room.members, self._user_list(room))
 
@@ -534,6 +553,9 @@ class Hub:
         self._kick(room, target, user.nick, reason)
 
     def _kick(self, room: Room, target: User, by: str, reason: str | None) -> None:
+        self._note(
+            "kick", "{by} kicked {nick} from {room}", by=by, nick=target.nick, room=room.name
+        )
         self._broadcast(room.members, Kicked(room.name, target.nick, by, reason))
         self._leave(target, room)
 
@@ -563,6 +585,14 @@ class Hub:
                 raise ChatError("too_many_bans", f"{room.name} has {MAX_BANS} bans already")
             room.bans.add(mask)
         self._save(room)
+        self._note(
+            "ban" if banned else "unban",
+            "{by} {what} {mask} in {room}",
+            by=user.nick,
+            what="banned" if banned else "unbanned",
+            mask=mask,
+            room=room.name,
+        )
         self._broadcast(room.members, BanChanged(room.name, nick, user.nick, banned))
         if banned and target is not None and fold(room.name) in target.rooms:
             self._kick(room, target, user.nick, "banned")
@@ -599,6 +629,9 @@ class Hub:
                 changes.append(sign + letter)
         self._save(room)
         for applied in changes:
+            self._note(
+                "mode", "{by} set {mode} on {room}", by=user.nick, mode=applied[:2], room=room.name
+            )
             self._broadcast(room.members, ModeChanged(room.name, applied, user.nick))
 
     def invite(self, user: User, name: str, nick: str) -> None:
@@ -630,6 +663,7 @@ class Hub:
         if target is None:
             raise ChatError("no_such_nick", f"There is no user named {nick}")
         why = f"killed by {user.nick}" + (f": {reason}" if reason else "")
+        self._note("kill", "{by} killed {nick}", by=user.nick, nick=target.nick)
         self._deliver(target, Error("killed", f"You were {why}"))
         self.disconnect(target, why)
         target.client.close()
@@ -811,6 +845,13 @@ class Hub:
                 self._log.failure(
                     "Delivering {event!r} to {nick} failed", event=event, nick=user.nick
                 )
+
+    def _note(self, kind: str, text: str, **fields: object) -> None:
+        """
+        Log a change of state as one event with C{chatd_event} set to
+        C{kind}: never message text, topics, keys or passwords.
+        """
+        _events.info(text, chatd_event=kind, **fields)
 
     def _log_failure(self, failure: Failure, doing: str) -> None:
         self._log.failure("Failed {doing}", failure=failure, doing=doing)
