@@ -169,6 +169,7 @@ class Hub:
     @ivar accounts: folded names of every registered nickname.
     @ivar registered: the settings of every registered room, by folded name.
     @ivar admins: folded account names of server operators.
+    @ivar motd: the message of the day, lines shown to each user on sign-on.
     @ivar closing: set while the server shuts down; quits are then not
         announced, since everybody is leaving at once.
     """
@@ -184,6 +185,7 @@ class Hub:
         admins: Iterable[str] = (),
         max_rooms_per_user: int = 50,
         history_on_join: int = 20,
+        motd: Iterable[str] = (),
         history_page: int = 20,
         max_history_page: int = 200,
     ) -> None:
@@ -194,6 +196,7 @@ class Hub:
         self.admins = frozenset(fold(a) for a in admins)
         self.max_rooms_per_user = max_rooms_per_user
         self.history_on_join = history_on_join
+        self.motd = tuple(motd)
         self.history_page = history_page
         self.max_history_page = max_history_page
         state = self.store.load()
@@ -236,6 +239,8 @@ class Hub:
         for name in rooms:
             if fold(name) not in user.rooms:
                 self.join(user, name, bypass=True)
+        for line in self.motd:
+            self._deliver(user, Notice(line))
         return user
 
     def disconnect(self, user: User, reason: str | None = None) -> None:
@@ -658,15 +663,42 @@ class Hub:
         """
         if user.account is None or user.account not in self.admins:
             raise ChatError("not_admin", "Only server operators can do that")
+        self.drop(nick, user.nick, reason)
+
+    def drop(self, nick: str, by: str, reason: str | None = None) -> None:
+        """
+        Disconnect C{nick}, on the word of C{by} (a server operator, or the
+        admin console); it is told why and everyone sharing a room sees it
+        leave.
+        """
         check_nick(nick)
         target = self.users.get(fold(nick))
         if target is None:
             raise ChatError("no_such_nick", f"There is no user named {nick}")
-        why = f"killed by {user.nick}" + (f": {reason}" if reason else "")
-        self._note("kill", "{by} killed {nick}", by=user.nick, nick=target.nick)
+        why = f"killed by {by}" + (f": {reason}" if reason else "")
+        self._note("kill", "{by} killed {nick}", by=by, nick=target.nick)
         self._deliver(target, Error("killed", f"You were {why}"))
         self.disconnect(target, why)
         target.client.close()
+
+    def remove(self, nick: str, name: str, by: str, reason: str | None = None) -> None:
+        """
+        Put C{nick} out of room C{name} on the word of C{by} (the admin
+        console), as a kick.
+        """
+        check_room(name)
+        room = self.rooms.get(fold(name))
+        if room is None:
+            raise ChatError("no_such_room", f"There is no room named {name}")
+        self._kick(room, self._member(room, nick), by, reason)
+
+    def announce(self, text: str) -> None:
+        """
+        Tell every connected user C{text}, as a notice from the server.
+        """
+        check_text(text)
+        self._note("announce", "A server notice was sent to {count} users", count=len(self.users))
+        self._broadcast(self.users.values(), Notice(text))
 
     # -- talking ------------------------------------------------------------
 

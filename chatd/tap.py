@@ -14,6 +14,7 @@ from twisted.application import strports
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.python import usage
 
+from chatd.console import ConsoleFactory, read_motd
 from chatd.doors.admission import Admission, AdmittingFactory, http_refusal
 from chatd.doors.flow import Throttle
 from chatd.doors.line import LineDoor
@@ -141,6 +142,15 @@ class Options(usage.Options):
             f"tcp:9100:interface=127.0.0.1), or '{OFF}'.",
         ],
         [
+            "admin",
+            None,
+            OFF,
+            "Endpoint of the admin console, a line protocol for the operator "
+            "(e.g. unix:/run/chatd/admin.sock:mode=600); loopback only; or "
+            f"'{OFF}'.",
+        ],
+        ["motd", None, None, "File whose lines are shown to every user on sign-on."],
+        [
             "admins",
             None,
             "",
@@ -162,7 +172,12 @@ class Options(usage.Options):
 
         if self["line"] == OFF and self["web"] == OFF:
             raise usage.UsageError("Both doors are off; nobody could connect.")
-        for door in ("line", "web", "metrics"):
+        if self["motd"] is not None:
+            try:
+                self["motd-lines"] = read_motd(self["motd"])
+            except (OSError, UnicodeDecodeError) as e:
+                raise usage.UsageError(f"--motd: cannot read {self['motd']}: {e}") from None
+        for door in ("line", "web", "metrics", "admin"):
             if self[door] != OFF:
                 try:
                     endpoints.serverFromString(reactor, self[door])
@@ -214,6 +229,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
             store,
             admins=options["admin-list"],
             history_on_join=options["history-on-join"],
+            motd=options.get("motd-lines", ()),
         )
     except StoreError as e:
         raise SystemExit(f"chatd: {e}") from None
@@ -232,6 +248,9 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
             strports.service(options["web"], site, reactor=reactor),
             served_by_site=True,
         )
+    if options["admin"] != OFF:
+        console = ConsoleFactory(hub, options["motd"])
+        strports.service(options["admin"], console, reactor=reactor).setServiceParent(service)
     if options["metrics"] != OFF:
         metrics = make_metrics_site(hub, service.doors, reactor)
         strports.service(options["metrics"], metrics, reactor=reactor).setServiceParent(service)

@@ -1,0 +1,158 @@
+"""
+The admin console, and the message of the day it reloads.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatd.console import ConsoleFactory, ConsoleProtocol
+from chatd.model import Error, Kicked, Notice
+from chatd.tap import Options, makeService
+from tests.helpers import RecordingClient, events, make_hub, signed_on
+from tests.processes import scratch_dir
+
+LOCAL = IPv4Address("TCP", "127.0.0.1", 50000)
+
+
+class Console:
+    """
+    One console connection on a StringTransport.
+    """
+
+    def __init__(self, factory: ConsoleFactory, address: object = LOCAL) -> None:
+        self.protocol = factory.buildProtocol(address)  # type: ignore[arg-type]
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.transport.clear()
+
+    def ask(self, line: str) -> list[str]:
+        """
+        Send one command; return its answer's lines (without the final C{.}).
+        """
+        self.protocol.dataReceived(line.encode() + b"\r\n")
+        lines = self.transport.value().decode().split("\r\n")
+        self.transport.clear()
+        assert lines[-2:] == [".", ""], lines
+        return lines[:-2]
+
+
+class ConsoleTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.hub = make_hub(Clock())
+        self.alice = signed_on(self.hub, "alice")
+        self.bob = signed_on(self.hub, "bob")
+        self.hub.join(self.bob, "#den")
+        events(self.alice)
+        events(self.bob)
+        self.motd = ["first", "second"]
+        self.factory = ConsoleFactory(
+            self.hub, "motd.txt", read=lambda read, path: succeed(tuple(self.motd))
+        )
+        self.console = Console(self.factory)
+
+    def test_lists(self) -> None:
+        self.assertEqual(
+            self.console.ask("users"),
+            ["alice account=- rooms=#lobby", "bob account=- rooms=#lobby,#den"],
+        )
+        self.assertEqual(
+            self.console.ask("ROOMS"),
+            ["#den members=1 owner=- modes=-", "#lobby members=2 owner=- modes=-"],
+        )
+        self.assertIn("kill NICK [REASON]         disconnect NICK", self.console.ask("help"))
+
+    def test_kick_kill_notice(self) -> None:
+        self.assertEqual(self.console.ask("kick bob #den spam"), ["kicked bob from #den"])
+        self.assertEqual(events(self.bob), [Kicked("#den", "bob", "console", "spam")])
+        self.assertEqual(self.console.ask("notice back in 5"), ["told 2 users"])
+        self.assertEqual(events(self.alice), [Notice("back in 5")])
+        self.assertEqual(self.console.ask("kill bob flooding"), ["killed bob"])
+        client = self.bob.client
+        assert isinstance(client, RecordingClient)
+        self.assertIn(Error("killed", "You were killed by console: flooding"), client.events)
+        self.assertTrue(client.closed)
+        self.assertNotIn("bob", self.hub.users)
+
+    def test_errors_keep_the_console(self) -> None:
+        self.assertEqual(self.console.ask("kill ghost"), ["error: There is no user named ghost"])
+        self.assertEqual(self.console.ask("kick bob"), ["error: usage: kick NICK #ROOM [REASON]"])
+        self.assertEqual(self.console.ask("frobnicate"), ["unknown command 'frobnicate'; try help"])
+        self.assertEqual(self.console.ask("notice"), ["error: Empty message"])
+        self.assertFalse(self.console.transport.disconnecting)
+
+    def test_motd_reload(self) -> None:
+        """
+        C{motd} rereads the file (off the reactor thread); new sign-ons see
+        the new lines after joining the lobby.
+        """
+        self.assertEqual(self.console.ask("motd"), ["message of the day reloaded: 2 lines"])
+        client = RecordingClient()
+        self.hub.connect(client, "carol")
+        self.assertEqual(client.events[-2:], [Notice("first"), Notice("second")])
+
+    def test_waits_for_the_reload(self) -> None:
+        """
+        Commands after a reload that is still reading are answered after it.
+        """
+        reading: Deferred[tuple[str, ...]] = Deferred()
+        factory = ConsoleFactory(self.hub, "motd.txt", read=lambda read, path: reading)
+        console = Console(factory)
+        console.protocol.dataReceived(b"motd\r\nusers\r\n")
+        self.assertEqual(console.transport.value(), b"")
+        reading.callback(("hello",))
+        self.assertTrue(
+            console.transport.value().startswith(b"message of the day reloaded: 1 lines\r\n.\r\n")
+        )
+        self.assertIn(b"alice account=-", console.transport.value())
+
+    def test_no_motd_file(self) -> None:
+        console = Console(ConsoleFactory(self.hub))
+        self.assertEqual(console.ask("motd"), ["no message of the day file (--motd)"])
+
+    def test_loopback_only(self) -> None:
+        for address in (
+            IPv4Address("TCP", "127.0.0.2", 1),
+            IPv6Address("TCP", "::1", 1),
+            IPv6Address("TCP", "::ffff:127.0.0.1", 1),
+            UNIXAddress(b"/run/chatd/admin.sock"),
+        ):
+            self.assertIsInstance(self.factory.buildProtocol(address), ConsoleProtocol)
+        for address in (IPv4Address("TCP", "10.0.0.1", 1), IPv6Address("TCP", "2001:db8::1", 1)):
+            refused = self.factory.buildProtocol(address)
+            self.assertNotIsInstance(refused, ConsoleProtocol)
+            transport = StringTransport()
+            refused.makeConnection(transport)
+            self.assertEqual(
+                transport.value(), b"the admin console takes local connections only\r\n"
+            )
+            self.assertTrue(transport.disconnecting)
+        self.flushLoggedErrors()
+
+
+class OptionTests(SynchronousTestCase):
+    def test_motd_and_admin(self) -> None:
+        motd = scratch_dir(self) / "motd.txt"
+        motd.write_text("Welcome to our server\nBe nice\n")
+        options = Options()
+        options.parseOptions(
+            ["--db", ":memory:", "--web", "none", "--motd", str(motd), "--admin", "tcp:9999"]
+        )
+        reactor = MemoryReactorClock()
+        service = makeService(options, reactor)
+        service.startService()
+        self.assertEqual(service.hub.motd, ("Welcome to our server", "Be nice"))
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [1234, 9999])
+        self.assertIsInstance(reactor.tcpServers[1][1], ConsoleFactory)
+
+    def test_missing_motd(self) -> None:
+        options = Options()
+        error = self.assertRaises(
+            UsageError, options.parseOptions, ["--motd", "/nonexistent/motd.txt"]
+        )
+        self.assertIn("--motd", str(error))
