@@ -305,3 +305,85 @@ class WebSocketModerationTests(DoorsTestCase):
         carol.send(type="hello", nick="carol")
         history = [f for f in carol.received() if f["type"] == "history"]
         self.assertEqual([m["text"] for m in history[0]["messages"]], ["m0", "m1", "m2"])
+
+
+class RefusalMatrixTests(DoorsTestCase):
+    """
+    Every moderation and account refusal, through both doors: the same code
+    on the WebSocket, the same sentence after C{!!!} on the line door, and
+    the connection stays up.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.owner = self.registered_line("owner")
+        for line in ("/join #open", "/join #den", "/mode +ik sesame", "/ban mallory"):
+            self.owner.send(line)
+        self.line_guest = self.line("guest1")
+        self.ws_guest = self.ws("guest2")
+        self.line_guest.send("/join #open")
+        self.ws_guest.send(type="join", room="#open")
+
+    CASES = [
+        ("/op owner", {"type": "op", "room": "#open", "nick": "owner"}, "not_op"),
+        ("/deop owner", {"type": "deop", "room": "#open", "nick": "owner"}, "not_op"),
+        ("/kick owner", {"type": "kick", "room": "#open", "nick": "owner"}, "not_op"),
+        ("/ban owner", {"type": "ban", "room": "#open", "nick": "owner"}, "not_op"),
+        ("/unban zed", {"type": "unban", "room": "#open", "nick": "zed"}, "not_op"),
+        ("/invite zed", {"type": "invite", "room": "#open", "nick": "zed"}, "not_op"),
+        ("/mode +m", {"type": "mode", "room": "#open", "mode": "+m"}, "not_op"),
+        ("/kick #den owner", {"type": "kick", "room": "#den", "nick": "owner"}, "not_in_room"),
+        ("/kill owner", {"type": "kill", "nick": "owner"}, "not_admin"),
+        ("/join #den", {"type": "join", "room": "#den"}, "invite_only"),
+        ("/nick owner", {"type": "nick", "nick": "owner"}, "nick_registered"),
+        ("/register short", {"type": "register", "password": "short"}, "bad_password"),
+        ("/password old-pass new-pass", {"type": "password", "old": "old-pass", "new": "new-pass"},
+         "not_identified"),
+        ("/identify owner wrong-pw",
+         {"type": "identify", "nick": "owner", "password": "wrong-pw"}, "bad_password"),
+        ("/identify nobody any-pass",
+         {"type": "identify", "nick": "nobody", "password": "any-pass"}, "not_registered"),
+    ]  # fmt: skip
+
+    def test_each_refusal_on_both_doors(self) -> None:
+        for command, frame, code in self.CASES:
+            self.line_guest.received()
+            self.ws_guest.received()
+            self.line_guest.send(command)
+            self.ws_guest.send(**frame)
+            (answer,) = self.ws_guest.received()
+            self.assertEqual((answer["type"], answer["code"]), ("error", code), command)
+            self.assertEqual(self.line_guest.lines(), [f"!!! {answer['message']}"], command)
+            self.assertFalse(self.line_guest.transport.disconnecting)
+            self.assertFalse(self.ws_guest.transport.disconnecting)
+
+    def test_refusals_to_operators(self) -> None:
+        """
+        What even an operator is refused: a key without a value, an unknown
+        mode, lifting a ban that is not there, deopping the owner.
+        """
+        self.owner.received()
+        for command, expected in (
+            ("/mode +k", "!!! A key is 1-23 printable characters, no spaces"),
+            ("/mode +q", "!!! Modes are + or - then letters among i, k, m, t (e.g. +mt)"),
+            ("/unban zed", "!!! zed is not banned from #den"),
+            ("/deop owner", "!!! owner owns #den"),
+        ):
+            self.owner.send(command)
+            self.assertEqual(self.owner.lines(), [expected], command)
+
+    def test_entry_and_talk_refusals(self) -> None:
+        mallory = self.line("mallory")
+        mallory.send("/join #den sesame")
+        self.assertEqual(mallory.lines(), ["!!! You are banned from #den"])
+        self.owner.send("/mode -i")
+        self.line_guest.received()
+        self.line_guest.send("/join #den wrong")
+        self.assertEqual(self.line_guest.lines(), ["!!! #den needs the right key: /join #den KEY"])
+        self.line_guest.send("/join #den sesame")
+        self.owner.send("/mode +m")
+        self.line_guest.received()
+        self.line_guest.send("hello")
+        self.assertEqual(
+            self.line_guest.lines(), ["!!! #den is moderated; only operators may speak"]
+        )

@@ -20,7 +20,7 @@ from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.store.sqlite import SQLiteStore
 from chatd.tap import Options, makeService
-from tests.helpers import CLOSE, LinePeer, WebSocketPeer
+from tests.helpers import CLOSE, LinePeer, RecordingClient, WebSocketPeer
 from tests.processes import scratch_dir
 
 
@@ -122,6 +122,28 @@ class ServiceTests(SynchronousTestCase):
         """
         _, service = self.start("--history-size", "3")
         self.assertEqual(service.hub.store.per_room, 3)
+
+    def test_history_days_prunes_hourly(self) -> None:
+        """
+        With C{--history-days}, messages older than that are pruned when
+        the service starts and every hour after.
+        """
+        reactor = MemoryReactorClock()
+        service = makeService(parse("--db", ":memory:", "--history-days", "1"), reactor)
+        hub = service.hub
+        user = hub.connect(RecordingClient(), "alice")
+        hub.say(user, "#lobby", "old")
+        reactor.advance(2 * 86400)
+        hub.say(user, "#lobby", "new")
+        service.startService()
+        texts = [m.text for m in self.successResultOf(hub.store.fetch("#lobby", 10, None))]
+        self.assertEqual(texts, ["new"])
+        reactor.advance(86400 - 60)
+        hub.say(user, "#lobby", "newer")
+        reactor.advance(3600)
+        texts = [m.text for m in self.successResultOf(hub.store.fetch("#lobby", 10, None))]
+        self.assertEqual(texts, ["newer"])
+        self.successResultOf(service.stopService())
 
     def test_database(self) -> None:
         """
