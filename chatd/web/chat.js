@@ -6,21 +6,27 @@
  * rendered as text nodes (textContent / Node.append(string)); the only markup
  * ever built from user text is <a> elements for http(s) links, whose href is
  * checked with the URL parser and whose label is a text node.
+ *
+ * Message ids come from one increasing sequence for rooms and private
+ * messages alike, so every view keeps the ids it shows: history pages, pages
+ * fetched after a reconnect and live messages are merged in id order, each
+ * message shown once.
  */
 (function () {
   'use strict';
 
-  const MAX_LINES = 1000;      // message nodes kept per view
-  const HISTORY_LIMIT = 50;    // messages fetched on entering a room
+  const MAX_LINES = 1000;      // lines kept per view while new ones arrive
+  const HISTORY_LIMIT = 50;    // messages asked for per history request
   const HISTORY_MAX = 200;     // the most the server returns at once
   const MAX_BACKOFF = 30;      // seconds between reconnect attempts, at most
+  const GAP_WAIT = 2500;       // ms to wait for a rejoined room's history page
   const STATUS = '*';          // key of the status view (shown when in no room)
 
   const $ = (id) => document.getElementById(id);
   const ui = {
     login: $('login'), loginForm: $('login-form'), nickInput: $('nick-input'),
-    loginButton: $('login-button'), loginError: $('login-error'),
-    app: $('app'), conn: $('conn-state'), myNick: $('my-nick'),
+    passwordInput: $('password-input'), loginButton: $('login-button'), loginError: $('login-error'),
+    app: $('app'), conn: $('conn-state'), myNick: $('my-nick'), myAccount: $('my-account'),
     roomList: $('room-list'), pmList: $('pm-list'), pmEmpty: $('pm-empty'), roomsEmpty: $('rooms-empty'),
     joinForm: $('join-form'), joinInput: $('join-input'),
     title: $('view-title'), topic: $('topic'), banner: $('conn-banner'),
@@ -34,14 +40,20 @@
   const S = {
     ws: null,
     nick: '',             // my nick (as the server knows it once welcomed)
+    password: '',         // kept in memory only, to sign on again after a drop
+    account: null,        // the account this session proved, if any
+    pendingPassword: null, // {what, password, nick} until registered/identified/password
     welcomed: false,      // between `welcome` and the socket closing
     everWelcomed: false,  // once true, a lost connection is re-established
     attempt: 0,           // reconnect attempts since the last welcome
+    refused: 0,           // reconnects refused because our old session still holds the nick
+    stay: null,           // why not to reconnect (signed on elsewhere, killed), if so
+    rejoins: 0,           // joins sent on reconnecting whose already_joined is expected
     timer: null, retryAt: 0, ticker: null,
     views: new Map(),     // key -> view; rooms keyed "#room", PMs "@nick" (folded)
     current: STATUS,
     pendingSwitch: null,  // view key to show once our join / private message is confirmed
-    asked: { who: new Set(), topic: new Set(), history: new Set() },
+    asked: { who: new Set(), topic: new Set() },
     sent: [], sentPos: 0, // input history for Up/Down
     unsent: false,        // set when the last input could not be sent
   };
@@ -50,10 +62,33 @@
   const isMe = (nick) => fold(nick) === fold(S.nick);
   const narrow = () => window.matchMedia('(max-width: 700px)').matches;
 
+  // Web storage may be disabled (privacy settings); it only adds comfort.
+  function stored(area, key, value) {
+    try {
+      const s = window[area];
+      if (value === undefined) return s.getItem(key);
+      if (value === null) s.removeItem(key); else s.setItem(key, value);
+    } catch (e) { /* not available */ }
+    return null;
+  }
+
   function makeView(kind, name, key) {
-    return { key, kind, name, pane: el('div', { className: 'pane' }), unread: 0, mention: false,
-             users: new Map(), topic: undefined, topicBy: '', ids: new Map(),
-             maxId: -Infinity, fromBottom: null };
+    const v = { key, kind, name, pane: el('div', { className: 'pane' }), unread: 0, mention: false,
+                users: new Map(), ops: new Set(), topic: undefined, topicBy: '', ids: new Map(),
+                maxId: -Infinity, fromBottom: null, roomKey: null,
+                more: undefined,   // whether older history exists (undefined: not known)
+                loading: false,    // a request for older history is on its way
+                gapFloor: null,    // after a reconnect: the newest id we had before it
+                gapMark: null,     // ... and the line after which missed messages go
+                pageSinceJoin: false, gapTimer: null };
+    if (kind !== 'status') {
+      v.olderBtn = el('button', { type: 'button', className: 'linkish' }, 'Load older messages');
+      v.olderBtn.addEventListener('click', () => loadOlder(v));
+      v.top = el('div', { className: 'pane-top' });
+      v.pane.append(v.top);
+      renderTop(v);
+    }
+    return v;
   }
   S.status = makeView('status', 'chatd', STATUS);
   S.status.pane.append(el('p', { className: 'empty' },
@@ -74,6 +109,8 @@
       v = makeView(kind, name, key);
       S.views.set(key, v);
       renderSidebar();
+      if (kind === 'pm') requestHistory(v, null, HISTORY_LIMIT);
+      else saveRooms();
     }
     if (kind === 'pm') v.users = new Map([[fold(name), name], [fold(S.nick), S.nick]]);
     return v;
@@ -83,6 +120,8 @@
 
   function removeView(v) {
     S.views.delete(v.key);
+    clearTimeout(v.gapTimer);
+    if (v.kind === 'room') saveRooms();
     if (S.current === v.key) switchTo(defaultKey());
     else renderSidebar();
   }
@@ -90,6 +129,11 @@
   function defaultKey() {
     const first = rooms()[0] || pms()[0];
     return first ? first.key : STATUS;
+  }
+
+  // The rooms of this tab survive a reload (sessionStorage is per tab).
+  function saveRooms() {
+    if (S.everWelcomed) stored('sessionStorage', 'chatd.rooms', JSON.stringify(rooms().map((v) => v.name)));
   }
 
   /* -------------------------------------------------------- rendering lines */
@@ -145,8 +189,10 @@
   // A line skeleton: <div class="line CLS"><time>HH:MM</time><span class="body"/></div>
   function makeLine(cls, ts) {
     const d = typeof ts === 'number' ? new Date(ts * 1000) : new Date();
+    const today = new Date().toDateString() === d.toDateString();
     const time = el('time', { dateTime: d.toISOString(), title: d.toLocaleString() },
                     pad(d.getHours()) + ':' + pad(d.getMinutes()));
+    if (!today) time.dataset.day = d.toLocaleDateString([], { month: 'short', day: 'numeric' });
     const body = span('body');
     return [el('div', { className: 'line ' + cls }, time, body), body];
   }
@@ -166,12 +212,27 @@
     return result;
   }
 
+  // Drop the oldest lines of a view that keeps growing at the bottom.
   function trim(v) {
-    while (v.pane.childElementCount > MAX_LINES) {
-      const first = v.pane.firstElementChild;
-      if (first.dataset.id) v.ids.delete(Number(first.dataset.id));
+    const limit = MAX_LINES + (v.kind === 'status' ? 0 : 1);   // the pane-top
+    while (v.pane.childElementCount > limit) {
+      const first = v.top ? v.top.nextElementSibling : v.pane.firstElementChild;
+      if (first.dataset.id) {
+        v.ids.delete(Number(first.dataset.id));
+        v.more = true;            // it can be fetched again
+      }
       first.remove();
     }
+    if (v.top) renderTop(v);
+  }
+
+  // The control atop a pane: load older messages, or say there are none.
+  function renderTop(v) {
+    if (!v.top) return;
+    if (v.loading) v.top.replaceChildren(span('muted', 'Loading older messages…'));
+    else if (v.more) v.top.replaceChildren(v.olderBtn);
+    else if (v.more === false && v.ids.size) v.top.replaceChildren(span('muted', 'Beginning of history'));
+    else v.top.replaceChildren();
   }
 
   // System line: parts are strings (linkified text) or ready-made nodes.
@@ -183,6 +244,7 @@
     }
     withScroll(v, false, () => v.pane.append(div));
     trim(v);
+    return div;
   }
 
   const mentions = (text) => S.nick && new RegExp(
@@ -192,12 +254,33 @@
   function resetIds(v) {
     v.ids.clear();
     v.maxId = -Infinity;
+    v.gapFloor = null;
     for (const node of v.pane.querySelectorAll('[data-id]')) delete node.dataset.id;
   }
 
-  // A chat message (room `message` or `private`).  Returns true if added.
-  function addChat(v, m, fromHistory) {
+  const oldestId = (v) => {
+    const node = v.pane.querySelector('[data-id]');   // panes are in id order
+    return node ? Number(node.dataset.id) : null;
+  };
+
+  // Where a message from history goes: after the last shown message with a
+  // smaller id (at the top if none), but a message missed while we were
+  // away never goes above the line that says we are back.
+  function historySlot(v, id, fresh) {
+    if (!fresh && id > v.maxId) return 'end';
+    let node = v.pane.lastElementChild;
+    while (node && !(node.dataset.id && Number(node.dataset.id) < id)) node = node.previousElementSibling;
+    const mark = v.gapMark && v.gapMark.isConnected && v.gapFloor !== null && id > v.gapFloor ? v.gapMark : null;
+    if (mark && (!node || node.compareDocumentPosition(mark) & Node.DOCUMENT_POSITION_FOLLOWING)) node = mark;
+    return node || v.top;
+  }
+
+  // A chat message (room `message` or `private`).  `how` is 'live',
+  // 'history', or 'fresh' (the first page of a view, shown above its other
+  // lines).  Returns true if added.
+  function addChat(v, m, how) {
     const hasId = typeof m.id === 'number';
+    const fromHistory = how !== 'live';
     if (hasId && v.ids.has(m.id)) {
       if (v.ids.get(m.id) === m.ts) return false;   // seen it already
       resetIds(v);                                  // same id, other message: the server restarted
@@ -206,25 +289,19 @@
     const own = isMe(m.from);
     const mention = !own && mentions(m.text);
     const [div, body] = makeLine((m.action ? 'action' : 'msg') + (own ? ' own' : '') +
-                                 (mention ? ' mention' : ''), m.ts);
-    if (m.action) body.append('* ', nickSpan(m.from), ' ');
-    else body.append(nickSpan(m.from));
+                                 (mention && !fromHistory ? ' mention' : ''), m.ts);
+    if (m.action) body.append('* ');
+    body.append(nickSpan(m.from), ' ');
     appendText(body, m.text);
     if (hasId) { div.dataset.id = m.id; v.ids.set(m.id, m.ts); }
 
     withScroll(v, fromHistory, () => {
-      if (fromHistory && hasId && m.id < v.maxId) {
-        // Older than something shown: insert after the last message with a smaller id.
-        let node = v.pane.lastElementChild;
-        while (node && !(node.dataset.id && Number(node.dataset.id) < m.id)) node = node.previousElementSibling;
-        if (node) node.after(div); else v.pane.prepend(div);
-      } else {
-        v.pane.append(div);
-      }
+      const slot = fromHistory && hasId ? historySlot(v, m.id, how === 'fresh') : 'end';
+      if (slot === 'end') v.pane.append(div); else slot.after(div);
     });
     if (hasId) v.maxId = Math.max(v.maxId, m.id);
-    if (own && v === cur()) ui.messages.scrollTop = ui.messages.scrollHeight;
-    trim(v);
+    if (own && v === cur() && !fromHistory) ui.messages.scrollTop = ui.messages.scrollHeight;
+    if (!fromHistory) trim(v);
     if (!fromHistory && v !== cur() && !own) {
       v.unread++;
       v.mention = v.mention || mention || v.kind === 'pm';
@@ -237,7 +314,11 @@
 
   function viewItem(v) {
     const btn = el('button', { type: 'button', className: 'view-btn' }, span('name', label(v)));
-    if (v.unread) btn.append(span('badge' + (v.mention ? ' mention' : ''), v.unread > 99 ? '99+' : String(v.unread)));
+    if (v.unread) {
+      const badge = span('badge' + (v.mention ? ' mention' : ''), v.unread > 99 ? '99+' : String(v.unread));
+      badge.title = v.unread + ' unread';
+      btn.append(badge);
+    }
     if (v.key === S.current) btn.setAttribute('aria-current', 'true');
     btn.addEventListener('click', () => { switchTo(v.key); focusInput(); });
     const what = v.kind === 'room' ? 'Leave ' + v.name : 'Close conversation';
@@ -248,7 +329,9 @@
       focusInput();
     });
     const cls = 'view-item' + (v.key === S.current ? ' current' : '') + (v.unread ? ' unread' : '');
-    return el('li', { className: cls }, btn, close);
+    const li = el('li', { className: cls }, btn, close);
+    li.dataset.view = v.key;
+    return li;
   }
 
   function renderSidebar() {
@@ -272,15 +355,22 @@
       : 'Message ' + label(v) + ' — /help for commands';
   }
 
+  const isOp = (v, nick) => v.ops.has(fold(nick));
+
   function renderUsers() {
     const v = cur();
-    const nicks = [...v.users.values()].sort((a, b) => fold(a).localeCompare(fold(b)));
+    // Operators first, then everyone else, each alphabetically.
+    const nicks = [...v.users.values()].sort((a, b) =>
+      (isOp(v, b) - isOp(v, a)) || fold(a).localeCompare(fold(b)));
     ui.userCount.textContent = nicks.length ? '(' + nicks.length + ')' : '';
     ui.userList.replaceChildren(...nicks.map((n) => {
-      const b = el('button', { type: 'button', title: isMe(n) ? 'You' : 'Message ' + n }, nickSpan(n));
+      const op = isOp(v, n);
+      const b = el('button', { type: 'button', title: (op ? 'Operator. ' : '') + (isMe(n) ? 'You' : 'Message ' + n) });
+      if (op) b.append(span('op', '@'));
+      b.append(nickSpan(n));
       if (isMe(n)) b.append(span('muted', ' (you)'));
       else b.addEventListener('click', () => { switchTo(ensurePm(n).key); focusInput(); });
-      return el('li', {}, b);
+      return el('li', { className: op ? 'is-op' : '' }, b);
     }));
   }
 
@@ -307,6 +397,53 @@
     ui.backdrop.hidden = true;
   }
 
+  /* ---------------------------------------------------------------- history */
+
+  // Ask for a page of a view's history (older than `before` if given).
+  function requestHistory(v, before, limit) {
+    const frame = v.kind === 'pm' ? { type: 'history', with: v.name } : { type: 'history', room: v.name };
+    frame.limit = limit;
+    if (before !== null) frame.before = before;
+    return sendQuiet(frame);
+  }
+
+  // Scrolling up (or the button atop the pane) fetches the page before the
+  // oldest message shown, until the server says there is no more.
+  function loadOlder(v) {
+    if (v.loading || !v.more || v.gapFloor !== null) return;
+    const oldest = oldestId(v);
+    if (oldest === null) return;
+    if (requestHistory(v, oldest, HISTORY_LIMIT)) { v.loading = true; renderTop(v); }
+  }
+
+  ui.messages.addEventListener('scroll', () => {
+    if (ui.messages.scrollTop < 80) loadOlder(cur());
+  });
+
+  // A history page arrived for view v.
+  function historyPage(v, f) {
+    const list = (Array.isArray(f.messages) ? f.messages : [])
+      .filter((m) => m && typeof m.text === 'string');
+    const ids = list.map((m) => m.id).filter((id) => typeof id === 'number');
+    const oldestBefore = oldestId(v);
+    const fresh = v.maxId === -Infinity;
+    v.pageSinceJoin = true;
+    for (const m of list) addChat(v, m, fresh ? 'fresh' : 'history');
+    const first = ids.length ? Math.min(...ids) : null;
+    if (v.gapFloor !== null) {
+      // Catching up after a reconnect: page back until we reach what we had.
+      if (first === null || !f.more || first <= v.gapFloor) { v.gapFloor = null; v.gapMark = null; }
+      else requestHistory(v, first, HISTORY_MAX);
+    }
+    // A page that reaches below the oldest message shown says whether
+    // there is anything older still.
+    if (v.loading || oldestBefore === null || (first !== null && first <= oldestBefore)) {
+      v.more = Boolean(f.more) && first !== null;
+    }
+    v.loading = false;
+    renderTop(v);
+  }
+
   /* ------------------------------------------------------------ connection */
 
   function setConn(state) {
@@ -326,6 +463,13 @@
     ui.bannerText.textContent = 'Connection lost. Reconnecting in ' + secs + 's…';
   }
 
+  // The hello for (re)signing on: with the password while it is ours.
+  function hello() {
+    const frame = { type: 'hello', nick: S.nick };
+    if (S.password && (!S.account || fold(S.nick) === S.account)) frame.password = S.password;
+    return frame;
+  }
+
   function connect() {
     clearTimeout(S.timer);
     clearInterval(S.ticker);
@@ -336,7 +480,7 @@
     let ws;
     try { ws = new WebSocket(url); } catch (e) { S.ws = null; lost(); return; }
     S.ws = ws;
-    ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', nick: S.nick }));
+    ws.onopen = () => ws.send(JSON.stringify(hello()));
     ws.onmessage = (ev) => {
       let f;
       try { f = JSON.parse(ev.data); } catch (e) { return; }
@@ -356,8 +500,27 @@
       loginDone('Could not connect to the server. Please try again.');
       return;
     }
-    if (wasWelcomed) sys('Disconnected from the server.', 'err');
-    const delay = Math.min(MAX_BACKOFF, 2 ** S.attempt);
+    if (wasWelcomed) {
+      for (const v of S.views.values()) {
+        // What we had: anything newer is fetched once we are back.
+        if (v.maxId > -Infinity && v.gapFloor === null) v.gapFloor = v.maxId;
+        v.loading = false;
+        v.joined = false;
+        clearTimeout(v.gapTimer);
+        renderTop(v);
+      }
+      sys('Disconnected from the server.', 'err');
+    }
+    if (S.stay) {
+      // Reconnecting would only take the nickname back from our other
+      // session (or defy an operator): wait for the user to ask.
+      setConn('offline');
+      ui.bannerText.textContent = S.stay + ' Not reconnecting.';
+      return;
+    }
+    // Exponential backoff with a little jitter, so that a restarted server
+    // is not hit by every client at the same instant.
+    const delay = Math.min(MAX_BACKOFF, 2 ** S.attempt) * (0.8 + 0.4 * Math.random());
     S.attempt++;
     S.retryAt = Date.now() + delay * 1000;
     S.timer = setTimeout(connect, delay * 1000);
@@ -365,75 +528,170 @@
     setConn('offline');
   }
 
-  function send(frame) {
-    if (!S.welcomed || !S.ws || S.ws.readyState !== WebSocket.OPEN) {
-      sys('Not connected — nothing was sent.', 'err');
-      S.unsent = true;
-      return false;
-    }
+  // Back online (the browser noticed the network return): retry now.
+  window.addEventListener('online', () => {
+    if (S.everWelcomed && !S.ws && !S.stay) { S.attempt = 0; connect(); }
+  });
+
+  function sendQuiet(frame) {
+    if (!S.welcomed || !S.ws || S.ws.readyState !== WebSocket.OPEN) return false;
     S.ws.send(JSON.stringify(frame));
     return true;
   }
 
+  function send(frame) {
+    if (sendQuiet(frame)) return true;
+    sys('Not connected — nothing was sent.', 'err');
+    S.unsent = true;
+    return false;
+  }
+
   /* --------------------------------------------------------- nickname form */
 
-  function loginDone(error) {
+  function loginDone(error, field) {
     ui.loginButton.disabled = false;
     ui.loginError.textContent = error || '';
-    ui.nickInput.focus();
-    ui.nickInput.select();
+    const input = field || ui.nickInput;
+    input.focus();
+    input.select();
   }
+
+  ui.nickInput.value = stored('localStorage', 'chatd.nick') || '';
 
   ui.loginForm.addEventListener('submit', (e) => {
     e.preventDefault();
     const nick = ui.nickInput.value.trim();
     if (!nick) { loginDone('Please enter a nickname.'); return; }
     S.nick = nick;
+    S.password = ui.passwordInput.value;
+    S.account = null;
+    S.stay = null;
     ui.loginError.textContent = '';
     ui.loginButton.disabled = true;
-    if (S.ws && S.ws.readyState === WebSocket.OPEN) S.ws.send(JSON.stringify({ type: 'hello', nick }));
+    if (S.ws && S.ws.readyState === WebSocket.OPEN) S.ws.send(JSON.stringify(hello()));
     else if (!S.ws || S.ws.readyState !== WebSocket.CONNECTING) { S.attempt = 0; connect(); }
   });
+
+  // Back to the form after the server refused our nickname or password.
+  function refused(f) {
+    const nick = S.nick;
+    const text = f.message || f.code || 'Refused';
+    let why = text;
+    let field = ui.nickInput;
+    if (f.code === 'nick_registered') {
+      why = 'The nickname ' + nick + ' is registered. Enter its password to sign on, or pick another nickname.';
+      field = ui.passwordInput;
+    } else if (f.code === 'bad_password') {
+      why = S.password ? 'Wrong password for ' + nick + '.' : text;
+      ui.passwordInput.value = '';
+      field = ui.passwordInput;
+    } else if (f.code === 'not_registered') {
+      why = nick + ' is not registered: leave the password empty (once signed on, /register PASSWORD registers it).';
+      field = ui.passwordInput;
+    } else if (f.code === 'nick_taken') {
+      why = 'The nickname ' + nick + ' is already in use; pick another.';
+    }
+    S.password = '';
+    if (S.everWelcomed) {
+      why = 'Reconnected, but could not sign on again: ' + why;
+      for (const v of S.views.values()) if (v.kind !== 'status') v.gapFloor = null;
+    }
+    ui.app.hidden = true;
+    ui.login.hidden = false;
+    ui.nickInput.value = nick;
+    loginDone(why, field);
+  }
 
   /* ------------------------------------------------------- server → client */
 
   const roomOf = (f) => S.views.get(fold(f.room));
   const topicLine = (t, by) => t ? ['Topic: ', t].concat(by ? [' (set by ', nickSpan(by), ')'] : []) : 'No topic is set.';
+  const by = (f) => nickSpan(f.by || '?');
+
+  // A room event shown in that room, or (if we are not there) where we are.
+  const roomSys = (f, parts, cls) => sys(parts, cls, roomOf(f) || cur());
+
+  function account(what, name) {
+    S.account = name ? fold(name) : S.account;
+    ui.myAccount.hidden = !S.account;
+    const p = S.pendingPassword;
+    if (p && p.what === what) { S.password = p.password; S.pendingPassword = null; }
+  }
 
   const handlers = {
     welcome(f) {
       const first = !S.everWelcomed;
       S.nick = f.nick;
       S.welcomed = S.everWelcomed = true;
-      S.attempt = 0;
+      S.attempt = S.refused = 0;
+      S.stay = null;
+      if (typeof f.account === 'string') S.account = fold(f.account);
+      else if (first) S.account = null;
+      ui.myAccount.hidden = !S.account;
+      ui.passwordInput.value = '';
+      stored('localStorage', 'chatd.nick', S.nick);
       setConn('online');
       ui.login.hidden = true;
       ui.app.hidden = false;
       ui.loginButton.disabled = false;
       ui.myNick.textContent = S.nick;
       const have = new Set((f.rooms || []).map(fold));
+      if (first) {
+        // After a reload, join the rooms this tab was in.
+        let saved = [];
+        try { saved = JSON.parse(stored('sessionStorage', 'chatd.rooms') || '[]'); } catch (e) { /* ignore */ }
+        for (const name of Array.isArray(saved) ? saved : []) {
+          if (typeof name === 'string' && !have.has(fold(name))) send({ type: 'join', room: name });
+        }
+      }
       (f.rooms || []).forEach(ensureRoom);
-      // After a reconnect, re-join the rooms we were in.
+      // After a reconnect, re-join the rooms we were in, and catch up on
+      // private conversations.
+      // (Taking over a session that is still open, the server puts us back
+      // in its rooms by itself, and says already_joined to these.)
+      S.rejoins = 0;
       for (const v of rooms()) {
-        if (!have.has(v.key)) send({ type: 'join', room: v.name });
+        if (have.has(v.key)) continue;
+        send(v.roomKey ? { type: 'join', room: v.name, key: v.roomKey } : { type: 'join', room: v.name });
+        S.rejoins++;
+      }
+      for (const v of pms()) {
+        if (v.gapFloor !== null) v.gapMark = sys('Reconnected.', '', v);
+        requestHistory(v, null, HISTORY_LIMIT);
       }
       if (!first) sys('Reconnected as ' + S.nick + '.');
+      saveRooms();
       if (S.current === STATUS || !S.views.has(S.current)) switchTo(defaultKey());
       else switchTo(S.current);
       ui.input.focus();
     },
 
     error(f) {
-      const text = f.message || f.code || 'Error';
-      if (!S.welcomed) {           // our nick was refused
-        ui.app.hidden = true;
-        ui.login.hidden = false;
-        ui.nickInput.value = S.nick;
-        loginDone(S.everWelcomed ? 'Reconnected, but the nickname was refused: ' + text : text);
+      if (!S.welcomed) {           // our nick or password was refused
+        const retry = ['nick_taken', 'shutting_down', 'busy'].includes(f.code);
+        if (S.everWelcomed && retry && S.refused < 6) {
+          // Our old connection still holds the nick until the server sees it
+          // is gone: keep trying (with backoff) for a while.
+          S.refused++;
+          const ws = S.ws;
+          if (ws) { ws.onclose = null; ws.close(); }
+          sys('Your nickname is still held by the old connection; retrying…', 'err');
+          lost();
+          return;
+        }
+        refused(f);
         return;
       }
-      // The history we fetch on every join is a nicety: don't complain if it's off.
-      if (f.code === 'history_unavailable' && !S.asked.history.size) return;
+      const text = f.message || f.code || 'Error';
+      if (f.code === 'already_joined' && S.rejoins > 0) { S.rejoins--; return; }
+      if (f.code === 'killed') S.stay = text + '.';
+      if (f.code === 'history_unavailable') {
+        for (const v of S.views.values()) { v.loading = false; v.gapFloor = null; renderTop(v); }
+      }
+      if (S.pendingPassword && ['bad_password', 'too_many_attempts', 'not_registered',
+                                'nick_registered', 'not_identified', 'busy'].includes(f.code)) {
+        S.pendingPassword = null;
+      }
       for (const set of Object.values(S.asked)) set.clear();
       S.pendingSwitch = null;
       sys(text, 'err');
@@ -441,24 +699,37 @@
 
     message(f) {
       const v = roomOf(f);
-      if (v) addChat(v, f, false);
+      if (v) addChat(v, f, 'live');
     },
 
     private(f) {
       const peer = isMe(f.from) ? f.to : f.from;
       if (!peer) return;
       const v = ensurePm(peer);
-      addChat(v, f, false);
+      addChat(v, f, 'live');
       if (S.pendingSwitch === v.key) { S.pendingSwitch = null; switchTo(v.key); }
     },
 
     join(f) {
       if (isMe(f.nick)) {
         const v = ensureRoom(f.room);
+        v.name = f.room;
         v.topic = undefined;
-        v.users.set(fold(f.nick), f.nick);
-        sys('You joined ' + f.room + '.', '', v);
-        send({ type: 'history', room: f.room, limit: HISTORY_LIMIT });
+        v.joined = true;
+        v.users = new Map([[fold(f.nick), f.nick]]);
+        v.pageSinceJoin = false;
+        if (S.pendingKey && S.pendingKey.room === v.key) { v.roomKey = S.pendingKey.key; S.pendingKey = null; }
+        const line = sys('You joined ' + f.room + '.', '', v);
+        if (v.gapFloor !== null) {
+          // Back after a drop: the join's history page shows what we missed;
+          // if none comes (the room was quiet, or the server sends none on
+          // joining), ask for it.
+          v.gapMark = line;
+          clearTimeout(v.gapTimer);
+          v.gapTimer = setTimeout(() => {
+            if (!v.pageSinceJoin && v.gapFloor !== null && requestHistory(v, null, HISTORY_LIMIT)) v.pageSinceJoin = true;
+          }, GAP_WAIT);
+        }
         if (S.pendingSwitch === v.key) { S.pendingSwitch = null; switchTo(v.key); }
         else renderSidebar();
         return;
@@ -471,6 +742,14 @@
     },
 
     part(f) {
+      // A kick is a part whose reason says who kicked (and why).
+      if (typeof f.kicked_by === 'string') {
+        const said = 'kicked by ' + f.kicked_by;
+        const reason = String(f.reason || '');
+        handlers.kick({ room: f.room, nick: f.nick, by: f.kicked_by,
+                        reason: reason.startsWith(said) ? reason.slice(said.length).replace(/^:\s*/, '') : reason });
+        return;
+      }
       const v = roomOf(f);
       if (!v) return;
       const why = f.reason ? ' (' + f.reason + ')' : '';
@@ -480,24 +759,26 @@
         return;
       }
       v.users.delete(fold(f.nick));
+      v.ops.delete(fold(f.nick));
       sys([nickSpan(f.nick), ' left ' + f.room + why + '.'], '', v);
       if (v === cur()) renderUsers();
     },
 
     nick(f) {
       const me = isMe(f.old);
-      if (me) { S.nick = f.new; ui.myNick.textContent = f.new; }
+      if (me) { S.nick = f.new; ui.myNick.textContent = f.new; stored('localStorage', 'chatd.nick', f.new); }
       let shown = false;
       for (const v of rooms()) {
         if (!v.users.has(fold(f.old))) continue;
         v.users.delete(fold(f.old));
         v.users.set(fold(f.new), f.new);
+        if (v.ops.delete(fold(f.old))) v.ops.add(fold(f.new));
         sys(me ? 'You are now known as ' + f.new + '.'
                : [nickSpan(f.old), ' is now known as ', nickSpan(f.new), '.'], '', v);
         shown = shown || v === cur();
       }
       const pm = S.views.get('@' + fold(f.old));
-      if (pm && !me) {               // follow the peer to their new name
+      if (pm && !me && !S.views.has('@' + fold(f.new))) {   // follow the peer to their new name
         S.views.delete(pm.key);
         const wasCurrent = S.current === pm.key;
         pm.key = '@' + fold(f.new);
@@ -518,10 +799,13 @@
       const nicks = Array.isArray(f.nicks) ? f.nicks : [];
       if (v) {
         v.users = new Map(nicks.map((n) => [fold(n), n]));
+        v.ops = new Set((Array.isArray(f.ops) ? f.ops : []).map(fold));
         if (v === cur()) renderUsers();
       }
       if (S.asked.who.delete(fold(f.room))) {
-        const sorted = nicks.slice().sort((a, b) => fold(a).localeCompare(fold(b)));
+        const ops = new Set((Array.isArray(f.ops) ? f.ops : []).map(fold));
+        const sorted = nicks.slice().sort((a, b) => fold(a).localeCompare(fold(b)))
+          .map((n) => (ops.has(fold(n)) ? '@' : '') + n);
         sys('Users in ' + f.room + ' (' + nicks.length + '): ' + sorted.join(', '));
       }
     },
@@ -545,33 +829,89 @@
       v.topic = t;
       v.topicBy = f.by || '';
       if (asked || first) sys(topicLine(t, f.by), '', v);
-      else if (t) sys([nickSpan(f.by || '?'), ' changed the topic to: ', t], '', v);
-      else sys([nickSpan(f.by || '?'), ' cleared the topic.'], '', v);
+      else if (t) sys([by(f), ' changed the topic to: ', t], '', v);
+      else sys([by(f), ' cleared the topic.'], '', v);
       if (v === cur()) renderHeader();
     },
 
     history(f) {
-      const v = roomOf(f);
-      if (!v) return;
-      const asked = S.asked.history.delete(fold(f.room));
-      let added = 0;
-      for (const m of Array.isArray(f.messages) ? f.messages : []) {
-        if (m && typeof m.text === 'string' && addChat(v, m, true)) added++;
-      }
-      if (asked && !added) sys('No older messages.', '', v);
+      const v = typeof f.with === 'string' ? S.views.get('@' + fold(f.with)) : roomOf(f);
+      if (v) historyPage(v, f);
     },
 
-    server(f) { sys('Server: ' + f.text, 'notice'); },
+    kick(f) {
+      const v = roomOf(f);
+      const why = f.reason ? ' (' + f.reason + ')' : '';
+      if (isMe(f.nick)) {
+        if (v) removeView(v);
+        sys(['You were kicked from ' + f.room + ' by ', by(f), why + '.'], 'notice');
+        return;
+      }
+      if (!v) return;
+      v.users.delete(fold(f.nick));
+      v.ops.delete(fold(f.nick));
+      sys([nickSpan(f.nick), ' was kicked by ', by(f), why + '.'], 'mod', v);
+      if (v === cur()) renderUsers();
+    },
+
+    ban(f) { roomSys(f, [by(f), ' banned ', nickSpan(f.nick), ' from ' + f.room + '.'], 'mod'); },
+    unban(f) { roomSys(f, [by(f), ' lifted the ban on ', nickSpan(f.nick), ' in ' + f.room + '.'], 'mod'); },
+
+    op(f) {
+      const v = roomOf(f);
+      const who = isMe(f.nick) ? 'you' : nickSpan(f.nick);
+      roomSys(f, [by(f), f.op ? ' made ' : ' took operator status from ', who,
+                  f.op ? ' an operator.' : '.'], 'mod');
+      if (v) {
+        if (f.op) v.ops.add(fold(f.nick)); else v.ops.delete(fold(f.nick));
+        if (v === cur()) renderUsers();
+      }
+    },
+
+    mode(f) {
+      const v = roomOf(f);
+      const change = String(f.mode || '');
+      if (v && /^\+k /.test(change)) v.roomKey = change.slice(3);
+      else if (v && change === '-k') v.roomKey = null;
+      roomSys(f, [by(f), ' set mode ' + change + ' on ' + f.room + '.'], 'mod');
+    },
+
+    modes(f) {
+      const v = roomOf(f);
+      if (v && f.key) v.roomKey = f.key;
+      sys(f.modes ? 'Modes of ' + f.room + ': ' + f.modes + (f.key ? ' (key: ' + f.key + ')' : '')
+                  : f.room + ' has no modes set.');
+    },
+
+    invite(f) {
+      const b = el('button', { type: 'button', className: 'linkish' }, 'join ' + f.room);
+      b.addEventListener('click', () => { joinRoom(f.room); focusInput(); });
+      sys([by(f), ' invites you to ' + f.room + ' — ', b], 'notice');
+    },
+
+    registered(f) { account('registered', f.account); sys('Your nickname ' + S.nick + ' is now registered; you are signed in to it.', 'notice'); },
+    identified(f) { account('identified', f.account); sys('You are identified as ' + f.account + '.', 'notice'); },
+    password() { account('password'); sys('Your password was changed.', 'notice'); },
+
+    server(f) {
+      // The server closes a session whose account signed on elsewhere.
+      if (/taken over/i.test(String(f.text))) S.stay = 'Your nickname is in use by a newer session.';
+      sys('Server: ' + f.text, 'notice');
+    },
   };
 
   /* ------------------------------------------------------- client → server */
 
-  function joinRoom(name) {
+  function joinRoom(name, key) {
     name = name.trim();
     if (!name) return;
     if (name[0] !== '#') name = '#' + name;
     if (S.views.has(fold(name))) { switchTo(fold(name)); return; }
-    if (send({ type: 'join', room: name })) S.pendingSwitch = fold(name);
+    const frame = key ? { type: 'join', room: name, key } : { type: 'join', room: name };
+    if (send(frame)) {
+      S.pendingSwitch = fold(name);
+      if (key) S.pendingKey = { room: fold(name), key };
+    }
   }
 
   function say(text, action) {
@@ -590,24 +930,47 @@
 
   const usage = (text) => sys('Usage: ' + text, 'err');
   const afterFirst = (rest) => rest.replace(/^\S+\s*/, '');
+  const isRoom = (word) => typeof word === 'string' && word[0] === '#';
+
+  // "[#room] REST": the room given first, or the current one.
+  function roomAndRest(args, rest) {
+    if (isRoom(args[0])) return [args[0], args.slice(1), afterFirst(rest)];
+    const room = needRoom();
+    return [room, args, rest];
+  }
+
+  // /op /deop /ban /unban /invite: [#room] NICK
+  function modCommand(type, extra) {
+    return (args, rest) => {
+      const [room, words] = roomAndRest(args, rest);
+      if (!room) return;
+      if (!words[0]) { usage('/' + type + ' [#room] NICK'); return; }
+      send(Object.assign({ type, room, nick: words[0] }, extra || {}));
+    };
+  }
 
   const HELP = [
-    '/join #room — join a room (or switch to it)',
+    'Commands (text without a leading / is said in the current conversation):',
+    '/join #room [KEY] — join a room (or switch to it)',
     '/part [#room] [reason] — leave a room (closes a private chat)',
-    '/msg NICK TEXT — send a private message',
+    '/msg NICK TEXT — send a private message;  /query NICK — open a private chat',
     '/me ACTION — describe an action',
     '/nick NEW — change your nickname',
     '/topic [TEXT] — show or set the room topic',
-    '/who — list users in this room;  /rooms — list all rooms',
-    '/history [N] — load N older messages (default 50)',
-    '//text — send "/text" literally.  Up/Down recall, Tab completes nicks, Alt+Up/Down switch views.',
+    '/who [#room] — list users;  /rooms — list all rooms',
+    '/history [N] — load N older messages here (default 50, at most 200)',
+    'Accounts: /register PASSWORD — register your nickname;  /identify [NICK] PASSWORD — sign in to it;  /password OLD NEW',
+    'Operators ([#room] defaults to this room): /op NICK, /deop NICK, /kick NICK [REASON], /ban NICK, /unban NICK, /invite NICK',
+    '/mode [+|-FLAGS] [KEY] — show or change modes: i invite only, k KEY needed, m only operators speak, t only operators set the topic',
+    'Server operators: /kill NICK [REASON]',
+    '//text — send "/text" literally.  Up/Down recall, Tab completes nicks, Alt+Up/Down switch conversations, Esc closes panels.',
   ];
 
   // Slash commands: fn(args split on whitespace, rest = raw text after the command).
   const commands = {
-    join: (args) => (args[0] ? joinRoom(args[0]) : usage('/join #room')),
+    join: (args) => (args[0] ? joinRoom(args[0], args[1]) : usage('/join #room [KEY]')),
     part(args, rest) {
-      let room = args[0] && args[0][0] === '#' ? args[0] : null;
+      let room = isRoom(args[0]) ? args[0] : null;
       const reason = (room ? afterFirst(rest) : rest).trim();
       if (!room && cur().kind === 'pm') { removeView(cur()); return; }
       if (room || (room = needRoom())) send(reason ? { type: 'part', room, reason } : { type: 'part', room });
@@ -617,12 +980,13 @@
       if (!args[0] || !text) usage('/msg NICK TEXT');
       else if (send({ type: 'msg', to: args[0], text })) S.pendingSwitch = '@' + fold(args[0]);
     },
+    query: (args) => (args[0] ? switchTo(ensurePm(args[0]).key) : usage('/query NICK')),
     me: (args, rest) => (rest ? say(rest, true) : usage('/me ACTION')),
     nick: (args) => (args[0] ? send({ type: 'nick', nick: args[0] }) : usage('/nick NEW')),
     topic(args, rest) {
-      const room = needRoom();
+      const [room, , text] = roomAndRest(args, rest);
       if (!room) return;
-      if (rest.trim()) { send({ type: 'topic', room, text: rest }); return; }
+      if (text.trim()) { send({ type: 'topic', room, text }); return; }
       if (send({ type: 'topic', room })) S.asked.topic.add(fold(room));
     },
     who(args) {
@@ -631,13 +995,63 @@
     },
     rooms: () => send({ type: 'rooms' }),
     history(args) {
-      const room = needRoom();
-      if (!room) return;
+      const v = cur();
+      if (v.kind === 'status') { needRoom(); return; }
       const n = parseInt(args[0], 10);
-      const frame = { type: 'history', room, limit: n > 0 ? Math.min(n, HISTORY_MAX) : HISTORY_LIMIT };
-      const oldest = cur().pane.querySelector('[data-id]');   // panes are in id order
-      if (oldest) frame.before = Number(oldest.dataset.id);
-      if (send(frame)) S.asked.history.add(fold(room));
+      const oldest = oldestId(v);
+      if (v.more === false && oldest !== null) { sys('No older messages.', '', v); return; }
+      if (requestHistory(v, oldest, n > 0 ? Math.min(n, HISTORY_MAX) : HISTORY_LIMIT)) {
+        v.loading = true;
+        renderTop(v);
+      } else {
+        sys('Not connected — nothing was sent.', 'err');
+      }
+    },
+    register(args) {
+      if (args.length !== 1) { usage('/register PASSWORD'); return; }
+      if (send({ type: 'register', password: args[0] })) S.pendingPassword = { what: 'registered', password: args[0] };
+    },
+    identify(args) {
+      if (args.length < 1 || args.length > 2) { usage('/identify [NICK] PASSWORD'); return; }
+      const frame = args.length === 2 ? { type: 'identify', nick: args[0], password: args[1] }
+                                      : { type: 'identify', password: args[0] };
+      if (send(frame)) S.pendingPassword = { what: 'identified', password: frame.password };
+    },
+    password(args) {
+      if (args.length !== 2) { usage('/password OLD NEW'); return; }
+      if (send({ type: 'password', old: args[0], new: args[1] })) S.pendingPassword = { what: 'password', password: args[1] };
+    },
+    op: modCommand('op'),
+    deop: modCommand('deop'),
+    ban: modCommand('ban'),
+    unban: modCommand('unban'),
+    invite(args, rest) {
+      // Both "/invite NICK [#room]" (as on telnet) and "/invite #room NICK".
+      const room = args.find(isRoom) || needRoom();
+      const nick = args.find((a) => !isRoom(a));
+      if (!room) return;
+      if (!nick) { usage('/invite NICK [#room]'); return; }
+      send({ type: 'invite', room, nick });
+    },
+    kick(args, rest) {
+      const [room, words, text] = roomAndRest(args, rest);
+      if (!room) return;
+      if (!words[0]) { usage('/kick [#room] NICK [REASON]'); return; }
+      const reason = afterFirst(text).trim();
+      send(reason ? { type: 'kick', room, nick: words[0], reason } : { type: 'kick', room, nick: words[0] });
+    },
+    mode(args, rest) {
+      const [room, words] = roomAndRest(args, rest);
+      if (!room) return;
+      const frame = { type: 'mode', room };
+      if (words[0]) frame.mode = words[0];
+      if (words[1]) frame.key = words[1];
+      send(frame);
+    },
+    kill(args, rest) {
+      if (!args[0]) { usage('/kill NICK [REASON]'); return; }
+      const reason = afterFirst(rest).trim();
+      send(reason ? { type: 'kill', nick: args[0], reason } : { type: 'kill', nick: args[0] });
     },
     help: () => HELP.forEach((h) => sys(h)),
   };
@@ -657,8 +1071,11 @@
     e.preventDefault();
     const text = ui.input.value;
     if (!text.trim()) return;
-    S.sent.push(text);
-    if (S.sent.length > 100) S.sent.shift();
+    // Commands carrying passwords are not kept for Up/Down recall.
+    if (!/^\/(register|identify|password)\b/i.test(text)) {
+      S.sent.push(text);
+      if (S.sent.length > 100) S.sent.shift();
+    }
     S.sentPos = S.sent.length;
     S.unsent = false;
     submit(text);
@@ -675,6 +1092,10 @@
     } else if (e.key === 'ArrowDown' && recalled && S.sentPos < S.sent.length) {
       e.preventDefault();
       inp.value = S.sent[++S.sentPos] || '';
+    } else if (e.key === 'PageUp' || e.key === 'PageDown') {
+      // Scroll the conversation without leaving the input.
+      e.preventDefault();
+      ui.messages.scrollBy(0, (e.key === 'PageUp' ? -0.9 : 0.9) * ui.messages.clientHeight);
     } else if (e.key === 'Tab' && !e.shiftKey && inp.value) {
       // Complete the nick being typed from the current view's users.
       const pos = inp.selectionStart;
@@ -699,7 +1120,7 @@
     ui.input.focus();
   });
 
-  ui.reconnectNow.addEventListener('click', () => { S.attempt = 0; connect(); });
+  ui.reconnectNow.addEventListener('click', () => { S.attempt = 0; S.stay = null; connect(); });
 
   function toggleDrawer(cls) {
     const open = !ui.app.classList.contains(cls);
