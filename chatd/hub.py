@@ -75,8 +75,9 @@ class User:
 
     @ivar rooms: the rooms the user is in, by folded name, oldest join first.
     @ivar account: the folded name of the account it proved, if any.
-    @ivar since: the last message id issued before it took its nickname;
-        a guest sees private history after it only.
+    @ivar since: private history of its nickname from after this message id
+        is its own: from when the account was registered for its account's
+        nickname, else from when it took its nickname.
     """
 
     __slots__ = ("account", "client", "nick", "rooms", "since")
@@ -193,6 +194,7 @@ class Hub:
         self.store = MemoryStore() if store is None else store
         self.passwords = Passwords() if passwords is None else passwords
         self.attempts = Attempts(clock)
+        self._floors: dict[str, int] = {}
         self.admins = frozenset(fold(a) for a in admins)
         self.max_rooms_per_user = max_rooms_per_user
         self.history_on_join = history_on_join
@@ -228,17 +230,12 @@ class Hub:
             raise ChatError("shutting_down", "The server is shutting down")
         self._check_free(nick, account)
         rooms = self._take_over(nick, "signed on again")
-        user = User(nick, client, account, self._last_id)
+        user = User(nick, client, account, self._floor(nick, account))
         self.users[fold(nick)] = user
         self._note("sign_on", "{nick} signed on", nick=nick, account=account)
-        self._deliver(user, Welcome(nick, (LOBBY,), account))
-        try:
-            self.join(user, LOBBY)
-        except ChatError as error:
-            self._deliver(user, Error.from_exception(error))
-        for name in rooms:
-            if fold(name) not in user.rooms:
-                self.join(user, name, bypass=True)
+        entering = rooms or [LOBBY]
+        self._deliver(user, Welcome(nick, tuple(entering), account))
+        self._enter_rooms(user, entering)
         for line in self.motd:
             self._deliver(user, Notice(line))
         return user
@@ -275,8 +272,8 @@ class Hub:
         del self.users[fold(old)]
         user.nick = new
         self.users[fold(new)] = user
-        if fold(new) != fold(old) and user.account != fold(new):
-            user.since = self._last_id
+        if fold(new) != fold(old):
+            user.since = self._floor(new, user.account)
         audience: dict[User, None] = {user: None}
         for room in user.rooms.values():
             audience.update(room.members)
@@ -328,6 +325,7 @@ class Hub:
         def verify(account: Account | None) -> Deferred[bool]:
             if account is None:
                 raise ChatError("not_registered", f"The nickname {nick} is not registered")
+            self._floors[key] = account.first_id
             return self.passwords.verify(account.password_hash, password)
 
         def checked(right: bool) -> str:
@@ -347,10 +345,29 @@ class Hub:
         """
         user.account = account
         self._note("identify", "{nick} identified as {account}", nick=user.nick, account=account)
+        rooms: list[str] = []
         if fold(nick) != fold(user.nick):
-            self._take_over(nick, f"{user.nick} identified for it")
+            rooms = self._take_over(nick, f"{user.nick} identified for it")
             self._rename(user, nick)
-        self._deliver(user, AccountChanged(nick, "identified"))
+        else:
+            user.since = self._floor(nick, account)
+        self._deliver(user, AccountChanged(account, "identified"))
+        self._enter_rooms(user, rooms)
+
+    def _enter_rooms(self, user: User, rooms: list[str]) -> None:
+        """
+        Put C{user} in C{rooms}: a session taking over another's rooms
+        passes their bans and keys (it was let in before); whatever cannot
+        be joined (the lobby's rules, the room limit) is told, not raised,
+        since the user is in the hub already.
+        """
+        for name in rooms:
+            if fold(name) in user.rooms:
+                continue
+            try:
+                self.join(user, name, bypass=name != LOBBY)
+            except ChatError as error:
+                self._deliver(user, Error.from_exception(error))
 
     def register(self, user: User, password: str) -> Deferred[None]:
         """
@@ -366,17 +383,18 @@ class Hub:
             return fail()
 
         def create(password_hash: str) -> Deferred[bool]:
-            return self.store.create_account(Account(nick, password_hash, self.clock.seconds()))
+            account = Account(nick, password_hash, self.clock.seconds(), user.since)
+            return self.store.create_account(account)
 
         def created(new: bool) -> None:
             if not new:
                 raise ChatError("nick_registered", f"The nickname {nick} is already registered")
             self.accounts.add(fold(nick))
+            self._floors[fold(nick)] = user.since
             self._note("register", "{nick} registered", nick=nick)
             if self.users.get(fold(nick)) is user:
                 user.account = fold(nick)
-                user.since = 0
-                self._deliver(user, AccountChanged(nick, "registered"))
+                self._deliver(user, AccountChanged(fold(nick), "registered"))
 
         return hashed.addCallback(create).addCallback(created)
 
@@ -452,7 +470,8 @@ class Hub:
         if room.topic:
             self._deliver(user, Topic(room.name, room.topic, room.topic_by))
         if self.history_on_join > 0:
-            self._send_history(user, room, self.history_on_join, None, on_join=True)
+            limit = min(self.history_on_join, self.max_history_page)
+            self._send_history(user, room, limit, self._last_id + 1, on_join=True)
 
     def _check_entry(self, user: User, room: Room, key: str | None) -> None:
         if self._rank(user, room) >= OPERATOR:
@@ -523,6 +542,8 @@ class Hub:
         self._require(user, room, OPERATOR)
         target = self._member(room, nick)
         if room.is_op(target) == op:
+            state = "already" if op else "not"
+            self._deliver(user, Notice(f"{target.nick} is {state} an operator of {room.name}"))
             return
         if op:
             if room.owner is not None and target.account is not None:
@@ -589,6 +610,9 @@ class Hub:
             if len(room.bans) >= MAX_BANS:
                 raise ChatError("too_many_bans", f"{room.name} has {MAX_BANS} bans already")
             room.bans.add(mask)
+            room.op_accounts.discard(mask)
+            if target is not None:
+                room.guest_ops.discard(target)
         self._save(room)
         self._note(
             "ban" if banned else "unban",
@@ -632,6 +656,9 @@ class Hub:
                 modes = set(room.modes) ^ {letter}
                 room.modes = "".join(sorted(modes))
                 changes.append(sign + letter)
+        if not changes:  # nothing to change: say how things are
+            self._deliver(user, Modes(room.name, room.mode_string(), room.key))
+            return
         self._save(room)
         for applied in changes:
             self._note(
@@ -754,7 +781,7 @@ class Hub:
         """
         check_nick(nick)
         limit = self._page(limit)
-        after = 0 if user.account == fold(user.nick) else user.since
+        after = user.since
         me = user.nick
 
         def send(messages: list[PrivateMessage]) -> None:
@@ -766,6 +793,16 @@ class Hub:
         return fetched.addCallbacks(send, self._history_failed, errbackArgs=(user,))
 
     # -- internals ----------------------------------------------------------
+
+    def _floor(self, nick: str, account: str | None) -> int:
+        """
+        Where the private history of C{nick} starts for a user holding
+        C{account}: at the account's registration if it is the account's
+        nickname, else now.
+        """
+        if account is not None and account == fold(nick):
+            return self._floors.get(account, self._last_id)
+        return self._last_id
 
     def _page(self, limit: int | None) -> int:
         if limit is None:
@@ -855,7 +892,9 @@ class Hub:
         try:
             client.send(client.encoder.encode(event), optional)
         except Exception:
-            self._log.failure("Delivering {event!r} to {nick} failed", event=event, nick=user.nick)
+            self._log.failure(
+                "Delivering {event} to {nick} failed", event=type(event).__name__, nick=user.nick
+            )
 
     def _broadcast(self, users: Iterable[User], event: Event) -> None:
         """
@@ -863,19 +902,29 @@ class Hub:
 
         Each recipient is isolated: a failure while delivering to one is
         logged and never reaches the sender or the other recipients.
+
+        This is the server's hot loop (one pass per recipient of every room
+        message), so it does as little as it can: each client's C{push},
+        while its output flows, is a write straight to its byte stream.
         """
         encoded: dict[IEncoder, object] = {}
+        last_encoder: IEncoder | None = None
+        payload: object = None
         for user in tuple(users):  # a delivery may end in someone leaving
             client = user.client
             try:
                 encoder = client.encoder
-                payload = encoded.get(encoder)
-                if payload is None:
-                    payload = encoded[encoder] = encoder.encode(event)
-                client.send(payload)
+                if encoder is not last_encoder:
+                    payload = encoded.get(encoder)
+                    if payload is None:
+                        payload = encoded[encoder] = encoder.encode(event)
+                    last_encoder = encoder
+                client.push(payload)
             except Exception:
                 self._log.failure(
-                    "Delivering {event!r} to {nick} failed", event=event, nick=user.nick
+                    "Delivering {event} to {nick} failed",
+                    event=type(event).__name__,
+                    nick=user.nick,
                 )
 
     def _note(self, kind: str, text: str, **fields: object) -> None:

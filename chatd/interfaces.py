@@ -4,6 +4,7 @@ The seams between the hub, its doors and its storage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
@@ -34,6 +35,10 @@ class IClient(Interface):
     """
 
     encoder: IEncoder = Attribute("The IEncoder whose payloads send() accepts.")
+    push: Callable[[object], None] = Attribute(
+        "send(payload) for the hub's fan-out loop, by the shortest way there is "
+        "(a door may point it straight at its transport while that keeps up)."
+    )
 
     def send(payload: object, optional: bool = False) -> None:
         """

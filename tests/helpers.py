@@ -60,6 +60,9 @@ class RecordingClient:
     def send(self, payload: Any, optional: bool = False) -> None:
         self.events.append(payload)
 
+    def push(self, payload: Any) -> None:
+        self.send(payload)
+
     def close(self) -> None:
         self.closed = True
 

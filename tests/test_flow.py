@@ -123,6 +123,67 @@ class OutboxTests(SynchronousTestCase):
         self.outbox.put(b"y" * 10)
         self.assertFalse(self.throttle.active)
 
+    def test_push_follows_the_transport(self) -> None:
+        """
+        C{push} is the direct writer while the transport keeps up and the
+        bounded queue while it is paused or the outbox is closed; every
+        change is reported, and nothing pushed while paused overtakes what
+        was queued before.
+        """
+        direct: list[bytes] = []
+        pushes: list[object] = []
+        outbox = Outbox(
+            self.written.append,
+            len,
+            self.overflows.append,
+            self.throttle,
+            self.limits,
+            self.clock,
+            direct=direct.append,
+            on_push=pushes.append,
+        )
+        outbox.push(b"a")
+        self.assertEqual((direct, self.written), ([b"a"], []))
+        outbox.pauseProducing()
+        self.assertEqual(outbox.push, outbox.put)
+        outbox.push(b"b")
+        outbox.push(b"c")
+        self.assertEqual((direct, self.written, outbox.queued), ([b"a"], [], 2))
+        outbox.resumeProducing()
+        self.assertEqual(self.written, [b"b", b"c"])
+        outbox.push(b"d")
+        self.assertEqual(direct, [b"a", b"d"])
+        outbox.close()
+        outbox.push(b"e")
+        self.assertEqual((direct, self.written), ([b"a", b"d"], [b"b", b"c"]))
+        self.assertEqual(pushes, [outbox.put, direct.append, outbox.put])
+
+    def test_push_stays_queued_when_resume_pauses_again(self) -> None:
+        """
+        If flushing the queue on resume pauses the transport again, C{push}
+        keeps queueing behind what is left.
+        """
+        outbox = self.outbox
+        outbox.pauseProducing()
+        outbox.put(b"1")
+        outbox.put(b"2")
+        self.written.clear()
+        write = self.written.append
+
+        def pausing_write(payload: bytes) -> None:
+            write(payload)
+            outbox.pauseProducing()
+
+        outbox._write = pausing_write
+        outbox.resumeProducing()
+        self.assertEqual(self.written, [b"1"])
+        self.assertEqual(outbox.push, outbox.put)
+        outbox.push(b"3")
+        outbox._write = write
+        outbox.resumeProducing()
+        self.assertEqual(self.written, [b"1", b"2", b"3"])
+        self.assertEqual(outbox.push, write)
+
 
 class TokenBucketTests(SynchronousTestCase):
     def test_burst_then_rate(self) -> None:
@@ -168,6 +229,27 @@ def paused(peer: Any) -> Outbox:
     outbox: Outbox = peer.transport.producer
     outbox.pauseProducing()
     return outbox
+
+
+class FanOutPathTests(DoorFlowTestCase):
+    def test_fan_out_queues_while_paused_and_keeps_order(self) -> None:
+        """
+        Room messages take the session's direct path while its transport
+        keeps up, and its bounded queue while paused: a paused reader gets
+        every message, in order, after the ones written before the pause.
+        """
+        alice, bob = self.peer("alice"), self.peer("bob")
+        alice.received()
+        bob.received()
+        alice.send("one")
+        outbox = paused(bob)
+        self.assertEqual(bob.protocol.protocol.push, outbox.put)
+        alice.send("two")
+        self.assertGreater(outbox.queued, 0)
+        outbox.resumeProducing()
+        alice.send("three")
+        said = [line for line in bob.lines() if line.startswith("[#lobby]")]
+        self.assertEqual(said, [f"[#lobby] <alice> {n}" for n in ("one", "two", "three")])
 
 
 class SlowConsumerTests(DoorFlowTestCase):

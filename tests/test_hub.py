@@ -49,6 +49,9 @@ class BrokenClient(RecordingClient):
     def send(self, payload: object, optional: bool = False) -> None:
         raise ConnectionError("peer went away")
 
+    def push(self, payload: object) -> None:
+        self.send(payload)
+
 
 class ConnectTests(SynchronousTestCase):
     def test_welcome_then_lobby(self) -> None:

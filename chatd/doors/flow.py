@@ -68,6 +68,11 @@ class Outbox:
 
     @ivar queued: bytes waiting in the queue.
     @ivar paused_since: when the transport last paused us, or C{None}.
+    @ivar push: the cheapest way to send one (non-optional) payload right
+        now: C{direct} while the transport keeps up, L{put} otherwise.  It
+        changes whenever the transport pauses or resumes us or the outbox
+        closes, and C{on_push} (if given) is told each new value, so that
+        the fan-out path can call it without going through L{put}.
     """
 
     def __init__(
@@ -78,8 +83,12 @@ class Outbox:
         throttle: Throttle,
         limits: Limits,
         clock: IReactorTime,
+        direct: Callable[[Any], None] | None = None,
+        on_push: Callable[[Callable[[Any], None]], None] | None = None,
     ) -> None:
         self._write = write
+        self._direct = write if direct is None else direct
+        self._on_push = on_push
         self._size = size
         self._overflow = overflow
         self._throttle = throttle
@@ -92,6 +101,15 @@ class Outbox:
         self._stalled_now = False
         self.closed = False
         self.when_empty: Callable[[], None] | None = None
+        self.push: Callable[[Any], None] = self._direct
+        self._set_push()
+
+    def _set_push(self) -> None:
+        push = self._direct if self.paused_since is None and not self.closed else self.put
+        if push != self.push:
+            self.push = push
+            if self._on_push is not None:
+                self._on_push(push)
 
     @property
     def saturated(self) -> bool:
@@ -122,6 +140,7 @@ class Outbox:
         if self.paused_since is not None or self.closed:
             return
         self.paused_since = self._clock.seconds()
+        self._set_push()
         self._stalled_now = False
         self._timers = [
             self._clock.callLater(self._limits.stall_timeout, self._stalled),
@@ -139,6 +158,7 @@ class Outbox:
             payload, size = self._queue.popleft()
             self.queued -= size
             self._write(payload)
+        self._set_push()
         if not self.saturated:
             self._throttle.discard(self)
         if not self._queue and self.when_empty is not None:
@@ -153,6 +173,7 @@ class Outbox:
         Forget everything queued; the connection is going away.
         """
         self.closed = True
+        self._set_push()
         self._cancel_timers()
         self._queue.clear()
         self.queued = 0

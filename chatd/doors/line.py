@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.conch.telnet import DO, IAC, IP, TelnetProtocol, TelnetTransport
+from twisted.internet import tcp
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
@@ -24,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.doors.admission import Admission, Refusal, Ticket
-from chatd.doors.base import Door, Session
+from chatd.doors.base import Door, Session, no_delay, tcp_socket
 from chatd.doors.flow import Throttle
 from chatd.errors import ChatError
 from chatd.hub import Hub
@@ -121,9 +123,6 @@ def safe(text: str) -> str:
     return text.translate(_TERMINAL_SAFE)
 
 
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-
-
 def _keep_alive(transport: Any, idle: float) -> None:
     """
     Turn on TCP keepalive, probing after C{idle} seconds of silence where the
@@ -131,12 +130,8 @@ def _keep_alive(transport: Any, idle: float) -> None:
     the telnet probe is off.  Under TLS the socket is a layer further down;
     unix sockets have no keepalive.
     """
-    handle = None
-    while transport is not None and not isinstance(handle, socket.socket):
-        get_handle = getattr(transport, "getHandle", None)
-        handle = get_handle() if get_handle is not None else None
-        transport = getattr(transport, "transport", None)
-    if not isinstance(handle, socket.socket) or handle.family not in _TCP_FAMILIES:
+    handle = tcp_socket(transport)
+    if handle is None:
         return
     handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for option, value in (
@@ -263,9 +258,7 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     TopicChanged: lambda e: _lines(_topic(e)),
     UserList: _users,
     PrivateHistory: _private_history,
-    Kicked: lambda e: _lines(
-        f"*** {e.nick} was kicked from {e.room} by {e.by}" + (f" ({e.reason})" if e.reason else "")
-    ),
+    Kicked: lambda e: _lines(f"*** {e.nick} has left {e.room} ({e.part_reason})"),
     BanChanged: lambda e: _lines(
         f"*** {e.by} banned {e.nick} from {e.room}"
         if e.banned
@@ -340,6 +333,15 @@ class LineTelnetTransport(TelnetTransport):
             self.state = "data"
             self.protocol.deliver(Error("bad_telnet", "Invalid telnet command; input dropped"))
 
+    def _subnegotiationLengthExceeded(self) -> None:
+        """
+        Twisted drops a peer whose telnet subnegotiation runs past 4 KiB
+        unterminated; say so before it does.
+        """
+        if not self.transport.disconnecting:  # type: ignore[union-attr]
+            self.protocol.deliver(Error("bad_telnet", "Telnet subnegotiation too long; goodbye"))
+        super()._subnegotiationLengthExceeded()
+
     def negotiate(self, data: list[bytes]) -> None:
         if data:  # the stock parser fails on an empty IAC SB IAC SE
             super().negotiate(data)
@@ -393,6 +395,7 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         outbox = self.started(self.factory)
         self.stream.registerProducer(outbox, True)
         _keep_alive(self.stream, self.door.limits.probe_idle)
+        no_delay(self.stream)
         self.send(_lines(*BANNER, PROMPT))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -400,6 +403,19 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
 
     def write(self, payload: bytes) -> None:
         self.telnet.write(payload)
+
+    def direct(self) -> Callable[[bytes], None]:
+        """
+        The byte stream's own C{write}: L{LineTelnetTransport} passes the
+        line door's payloads through unchanged, so fan-out skips it.  On a
+        plain TCP connection it is C{FileDescriptor.write} itself, skipping
+        the TLS check of C{tcp.Connection.write}: TLS here is always a
+        wrapping layer (C{ssl:} endpoints), never started on the socket.
+        """
+        stream = self.stream
+        if isinstance(stream, tcp.Connection) and not stream.TLS:
+            return FileDescriptor.write.__get__(stream)
+        return cast(Callable[[bytes], None], stream.write)
 
     def payload_size(self, payload: bytes) -> int:
         return len(payload)
@@ -572,7 +588,9 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         return self.hub.register(self.me, _required(args, "/register PASSWORD"))
 
     def do_identify(self, args: str) -> Deferred[None]:
-        words = _required(args, "/identify [NICK] PASSWORD").split(" ", 1)
+        words = _required(args, "/identify [NICK] PASSWORD").split()
+        if len(words) > 2:
+            raise ChatError("usage", "Usage: /identify [NICK] PASSWORD")
         nick, password = words if len(words) == 2 else (self.me.nick, words[0])
         user = self.me
 

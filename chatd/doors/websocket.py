@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.doors.admission import AdmittedConnection
-from chatd.doors.base import Door, Session
+from chatd.doors.base import Door, Session, no_delay
 from chatd.doors.flow import Throttle
 from chatd.errors import ChatError
 from chatd.hub import Hub
@@ -55,6 +55,7 @@ from chatd.model import (
     Welcome,
 )
 
+NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 UNSUPPORTED_DATA = 1003
 CONNECTION_DONE = Failure(ConnectionDone())
@@ -93,10 +94,13 @@ def _welcome(e: Welcome) -> dict[str, Any]:
 
 
 def _kicked(e: Kicked) -> dict[str, Any]:
-    frame = {"type": "kick", "room": e.room, "nick": e.nick, "by": e.by}
-    if e.reason:
-        frame["reason"] = e.reason
-    return frame
+    return {
+        "type": "part",
+        "room": e.room,
+        "nick": e.nick,
+        "reason": e.part_reason,
+        "kicked_by": e.by,
+    }
 
 
 def _modes(e: Modes) -> dict[str, Any]:
@@ -207,9 +211,21 @@ class _Field:
         return value
 
 
+_OPEN = WebSocketServerProtocol.STATE_OPEN
+
+
 class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[misc]
     """
     One WebSocket connection: C{hello} first, then requests.
+
+    Output is written as the prepared frame's bytes straight to the TCP or
+    TLS transport, which is what C{sendPreparedMessage} ends up doing here
+    without its per-frame cost (the debug log call whose arguments are built
+    even when it is off, traffic counters nobody reads): no compression is
+    ever negotiated (the door refuses permessage-deflate), chatd never asks
+    Autobahn for C{sync} or chopped sends (so its send queue stays empty and
+    nothing can be overtaken), and C{logOctets} is off.  Frames are written
+    only while the connection is open, as Autobahn would.
     """
 
     door: WebSocketDoor
@@ -228,6 +244,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
     def connectionMade(self) -> None:
         super().connectionMade()
         self.stream = self.transport
+        no_delay(self.stream)
         outbox = self.started(self.factory)
         # The HTTP channel that accepted the upgrade was the producer until now.
         self.transport.unregisterProducer()
@@ -251,15 +268,25 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
 
     def write(self, payload: PreparedMessage) -> None:
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendPreparedMessage(payload)
+        if self.state == _OPEN:
+            self.transport.write(payload.payloadHybi)
+
+    def direct(self) -> Callable[[PreparedMessage], None]:
+        return self.write
 
     def payload_size(self, payload: PreparedMessage) -> int:
         return len(payload.payloadHybi)
 
     def finish(self) -> None:
+        """
+        Close with 1001 when the server is going away, else 1000 (a quit,
+        a kill, a takeover, a timeout: the error frame before said why).
+        """
         if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendCloseFrame(GOING_AWAY, b"server shutting down")
+            if self.door.shutting_down:
+                self.sendCloseFrame(GOING_AWAY, b"server shutting down")
+            else:
+                self.sendCloseFrame(NORMAL_CLOSURE, b"goodbye")
         else:
             # TLS will not close while a producer is registered.
             self.transport.unregisterProducer()
@@ -522,4 +549,7 @@ def protocol_options(limits: Limits) -> dict[str, Any]:
         "autoPingTimeout": limits.ping_timeout,
         "openHandshakeTimeout": limits.sign_on_timeout,
         "perMessageCompressionAccept": lambda offers: None,
+        # Nagle off (see chatd.doors.base.no_delay): Autobahn sets it on a
+        # TCP transport; the door's connectionMade also does it under TLS.
+        "tcpNoDelay": True,
     }
