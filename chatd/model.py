@@ -196,12 +196,19 @@ class UserList:
 
 @dataclass(frozen=True, slots=True)
 class Kicked:
-    """C{by} put C{nick} out of C{room}."""
+    """
+    C{by} put C{nick} out of C{room}.  Doors show it as the contract's part
+    (so that every client sees the member leave) with L{part_reason}.
+    """
 
     room: str
     nick: str
     by: str
     reason: str | None = None
+
+    @property
+    def part_reason(self) -> str:
+        return f"kicked by {self.by}" + (f": {self.reason}" if self.reason else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,11 +311,15 @@ class Account:
     @ivar name: the nickname as it was registered.
     @ivar password_hash: an argon2id hash (PHC string), never the password.
     @ivar created: seconds since the epoch.
+    @ivar first_id: the message id from which on private messages to this
+        nickname are the account holder's (earlier ones were to whoever
+        held the name before it was registered).
     """
 
     name: str
     password_hash: str
     created: float
+    first_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ class RegisterTests(SynchronousTestCase):
         hub = make_hub(store=store)
         alice = signed_on(hub, "Alice")
         self.assertIsNone(self.successResultOf(hub.register(alice, "s3cret!")))
-        self.assertEqual(events(alice), [AccountChanged("Alice", "registered")])
+        self.assertEqual(events(alice), [AccountChanged("alice", "registered")])
         self.assertEqual(alice.account, "alice")
         self.assertIn("alice", hub.accounts)
         account = self.successResultOf(store.account("ALICE"))
@@ -151,7 +151,7 @@ class SignOnTests(SynchronousTestCase):
         guest = signed_on(self.hub, "alice_")
         self.hub.identify(guest, "Alice", "alice")
         self.assertEqual((guest.nick, guest.account), ("Alice", "alice"))
-        self.assertIn(AccountChanged("Alice", "identified"), events(guest))
+        self.assertIn(AccountChanged("alice", "identified"), events(guest))
 
     def test_identified_user_may_leave_and_return(self) -> None:
         """
@@ -281,3 +281,44 @@ class ErrorShapeTests(SynchronousTestCase):
             failure = self.failureResultOf(d, ChatError)
             self.assertNotIn("hunter2", failure.value.message)
             self.assertNotIn("space in it", failure.value.message)
+
+
+class PrivateHistoryOwnershipTests(SynchronousTestCase):
+    def test_registering_does_not_reveal_earlier_holders(self) -> None:
+        """
+        Private messages to a nickname before its registrant took it stay
+        hidden from the account; those since are the account's, also after
+        signing on again.
+        """
+        store = MemoryStore()
+        hub = make_hub(store=store)
+        bob = signed_on(hub, "bob")
+        first = signed_on(hub, "alice")
+        hub.private(bob, "alice", "to the first alice")
+        hub.disconnect(first)
+        alice = signed_on(hub, "alice")
+        hub.private(bob, "alice", "to the second alice")
+        self.successResultOf(hub.register(alice, "s3cret!"))
+        hub.private(bob, "alice", "to the account")
+        events(alice)
+        hub.private_history(alice, "bob")
+        (page,) = events(alice)
+        self.assertEqual([m.text for m in page.messages], ["to the second alice", "to the account"])
+        hub.disconnect(alice)
+        hub = make_hub(store=store)
+        client = RecordingClient()
+        account = self.successResultOf(hub.authenticate(client, "alice", "s3cret!"))
+        again = hub.connect(client, "alice", account)
+        client.take()
+        hub.private_history(again, "bob")
+        (page,) = client.take()
+        self.assertEqual([m.text for m in page.messages], ["to the second alice", "to the account"])
+
+    def test_identify_takes_the_old_sessions_rooms(self) -> None:
+        store = MemoryStore()
+        hub = make_hub(store=store)
+        registered(hub, "alice")
+        hub.join(hub.users["alice"], "#den")
+        guest = signed_on(hub, "alice_")
+        hub.identify(guest, "alice", "alice")
+        self.assertEqual(list(guest.rooms), ["#lobby", "#den"])

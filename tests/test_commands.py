@@ -5,6 +5,8 @@ the commands and frames, their answers, and their refusals.
 
 from __future__ import annotations
 
+import json
+import struct
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -16,7 +18,7 @@ from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.limits import Limits
 from chatd.store.memory import MemoryStore
-from tests.helpers import LinePeer, WebSocketPeer, make_hub, quick_passwords
+from tests.helpers import CLOSE, LinePeer, WebSocketPeer, make_hub, quick_passwords
 
 
 class DoorsTestCase(SynchronousTestCase):
@@ -187,7 +189,7 @@ class LineModerationTests(DoorsTestCase):
         alice.send("/ban #den bob")
         self.assertEqual(
             bob.lines(),
-            ["*** alice banned bob from #den", "*** bob was kicked from #den by alice (banned)"],
+            ["*** alice banned bob from #den", "*** bob has left #den (kicked by alice: banned)"],
         )
         bob.send("/join #den")
         self.assertEqual(bob.lines(), ["!!! You are banned from #den"])
@@ -264,7 +266,13 @@ class WebSocketModerationTests(DoorsTestCase):
         alice.send(type="kick", room="#den", nick="bob", reason="bye")
         self.assertEqual(
             bob.received()[-1],
-            {"type": "kick", "room": "#den", "nick": "bob", "by": "alice", "reason": "bye"},
+            {
+                "type": "part",
+                "room": "#den",
+                "nick": "bob",
+                "reason": "kicked by alice: bye",
+                "kicked_by": "alice",
+            },
         )
         alice.send(type="ban", room="#den", nick="bob")
         bob.send(type="join", room="#den", key="sesame")
@@ -387,3 +395,22 @@ class RefusalMatrixTests(DoorsTestCase):
         self.assertEqual(
             self.line_guest.lines(), ["!!! #den is moderated; only operators may speak"]
         )
+
+
+class ClosingTests(DoorsTestCase):
+    def test_killed_websocket_closes_normally(self) -> None:
+        """
+        A killed WebSocket user is told why, then closed with 1000 (1001 is
+        for the server going away).
+        """
+        self.restart(admins=["root"])
+        root = self.registered_line("root")
+        victim = self.ws("victim")
+        root.send("/kill victim spam")
+        frames = victim.frames()
+        self.assertEqual(
+            json.loads(frames[-2][1]),
+            {"type": "error", "code": "killed", "message": "You were killed by root: spam"},
+        )
+        self.assertEqual(frames[-1][0], CLOSE)
+        self.assertEqual(struct.unpack("!H", frames[-1][1][:2])[0], 1000)

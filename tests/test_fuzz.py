@@ -13,18 +13,36 @@ vanish, and new ones that connect.  A run ends either with a shutdown or
 with every peer falling silent; either way every connection must then be
 gone and the hub empty.
 
+Commands and requests cover accounts, history and moderation too, with
+well-formed, half-formed and garbage arguments.  The hub starts with an
+account (dave, a server operator) and a room (#c) registered, as after a
+restart, and hashes passwords quickly (L{quick_passwords}).  Passwords
+given in a password's place (L{SecretLine}, L{SecretFrame}) all hold the
+sign L{MARK}, which nothing else the fuzzer sends does; requests with
+passwords that may be mutated use unmarked ones.  Operators' requests come
+from L{Moderate}, which finds a peer that is one (random requests seldom
+do).
+
 After every action:
 
   - no exception escaped a protocol (it would reach the test) and nothing
     was logged as an error (e.g. by the hub's per-recipient isolation);
-  - the hub's indexes agree with each other (L{check_hub});
+  - no password was logged (L{World.observe}), nor sent to anyone;
+  - the hub's indexes agree with each other, and so do its accounts, its
+    rooms' operators, modes, keys and bans, and its registrations (with
+    each other and with the store) (L{check_hub});
   - the doors' connections agree with the hub's users, no send queue is
     over its bound, and no input waits without something to wake it
     (L{World.check_doors});
   - everything a line connection was sent is complete, terminal-safe CR LF
     lines (telnet commands apart), and everything a WebSocket was sent
     parses as whole frames whose text frames are JSON objects with a
-    C{type} (L{parse_line_output}, L{parse_server_frames}).
+    C{type} (L{parse_line_output}, L{parse_server_frames});
+  - a connection the server closes was told why (quit, kill, takeover,
+    flood, slow consumer, sign-on timeout, shutdown), or was silent too
+    long, refused at the door, or broke the telnet or WebSocket protocol
+    itself: bad input to chatd never closes one
+    (L{Connection.check_farewell}).
 
 Runs are derandomised, so CI always tries the same inputs (for a longer
 fuzz, or other inputs, see L{fuzz}).  Each test prints how many inputs it
@@ -32,8 +50,8 @@ fed each door (see them with C{pytest -s}, or under trial); an input is one
 fuzzed chunk of bytes for a line connection (up to three lines, maybe cut
 into packets), or one sequence of frames or chunk of raw bytes for a
 WebSocket; the storms that fill buffers are not counted.  A full run of
-this module feeds about 3,800 inputs to the line door and 3,300 to the
-WebSocket door, in 20-25 s.  A failing run is shrunk, and printed.
+this module feeds about 3,200 inputs to the line door and 3,800 to the
+WebSocket door, in 20-30 s.  A failing run is shrunk, and printed.
 """
 
 from __future__ import annotations
@@ -52,27 +70,67 @@ from hypothesis.control import current_build_context
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatd.accounts import Passwords
 from chatd.doors.admission import Admission, AdmittedConnection, AdmittingFactory, http_refusal
 from chatd.doors.base import Door, Session
 from chatd.doors.flow import Throttle
-from chatd.doors.line import LineDoor, LineTelnetTransport
+from chatd.doors.line import LineChatProtocol, LineDoor, LineTelnetTransport
 from chatd.doors.web import make_site
 from chatd.doors.websocket import WebSocketDoor
-from chatd.hub import Hub
+from chatd.hub import ADMIN, MAX_BANS, MAX_INVITES, MAX_KEY_LENGTH, MODES, OPERATOR, Hub, Room
 from chatd.limits import Limits
-from chatd.model import LOBBY, MAX_TOPIC_LENGTH, check_nick, check_room, fold
-from tests.helpers import HANDSHAKE, PEER, LinePeer, TCPLikeTransport
+from chatd.model import (
+    LOBBY,
+    MAX_TOPIC_LENGTH,
+    Account,
+    RoomRecord,
+    check_nick,
+    check_room,
+    fold,
+)
+from chatd.store.memory import MemoryStore
+from tests.helpers import HANDSHAKE, PEER, LinePeer, TCPLikeTransport, quick_passwords
 
 START = 1700000000.0
 MAX_ROOMS = 3
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
 IAC, SB, SE, WILL, WONT, DO, DONT = 0xFF, 0xFA, 0xF0, 0xFB, 0xFC, 0xFD, 0xFE
 BAD_TELNET = "!!! Invalid telnet command; input dropped"
+PROBE = bytes([IAC, DO, 6])  # DO TIMING-MARK: is a silent telnet peer there?
+# Why the server may close a connection whatever it was sent (quit, kill,
+# takeover, flood, slow consumer, sign-on timeout, shutdown), as each door
+# says it: a line's start; a WebSocket's error code or notice.
+LINE_FAREWELLS = (
+    "*** Bye!",
+    "!!! You were killed by ",
+    "*** Your nickname was taken over",
+    "!!! Excess flood; goodbye",
+    "!!! You are not reading; goodbye",
+    "!!! No nickname chosen in time; goodbye",
+    "*** server shutting down",
+)
+WEBSOCKET_FAREWELLS = ("killed", "flood", "slow_consumer", "sign_on_timeout")
+WEBSOCKET_NOTICES = ("Your nickname was taken over", "server shutting down")
+NORMAL_CLOSURE, GOING_AWAY = 1000, 1001
 SERVER_TYPES = frozenset(
-    "welcome message history private join part nick topic users rooms server error".split()
+    "welcome message history private join part nick topic users rooms server error "
+    "kick ban unban op mode modes invite registered identified password".split()
+)
+# Every password the fuzzer gives chatd (in a password's place) holds this
+# sign, and nothing else it sends does: it must never come back, to anyone,
+# nor be logged.
+MARK = "\u2318"
+MARK_BYTES = MARK.encode()
+# Accounts from before the run, by nickname and password; server operators
+# (alice becomes one if she registers her nickname); a registered room.
+ACCOUNTS = {"dave": f"{MARK}s3cret"}
+ADMINS = ("alice", "dave")
+OWNED = RoomRecord(
+    "#c", "dave", "dave's", "dave", "t", None, frozenset(["alice"]), frozenset(["carol"])
 )
 # For a longer or a different fuzz than CI's: CHATD_FUZZ_SCALE=10 runs ten
 # times as many examples; CHATD_FUZZ_SEED=N draws other inputs than CI's.
@@ -240,6 +298,13 @@ def check_hub(hub: Hub) -> None:
     The hub's indexes agree: users by folded nick, rooms by folded name;
     each user's rooms and each room's members mirror each other; no room
     is empty but the lobby, and nobody is in more rooms than allowed.
+
+    Accounts and moderation too: whoever holds a registered nickname is
+    identified for it, and every account a user holds exists; a room's
+    guest operators are members; its modes, key, bans and invitations are
+    well-formed and bounded; a room has an owner exactly if it is
+    registered, and then its settings are the registered ones (and the
+    hub's registrations and accounts are the store's).
     """
     lobby = hub.rooms.get(fold(LOBBY))
     expect(lobby is not None and lobby.name == LOBBY, "#lobby is missing", hub.rooms)
@@ -247,6 +312,9 @@ def check_hub(hub: Hub) -> None:
         expect(key == fold(user.nick), "a user under the wrong key", key, user)
         check_nick(user.nick)
         expect(len(user.rooms) <= hub.max_rooms_per_user, "a user in too many rooms", user)
+        if key in hub.accounts:
+            expect(user.account == key, "a registered nick held without its account", user)
+        expect(user.account is None or user.account in hub.accounts, "no such account", user)
         for name, room in user.rooms.items():
             expect(hub.rooms.get(name) is room, "a user in a room the hub lost", user, name)
             expect(user in room.members, "a user's room without the user", user, name)
@@ -258,6 +326,43 @@ def check_hub(hub: Hub) -> None:
         for member in room.members:
             expect(hub.users.get(fold(member.nick)) is member, "a member who left", member)
             expect(member.rooms.get(key) is room, "a member without the room", member, key)
+        check_room_rules(hub, key, room)
+    store: Any = hub.store  # a MemoryStore
+    expect(hub.registered == store._records, "registrations differ from the store's")
+    expect(hub.accounts == set(store._accounts), "accounts differ from the store's")
+
+
+def check_room_rules(hub: Hub, key: str, room: Room) -> None:
+    """
+    One room's operators, modes, key, bans and registration (L{check_hub}).
+    """
+    expect(room.guest_ops <= room.members.keys(), "a guest operator not in the room", room.name)
+    expect(room.modes == "".join(sorted(set(room.modes))), "unsorted modes", room.modes)
+    expect(set(room.modes) <= set(MODES), "an unknown mode", room.modes)
+    key_ok = room.key is None or (
+        0 < len(room.key) <= MAX_KEY_LENGTH and room.key.isprintable() and " " not in room.key
+    )
+    expect(key_ok, "a bad room key", room.key)
+    expect(len(room.bans) <= MAX_BANS and len(room.invites) <= MAX_INVITES, "too many bans")
+    record = hub.registered.get(key)
+    if room.owner is None:
+        expect(record is None, "a registered room without its owner", room.name)
+        expect(not room.op_accounts, "operators by account in an unregistered room", room.name)
+    else:
+        expect(key != fold(LOBBY), "#lobby has an owner", room.owner)
+        expect(room.owner in hub.accounts, "a room owned by no account", room.owner)
+        expect(record == room.record(), "a room unlike its registration", record, room.record())
+
+
+def old_store(passwords: Passwords) -> MemoryStore:
+    """
+    A store holding L{ACCOUNTS} and L{OWNED}, as left by an earlier run.
+    """
+    store = MemoryStore()
+    for nick, password in ACCOUNTS.items():
+        store.create_account(Account(nick, passwords.hasher.hash(password), START))
+    store.save_room(OWNED)
+    return store
 
 
 # -- the network ----------------------------------------------------------------
@@ -318,6 +423,9 @@ class Connection:
         self.world = world
         self.transport = FuzzTransport(world.buffer_size)
         self.lost = False
+        self.peer_gone = False
+        self.farewell_checked = False
+        self.farewells: set[str] = set()
         self.pending = b""
         self.output = bytearray()
         self.protocol: TwistedProtocol = self.build()
@@ -371,6 +479,13 @@ class Connection:
         self.deliver(data)
         return True
 
+    def leave(self) -> None:
+        """
+        The peer goes away.
+        """
+        self.peer_gone = True
+        self.lose()
+
     def lose(self) -> None:
         """
         The connection is gone, as the network reports it.
@@ -393,10 +508,25 @@ class Connection:
         data = self.transport.value()
         self.transport.clear()
         expect(not (data and self.lost), "output after the connection was lost", data)
+        expect(MARK_BYTES not in data, "a password in the output", data)
         self.output += data
         self.check_output()
 
     def check_output(self) -> None:
+        raise NotImplementedError
+
+    def check_farewell(self) -> None:
+        """
+        If the server is closing the connection, it must be for a reason
+        that does not depend on the input being bad (L{explained}), or for
+        input that breaks the wire protocol itself.
+        """
+        if self.farewell_checked or self.peer_gone or not self.closing:
+            return
+        self.farewell_checked = True
+        expect(self.explained(), "a connection closed for no reason given", self, self.farewells)
+
+    def explained(self) -> bool:
         raise NotImplementedError
 
 
@@ -442,7 +572,10 @@ class LineConnection(Connection):
         return self.telnet is not None and self.telnet.state != "data"
 
     def check_output(self) -> None:
+        if PROBE in self.output:
+            self.farewells.add("probe")
         lines = parse_line_output(self.output)
+        self.farewells.update(f for f in LINE_FAREWELLS for line in lines if line.startswith(f))
         # The door blames telnet (once a packet at most) only for packets
         # that had some telnet in them.
         self.telnet_errors += lines.count(BAD_TELNET)
@@ -450,6 +583,19 @@ class LineConnection(Connection):
             self.telnet_errors <= self.telnet_packets,
             "bad telnet blamed on a packet without any:",
             lines,
+        )
+
+    def explained(self) -> bool:
+        # Refused by admission, said goodbye (and why), probed a silent
+        # telnet peer, or (Twisted's telnet) a subnegotiation over its cap.
+        return not self.admitted or bool(self.farewells) or self.overlong_subnegotiation()
+
+    def overlong_subnegotiation(self) -> bool:
+        telnet = self.telnet
+        return (
+            telnet is not None
+            and telnet.state.startswith("subnegotiation")
+            and len(telnet.commands) >= telnet._MAX_SUBNEGOTIATION_LENGTH
         )
 
 
@@ -468,7 +614,12 @@ class WebSocketConnection(Connection):
     def __init__(self, world: World, handshake: bytes = HANDSHAKE) -> None:
         self.upgraded: bool | None = None
         self.closed = False
+        self.close_code: int | None = None
         self.last_id = 0
+        # Whether the peer sent something that breaks RFC 6455 (or may
+        # have: raw bytes, a mutated handshake), or a close frame.
+        self.malformed = handshake != HANDSHAKE
+        self.peer_closed = False
         super().__init__(world)
         self.feed(handshake)
 
@@ -508,11 +659,31 @@ class WebSocketConnection(Connection):
             if opcode == CLOSE:
                 check_close_payload(payload)
                 self.closed = True
+                self.close_code = struct.unpack("!H", payload[:2])[0] if payload else 0
+            elif opcode == PING:
+                self.farewells.add("ping")
             elif opcode == TEXT:
                 frame = check_server_json(payload)
-                if frame["type"] == "message":
+                kind = frame["type"]
+                if kind == "message":
                     expect(frame["id"] > self.last_id, "messages out of order", frame)
                     self.last_id = frame["id"]
+                elif kind == "error" and frame.get("code") in WEBSOCKET_FAREWELLS:
+                    self.farewells.add(frame["code"])
+                elif kind == "server" and frame.get("text", "").startswith(WEBSOCKET_NOTICES):
+                    self.farewells.add("notice")
+
+    def explained(self) -> bool:
+        if not self.upgraded:
+            return True  # an upgrade refused or never finished (HTTP's business)
+        if self.close_code is None:
+            # Dropped: a keepalive ping went unanswered, or a slow consumer.
+            return bool(self.farewells & {"ping", "slow_consumer"})
+        if self.peer_closed:
+            return True  # the close handshake, whatever the code
+        if self.close_code in (NORMAL_CLOSURE, GOING_AWAY):
+            return bool(self.farewells - {"ping"})  # the error or notice said why
+        return self.malformed  # a protocol error, a binary or oversized message
 
 
 def _mask(payload: bytes, key: bytes) -> bytes:
@@ -549,6 +720,20 @@ class Frame:
         key = b"\x37\xfa\x21\x3d"
         return header + key + _mask(self.payload, key)
 
+    @property
+    def well_formed(self) -> bool:
+        """
+        Whether this is a whole text message as RFC 6455 has clients send
+        them (if the previous frames were).
+        """
+        return (
+            self.masked
+            and self.fin
+            and not self.rsv
+            and self.opcode == TEXT
+            and len(self.payload) <= MAX_FRAME
+        )
+
     def __repr__(self) -> str:
         payload = self.payload if len(self.payload) <= 80 else self.payload[:80] + b"..."
         return f"Frame({payload!r}, {self.opcode}, {self.fin}, {self.rsv}, {self.masked})"
@@ -571,7 +756,16 @@ class World:
         self.tally = test.tally
         self.clock = Clock()
         self.clock.advance(START)
-        self.hub = Hub(self.clock, max_rooms_per_user=MAX_ROOMS, history_page=5)
+        passwords = quick_passwords()
+        self.hub = Hub(
+            self.clock,
+            store=old_store(passwords),
+            passwords=passwords,
+            admins=ADMINS,
+            max_rooms_per_user=MAX_ROOMS,
+            history_page=5,
+        )
+        self.ending = False
         self.throttle = Throttle()
         self.admission = Admission(self.limits, self.clock)
         self.line = LineDoor(self.hub, self.clock, self.limits, self.throttle, self.admission)
@@ -585,12 +779,44 @@ class World:
         self.slots: dict[str, list[Connection]] = {"line": [], "websocket": []}
         self.everyone: list[Connection] = []
         self.last_input = self.clock.seconds()
+        self.leaks: list[str] = []
+        self.secrets = {fold(nick): (nick, password) for nick, password in ACCOUNTS.items()}
+        globalLogPublisher.addObserver(cast(ILogObserver, self.observe))
         for nick in ("alice", "bob", None):
             self.connect("line", len(self.slots["line"]), nick)
         for nick in ("carol", None):
             self.connect("websocket", len(self.slots["websocket"]), nick)
         self.settle()
         self.check()
+
+    def observe(self, event: LogEvent) -> None:
+        """
+        Note every log event that holds a password (in its text, its
+        string fields, or its traceback).
+        """
+        texts = [formatEvent(event), *(v for v in event.values() if isinstance(v, str))]
+        failure = event.get("log_failure")
+        if isinstance(failure, Failure):
+            texts.append(failure.getTraceback())
+        self.leaks.extend(text for text in texts if MARK in text)
+
+    def stop(self) -> None:
+        globalLogPublisher.removeObserver(cast(ILogObserver, self.observe))
+
+    def remember(self, nick: str, password: str) -> None:
+        """
+        A peer asked to register C{nick}, or to change its password, with
+        C{password}.
+        """
+        self.secrets[fold(nick)] = (nick, password)
+
+    def recall(self, pick: int | None) -> tuple[str, str] | None:
+        """
+        The C{pick}th account this run has registered and the password it
+        was last given, if C{pick} is not None and there is one.
+        """
+        known = [self.secrets[key] for key in sorted(self.secrets) if key in self.hub.accounts]
+        return None if pick is None or not known else known[pick % len(known)]
 
     # -- connections --------------------------------------------------------
 
@@ -613,7 +839,7 @@ class World:
                 hello = json.dumps({"type": "hello", "nick": nick}).encode()
                 connection.feed(Frame(hello).encode())
         if slot < len(slots):
-            slots[slot].lose()
+            slots[slot].leave()
             slots[slot] = connection
         else:
             slots.append(connection)
@@ -629,17 +855,25 @@ class World:
 
     def send(
         self, door: str, slot: int, data: bytes, cuts: Iterable[int] = (), counted: bool = True
-    ) -> None:
+    ) -> Connection:
         """
         One fuzz input for C{door} (C{counted} in the tally), from a
         connection that is open: the one in C{slot}, or a new one there if
-        that one is closing.
+        that one is closing.  Return that connection.
         """
         self.tally[door] += counted
+        connection = self.open_peer(door, slot)
+        connection.feed(data, cuts)
+        return connection
+
+    def open_peer(self, door: str, slot: int) -> Connection:
+        """
+        The connection in C{slot}, or a new one there if it is closing.
+        """
         connection = self.peer(door, slot)
         if connection.closing:
             connection = self.connect(door, slot % len(self.slots[door]))
-        connection.feed(data, cuts)
+        return connection
 
     def live(self) -> list[Connection]:
         return [c for c in self.everyone if not c.lost]
@@ -671,9 +905,12 @@ class World:
         """
         errors = self.test.flushLoggedErrors()
         expect(not errors, "errors were logged:", *(e.getTraceback() for e in errors))
+        expect(not self.leaks, "a password was logged:", *self.leaks)
         for connection in self.everyone:
             if not connection.lost:
                 connection.read()
+            if not self.ending:
+                connection.check_farewell()
         check_hub(self.hub)
         self.check_doors()
 
@@ -693,10 +930,14 @@ class World:
                 queued = sum(size for _, size in outbox._queue)
                 expect(outbox.queued == queued, "sendq miscounted", outbox.queued, queued)
                 user = session.user
+                # A user the hub put out (killed, taken over) stays with its
+                # session, which takes no more input, until it has closed.
                 if user is not None:
-                    expect(self.hub.users.get(fold(user.nick)) is user, "user gone", user)
+                    held = self.hub.users.get(fold(user.nick)) is user
+                    expect(held or session._closing, "user gone", user)
                     expect(user.client is session, "a user with another client", user)
-                    signed_on.append(session)
+                    if held:
+                        signed_on.append(session)
                 if not session._closing:
                     self.check_not_stuck(session)
         clients = [user.client for user in self.hub.users.values()]
@@ -751,6 +992,7 @@ class World:
         it is sent), and check that every connection is then gone and the
         hub is empty.
         """
+        self.ending = True
         if shutdown:
             self.hub.closing = True
             done = [door.shutdown() for door in self.doors.values()]
@@ -826,7 +1068,9 @@ class WebSocketInput:
 
     def run(self, world: World) -> None:
         data = b"".join(frame.encode() for frame in self.frames)
-        world.send("websocket", self.slot, data, self.cuts)
+        connection = cast(WebSocketConnection, world.send("websocket", self.slot, data, self.cuts))
+        connection.malformed |= not all(frame.well_formed for frame in self.frames)
+        connection.peer_closed |= any(frame.opcode == CLOSE for frame in self.frames)
 
 
 @dataclass(frozen=True)
@@ -840,7 +1084,175 @@ class WebSocketBytes:
     cuts: tuple[int, ...] = ()
 
     def run(self, world: World) -> None:
-        world.send("websocket", self.slot, self.data, self.cuts)
+        connection = cast(
+            WebSocketConnection, world.send("websocket", self.slot, self.data, self.cuts)
+        )
+        connection.malformed = True
+
+
+@dataclass(frozen=True)
+class SecretLine:
+    """
+    A line from a line peer that gives passwords (every one with L{MARK}
+    in it) in a password's place, whole: C{form} is C{register},
+    C{identify} (C{/identify PASSWORD}), C{identify_nick}, C{password}
+    (C{/password OLD NEW}), C{password_half} (C{/password OLD}), or
+    C{sign_on} (C{NICK PASSWORD} at the nickname prompt, if the peer is
+    there, else C{identify_nick}; and the other way round).  With
+    C{recall}, the nickname and the
+    first password are those of an account the run registered (if any).
+
+    Passwords are never mutated, and come on a line of their own (after a
+    CR LF if the peer left a line, or a telnet command, unfinished), so
+    that the server cannot take them for a nickname or for text to say.
+    """
+
+    slot: int
+    form: str
+    nick: str
+    password: str
+    other: str
+    recall: int | None = None
+
+    def run(self, world: World) -> None:
+        connection = cast(LineConnection, world.open_peer("line", self.slot))
+        chat = connection.session()
+        telnet = connection.telnet
+        fresh = (
+            isinstance(chat, LineChatProtocol)
+            and telnet is not None
+            and telnet.state == "data"
+            and not connection.pending
+            and not chat._buffer
+            and not chat._discarding
+        )
+        at_prompt = (
+            fresh
+            and isinstance(chat, LineChatProtocol)
+            and chat.user is None
+            and not chat._closing
+            and not chat._inbox
+            and chat._pending is None
+        )
+        user = None if chat is None else chat.user
+        nick, password = world.recall(self.recall) or (self.nick, self.password)
+        form = self.form
+        if at_prompt and form.startswith("identify"):
+            form = "sign_on"
+        elif form == "sign_on" and not at_prompt:
+            form = "identify_nick"
+        line = {
+            "register": f"/register {self.other}",
+            "identify": f"/identify {password}",
+            "identify_nick": f"/identify {nick} {password}",
+            "password": f"/password {password} {self.other}",
+            "password_half": f"/password {password}",
+            "sign_on": f"{nick} {password}",
+        }[form]
+        if user is not None and form == "register":
+            world.remember(user.nick, self.other.strip())
+        elif user is not None and user.account and form == "password":
+            world.remember(user.account, self.other.strip())
+        world.tally["line"] += 1
+        connection.feed(b"" if fresh else b"\r\n")
+        connection.feed(line.encode() + b"\r\n")
+
+
+@dataclass(frozen=True)
+class SecretFrame:
+    """
+    A request from a WebSocket peer with passwords (marked) in their
+    places: C{hello}, C{register}, C{identify} (a C{hello} from a peer
+    yet to say it) or C{password}.  With C{recall}, its nickname (if it
+    has one) and its first password are those of an account the run
+    registered (if any).
+    """
+
+    slot: int
+    request: tuple[tuple[str, str], ...]
+    recall: int | None = None
+
+    def run(self, world: World) -> None:
+        request = dict(self.request)
+        known = world.recall(self.recall)
+        if known is not None:
+            first = "old" if "old" in request else "password"
+            if "nick" in request:
+                request["nick"] = known[0]
+            request[first] = known[1]
+        connection = world.open_peer("websocket", self.slot)
+        session = connection.session()
+        user = None if session is None else session.user
+        if user is None and request["type"] == "identify":
+            request = {**request, "type": "hello", "nick": request.get("nick", "alice")}
+        if user is not None and request["type"] == "register":
+            world.remember(user.nick, request["password"])
+        elif user is not None and user.account and request["type"] == "password":
+            world.remember(user.account, request["new"])
+        world.send("websocket", self.slot, Frame(json.dumps(request).encode()).encode())
+
+
+@dataclass(frozen=True)
+class Moderate:
+    """
+    A moderation request from a peer of C{door} that is an operator of a
+    room (the C{pick}th such pair, if any; else from C{slot}), about
+    another member (or, for C{invite} and C{ban}, another user): C{verb}
+    is C{op}, C{deop}, C{kick}, C{ban}, C{unban}, C{mode}, C{invite},
+    C{kill} or C{topic}, with C{text} as its reason or topic and C{change}
+    and C{key} for C{mode}.  Random requests seldom come from an operator.
+    """
+
+    door: str
+    slot: int
+    pick: int
+    verb: str
+    text: str
+    change: str
+    key: str
+
+    def run(self, world: World) -> None:
+        hub = world.hub
+        candidates = [
+            (connection, room)
+            for connection in world.slots[self.door]
+            if not connection.closing
+            for session in [connection.session()]
+            if session is not None and session.user is not None and not session._closing
+            for room in session.user.rooms.values()
+            if hub._rank(session.user, room) >= (ADMIN if self.verb == "kill" else OPERATOR)
+        ]
+        if not candidates:
+            connection = world.open_peer(self.door, self.slot)
+            session = connection.session()
+            user = None if session is None else session.user
+            room_name = LOBBY if user is None or not user.rooms else next(iter(user.rooms))
+            room = hub.rooms.get(fold(room_name))
+        else:
+            connection, room = candidates[self.pick % len(candidates)]
+        members = [] if room is None else [m.nick for m in room.members]
+        others = [nick for nick in (u.nick for u in hub.users.values()) if nick not in members]
+        pool = others if self.verb in ("invite", "ban") and others else members or ["nobody"]
+        target = pool[self.pick % len(pool)]
+        name = LOBBY if room is None else room.name
+        if self.door == "line":
+            line = {
+                "kick": f"/kick {name} {target} {self.text}",
+                "mode": f"/mode {name} {self.change} {self.key}",
+                "invite": f"/invite {target} {name}",
+                "kill": f"/kill {target} {self.text}",
+                "topic": f"/topic {name} {self.text}",
+            }.get(self.verb, f"/{self.verb} {name} {target}")
+            data = line.encode("utf-8", "surrogatepass") + b"\r\n"
+        else:
+            request = {"type": self.verb, "room": name, "nick": target}
+            if self.verb in ("kick", "kill", "topic"):
+                request["reason" if self.verb != "topic" else "text"] = self.text
+            elif self.verb == "mode":
+                request.update(mode=self.change, key=self.key)
+            data = Frame(json.dumps(request).encode()).encode()
+        world.tally[self.door] += 1
+        connection.feed(data)
 
 
 @dataclass(frozen=True)
@@ -870,7 +1282,7 @@ class Disconnect:
     slot: int
 
     def run(self, world: World) -> None:
-        world.peer(self.door, self.slot).lose()
+        world.peer(self.door, self.slot).leave()
 
 
 @dataclass(frozen=True)
@@ -961,24 +1373,32 @@ TELNET = [
 ]
 ENDINGS = (b"\r\n", b"\n", b"\r", b"", b"\r\r\n", b"\n\r", b"\r\x00", b"\xff\xf4")
 
+# Any text but the password sign (st.text()'s own alphabet otherwise).
+_chars = st.characters(codec="utf-8", exclude_characters=MARK)
+
+
+def _text(max_size: int) -> st.SearchStrategy[str]:
+    return st.text(_chars, max_size=max_size)
+
+
 nicks = weighted(
     (6, st.sampled_from(NICKS)),
     (1, st.sampled_from(ODD_NICKS)),
     (1, st.builds(str.__add__, st.sampled_from("abAB"), st.text("abAB09_-[]\\^{}|", max_size=24))),
-    (1, st.text(max_size=8)),
+    (1, _text(max_size=8)),
 )
 rooms = weighted(
     (6, st.sampled_from(ROOMS)),
     (1, st.sampled_from(ODD_ROOMS)),
     (1, st.text("abcAB09_-", max_size=33).map(lambda s: "#" + s)),
-    (1, st.text(max_size=6).map(lambda s: "#" + s)),
+    (1, _text(max_size=6).map(lambda s: "#" + s)),
 )
 texts = weighted(
     (4, st.sampled_from(("hi", "hello world", "/not a command"))),
     (1, st.sampled_from(("", " ", "\t"))),
     (1, st.builds(lambda n: "x" * n, st.sampled_from((390, 391, 2000, 2001)))),
-    (2, st.text(max_size=30)),
-    (2, st.lists(st.one_of(st.sampled_from(TRICKY), st.text(max_size=3)), max_size=6).map("".join)),
+    (2, _text(max_size=30)),
+    (2, st.lists(st.one_of(st.sampled_from(TRICKY), _text(max_size=3)), max_size=6).map("".join)),
 )
 # Counts: ASCII ones, and digits that are not ASCII (some of which int()
 # takes, some not).
@@ -1007,6 +1427,58 @@ def _command(template: str, *parts: st.SearchStrategy[str]) -> st.SearchStrategy
     return st.tuples(*parts).map(lambda values: template.format(*values))
 
 
+# Passwords without the password sign, for requests that may be mutated,
+# mistyped or garbled (and may then put them anywhere): any text, and some
+# that chatd refuses (short, long, spaced).
+plain_passwords = weighted(
+    (1, st.sampled_from(("", "short", "pass word", "x" * 129, "\u00b2" * 6, "tab\tword"))),
+    (2, _text(max_size=12)),
+)
+nick_and_password = _command("{} {}", nicks, plain_passwords)
+# Passwords with the sign: mostly a few (so that a registered one is given
+# again, right), some random, some refused.  None has a space in it, to
+# stand as one word; spaced ones go where a space cannot split them off.
+SECRETS = (f"{MARK}s3cret", f"hunter2{MARK}", MARK * 6)
+secrets = weighted(
+    (6, st.sampled_from(SECRETS)),
+    (1, st.text(f"ab1!\u00e9{MARK}", max_size=8).map(lambda s: MARK + s)),
+    (1, st.sampled_from((MARK, MARK * 128, MARK * 129, f"{MARK}\u202e\u0663\U0001f600"))),
+)
+spaced_secrets = weighted(
+    (4, secrets),
+    (1, st.sampled_from((f"{MARK}two words", f"two {MARK}", f"{MARK}\ttab", f" {MARK}pad "))),
+)
+# Nicknames next to a password: no empty one, nor line breaks.
+secret_nicks = st.sampled_from((*NICKS, "x", "9lives", "a" * 25, "two words", "w[x]y{z}|^-_\\"))
+keys = weighted(
+    (3, st.sampled_from(("sesame", "k3y"))),
+    (1, st.sampled_from(("", " ", "x" * 23, "x" * 24, "\u202e", "a b", "\x00", "\u00e9"))),
+    (1, _text(max_size=6)),
+)
+mode_changes = weighted(
+    (4, st.sampled_from(("+i", "-i", "+m", "-m", "+t", "-t", "+k", "-k", "+imt", "-imt", "+mk"))),
+    (1, st.sampled_from(("", "+", "-", "i", "+x", "++i", "+kk", "+I", "+\u0130", "*"))),
+    (1, st.text("+-ikmtx", max_size=5)),
+)
+mode_args = weighted(
+    (1, rooms),
+    (1, mode_changes),
+    (2, _command("{} {}", rooms, mode_changes)),
+    (2, _command("{} {} {}", rooms, mode_changes, keys)),
+    (1, _command("{} {}", mode_changes, keys)),
+)
+targets = st.one_of(nicks, _command("{} {}", rooms, nicks))
+recalls = weighted((1, st.none()), (1, st.integers(0, 3)))
+# What Moderate needs after its door and slot.
+moderations = (
+    st.integers(0, 7),
+    st.sampled_from("op deop kick ban unban mode mode invite kill kill topic".split()),
+    st.one_of(st.sampled_from(("", "spam", "bye now")), texts),
+    mode_changes,
+    keys,
+)
+
+
 commands = weighted(
     (2, nicks),
     (3, texts),
@@ -1023,8 +1495,22 @@ commands = weighted(
     (1, _command("/me {}", texts)),
     (1, _command("//{}", texts)),
     (1, _command("/quit {}", texts)),
-    (1, _command("/{} {}", st.text(max_size=6), texts)),
+    (1, _command("/{} {}", _text(max_size=6), texts)),
     (2, st.sampled_from("/part /msg /nick /topic /history /who /rooms /help /quit".split())),
+    # Accounts (with unmarked passwords: see SecretLine) and moderation.
+    (1, _command("/register {}", plain_passwords)),
+    (1, _command("/identify {}", st.one_of(plain_passwords, nick_and_password))),
+    (1, _command("/password {} {}", plain_passwords, plain_passwords)),
+    (1, _command("/join {} {}", rooms, keys)),
+    (1, _command("/history {} {}", st.one_of(rooms, nicks), numbers)),
+    (1, _command("/history {} {} {}", st.one_of(rooms, nicks), numbers, numbers)),
+    (3, _command("/{} {}", st.sampled_from(("op", "deop", "ban", "unban")), targets)),
+    (2, _command("/kick {} {}", targets, texts)),
+    (2, _command("/mode {}", mode_args)),
+    (1, _command("/invite {} {}", nicks, st.one_of(rooms, texts))),
+    (1, _command("/kill {} {}", nicks, texts)),
+    (1, st.sampled_from("/register /identify /password /op /deop /kick /ban /unban /mode".split())),
+    (1, st.sampled_from("/invite /kill /mode #a +k /history #a 1 2 3 /identify a b c".split())),
 )
 mutations = weighted(
     (3, st.just([])),
@@ -1126,15 +1612,31 @@ line_inputs = weighted(
         ),
     ),
     (1, st.builds(LineInput, slots, long_lines, cuts, st.just("long"))),
+    (
+        1,
+        st.builds(
+            SecretLine,
+            slots,
+            st.sampled_from(
+                ("register", "identify", "identify_nick", "password", "password_half", "sign_on")
+            ),
+            secret_nicks,
+            secrets,
+            spaced_secrets,
+            recalls,
+        ),
+    ),
+    (1, st.builds(Moderate, st.just("line"), slots, *moderations)),
 )
 
 # WebSocket requests: every type, with well-typed fields or any JSON at all.
+# (A kind is a type, maybe followed by which form of it.)
 REQUESTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "hello": (("nick",), ()),
+    "hello": (("nick",), ("password",)),
     "say": (("room", "text"), ()),
     "me": (("room", "text"), ()),
     "nick": (("nick",), ()),
-    "join": (("room",), ()),
+    "join": (("room",), ("key",)),
     "part": (("room",), ("reason",)),
     "msg": (("to", "text"), ()),
     "who": (("room",), ()),
@@ -1142,18 +1644,34 @@ REQUESTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "topic": (("room",), ("text",)),
     "history": (("room",), ("limit", "before")),
 }
+# Accounts and moderation.
+MORE_REQUESTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "history with": (("with",), ("limit", "before")),
+    "register": (("password",), ()),
+    "identify": (("password",), ("nick",)),
+    "password": (("old", "new"), ()),
+    "op": (("room", "nick"), ()),
+    "deop": (("room", "nick"), ()),
+    "kick": (("room", "nick"), ("reason",)),
+    "ban": (("room", "nick"), ()),
+    "unban": (("room", "nick"), ()),
+    "mode": (("room",), ("mode", "key")),
+    "invite": (("room", "nick"), ()),
+    "kill": (("nick",), ("reason",)),
+}
+TYPES = sorted({kind.split()[0] for kind in [*REQUESTS, *MORE_REQUESTS]})
 json_values = st.recursive(
     st.one_of(
         st.none(),
         st.booleans(),
         st.integers(),
         st.floats(),
-        st.text(max_size=6),
+        _text(max_size=6),
         st.sampled_from(TRICKY),
     ),
     lambda children: st.one_of(
         st.lists(children, max_size=3),
-        st.dictionaries(st.text(max_size=4), children, max_size=3),
+        st.dictionaries(_text(max_size=4), children, max_size=3),
     ),
     max_leaves=5,
 )
@@ -1166,13 +1684,19 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "reason": st.one_of(texts, st.none()),
     "limit": counts,
     "before": counts,
+    "with": nicks,
+    "password": plain_passwords,
+    "old": plain_passwords,
+    "new": plain_passwords,
+    "key": weighted((3, keys), (1, st.none())),
+    "mode": weighted((3, mode_changes), (1, st.none())),
 }
 
 
 def _request(kind: str) -> st.SearchStrategy[dict[str, Any]]:
-    required, optional = REQUESTS[kind]
+    required, optional = REQUESTS.get(kind) or MORE_REQUESTS[kind]
     return st.fixed_dictionaries(
-        {"type": st.just(kind), **{name: FIELDS[name] for name in required}},
+        {"type": st.just(kind.split()[0]), **{name: FIELDS[name] for name in required}},
         optional={name: FIELDS[name] for name in optional},
     )
 
@@ -1181,17 +1705,35 @@ def _json(request: object, ascii_only: bool) -> bytes:
     return json.dumps(request, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
 
 
-valid_requests = st.sampled_from(sorted(REQUESTS)).flatmap(_request)
+valid_requests = weighted(
+    (3, st.sampled_from(sorted(REQUESTS))), (2, st.sampled_from(sorted(MORE_REQUESTS)))
+).flatmap(_request)
 mistyped_requests = st.builds(
     lambda kind, fields: {**fields, "type": kind},
-    st.one_of(st.sampled_from(sorted(REQUESTS)), json_values),
+    st.one_of(st.sampled_from(TYPES), json_values),
     st.dictionaries(
-        st.one_of(st.sampled_from(sorted(FIELDS)), st.text(max_size=4)),
+        st.one_of(st.sampled_from(sorted(FIELDS)), _text(max_size=4)),
         st.one_of(json_values, *FIELDS.values()),
         max_size=3,
     ),
 )
 requests = st.builds(_json, weighted((3, valid_requests), (1, mistyped_requests)), st.booleans())
+
+
+# Requests with passwords (marked) in their places, for SecretFrame.
+secret_requests = st.one_of(
+    st.builds(
+        lambda n, p: (("type", "hello"), ("nick", n), ("password", p)), secret_nicks, spaced_secrets
+    ),
+    st.builds(lambda p: (("type", "register"), ("password", p)), spaced_secrets),
+    st.builds(lambda p: (("type", "identify"), ("password", p)), spaced_secrets),
+    st.builds(
+        lambda n, p: (("type", "identify"), ("nick", n), ("password", p)), nicks, spaced_secrets
+    ),
+    st.builds(
+        lambda o, n: (("type", "password"), ("old", o), ("new", n)), spaced_secrets, spaced_secrets
+    ),
+)
 
 
 def _nested(depth: int, opener: str, closed: bool) -> bytes:
@@ -1293,6 +1835,8 @@ websocket_inputs = weighted(
     (1, _frames("oversized", oversized)),
     (1, _frames("odd", st.lists(odd_frames, min_size=1, max_size=3).map(tuple))),
     (1, st.builds(WebSocketBytes, slots, st.binary(max_size=40), cuts)),
+    (2, st.builds(SecretFrame, slots, secret_requests, recalls)),
+    (2, st.builds(Moderate, st.just("websocket"), slots, *moderations)),
 )
 
 
@@ -1385,6 +1929,7 @@ class FuzzTestCase(SynchronousTestCase):
         site if C{web}.
         """
         self.tally["runs"] += 1
+        world = None
         try:
             world = World(self, web)
             for action in actions:
@@ -1400,6 +1945,9 @@ class FuzzTestCase(SynchronousTestCase):
                 for action in actions:
                     print(f"  {action!r}"[:300])
             raise
+        finally:
+            if world is not None:
+                world.stop()
 
 
 class LineDoorFuzzTests(FuzzTestCase):
@@ -1407,10 +1955,12 @@ class LineDoorFuzzTests(FuzzTestCase):
     @given(actions(line=6, websocket=1, other=2), st.booleans(), st.booleans())
     def test_line_door(self, actions: list[Action], shutdown: bool, web: bool) -> None:
         """
-        Random bytes, telnet commands, mutated commands and overlong lines
-        on the line connections (with some WebSocket traffic alongside)
-        leave the hub consistent, raise nothing and log no error; line
-        connections only ever receive whole, terminal-safe lines.
+        Random bytes, telnet commands, mutated commands (accounts, history
+        and moderation among them), passwords and overlong lines on the
+        line connections (with some WebSocket traffic alongside) leave the
+        hub consistent, raise nothing, log no error and leak no password;
+        line connections only ever receive whole, terminal-safe lines, and
+        are closed only for a reason they are told.
         """
         self.play(actions, shutdown, web)
 
@@ -1420,12 +1970,14 @@ class WebSocketDoorFuzzTests(FuzzTestCase):
     @given(actions(line=1, websocket=10, other=2), st.booleans(), st.booleans())
     def test_websocket_door(self, actions: list[Action], shutdown: bool, web: bool) -> None:
         """
-        Requests of every type, mistyped and mutated JSON, deep nesting, and
+        Requests of every type (accounts, history and moderation among
+        them), passwords, mistyped and mutated JSON, deep nesting, and
         random, binary, control, fragmented, oversized and malformed frames
         on the WebSocket connections (with some line traffic alongside)
-        leave the hub consistent, raise nothing and log no error;
-        WebSockets only ever receive whole frames whose text frames are
-        typed JSON objects.
+        leave the hub consistent, raise nothing, log no error and leak no
+        password; WebSockets only ever receive whole frames whose text
+        frames are typed JSON objects, and are closed only for a reason
+        they are told or for breaking the protocol.
         """
         self.play(actions, shutdown, web)
 
@@ -1493,3 +2045,31 @@ class RegressionTests(SynchronousTestCase):
         self.assertTrue(line.startswith("!!! Invalid nickname '\u00b2'"), line)
         self.peer.send("/history #lobby \u00b2")
         self.assertEqual(self.peer.lines(), ["!!! Usage: /history [#room|NICK] [N] [BEFORE]"])
+
+    def test_takeover_past_the_room_limit(self) -> None:
+        """
+        Signing on with a password takes over a session that is in as many
+        rooms as allowed (none of them #lobby): the new session is in those
+        rooms, and the hub and the session agree that it is signed on.
+
+        (C{Hub.connect} joined #lobby first, then the old rooms, and the
+        last join's C{too_many_rooms} escaped from C{connect} after the
+        user was added: the session went back to the prompt while the hub
+        kept a user for it.)
+        """
+        hub = Hub(self.clock, max_rooms_per_user=3, passwords=quick_passwords())
+        door = LineDoor(hub, self.clock, Limits(flood_rate=0))
+        old = LinePeer(door)
+        for line in ("alice", "/register s3cret!", "/join #a", "/join #b", "/part #lobby"):
+            old.send(line)
+        old.send("/join #c")
+        new = LinePeer(door)
+        new.received()
+        new.send("alice s3cret!")
+        lines = new.lines()
+        self.assertNotIn("Choose a nickname:", lines)
+        self.assertFalse(any(line.startswith("!!!") for line in lines), lines)
+        user = hub.users["alice"]
+        self.assertIs(user, new.protocol.protocol.user)
+        self.assertEqual(list(user.rooms), ["#a", "#b", "#c"])
+        self.assertTrue(old.transport.disconnecting)

@@ -551,3 +551,16 @@ class ShutdownTests(LineDoorTestCase):
         self.assertTrue(alice.transport.aborted)
         alice.disconnect()
         self.successResultOf(done)
+
+
+class SubnegotiationTests(LineDoorTestCase):
+    def test_too_long_is_told(self) -> None:
+        """
+        An unterminated telnet subnegotiation past Twisted's 4 KiB cap ends
+        the connection, with a reason.
+        """
+        peer = self.peer("alice")
+        peer.send(bytes([IAC, SB, 24]) + b"x" * 5000)
+        self.assertEqual(peer.lines(), ["!!! Telnet subnegotiation too long; goodbye"])
+        self.assertTrue(peer.transport.disconnecting)
+        self.flushLoggedErrors()

@@ -16,6 +16,7 @@ from chatd.model import (
     Kicked,
     ModeChanged,
     Modes,
+    Notice,
     OpChanged,
     Topic,
     TopicChanged,
@@ -186,7 +187,7 @@ class ModeTests(Case):
         expected = [ModeChanged("#den", "+m", "alice"), ModeChanged("#den", "+t", "alice")]
         self.assertEqual(self.everyone(), [expected] * 3)
         self.hub.set_mode(self.alice, "#den", "+m")
-        self.assertEqual(self.everyone(), [[], [], []])
+        self.assertEqual(self.everyone(), [[Modes("#den", "+mt", None)], [], []])
 
     def test_moderated(self) -> None:
         self.hub.set_mode(self.alice, "#den", "+m")
@@ -261,3 +262,21 @@ class AdminTests(Case):
         other = signed_on(hub, "other")
         self.assertRaises(ChatError, hub.kill, root, other.nick)
         self.assertIn("other", hub.users)
+
+
+class BanTakesOpTests(Case):
+    def test_banned_operator_stays_out(self) -> None:
+        """
+        A ban takes away operator status, so a banned operator cannot walk
+        back in past its own ban.
+        """
+        self.hub.set_op(self.alice, "#den", "bob")
+        self.hub.ban(self.alice, "#den", "bob")
+        self.assertNotIn("bob", self.hub.registered["#den"].ops)
+        self.refused("banned", self.hub.join, self.bob, "#den")
+
+    def test_op_twice_answers(self) -> None:
+        self.hub.set_op(self.alice, "#den", "bob")
+        self.everyone()
+        self.hub.set_op(self.alice, "#den", "bob")
+        self.assertEqual(self.everyone(), [[Notice("bob is already an operator of #den")], [], []])

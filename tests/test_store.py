@@ -784,7 +784,10 @@ class OpeningTests(SQLiteTestCase):
         db.execute("PRAGMA user_version = 7")
         db.close()
         why = self.refused()
-        self.assertIn(f"{self.path} was written by a newer chatd (schema 7, this one knows 1)", why)
+        known = len(MIGRATIONS)
+        self.assertIn(
+            f"{self.path} was written by a newer chatd (schema 7, this one knows {known})", why
+        )
 
     def test_garbage(self) -> None:
         """
@@ -876,10 +879,31 @@ class OpeningTests(SQLiteTestCase):
             migrations = (*MIGRATIONS, "CREATE TABLE extra (x); INSERT INTO extra VALUES (42);")
 
         store = self.open_store(kind=Newer)
-        self.assertEqual(self.rows("PRAGMA user_version"), [(2,)])
+        self.assertEqual(self.rows("PRAGMA user_version"), [(len(MIGRATIONS) + 1,)])
         self.assertEqual(self.rows("SELECT x FROM extra"), [(42,)])
         self.assertEqual((self.state.last_id, self.state.accounts), (3000, {"bob"}))
         self.assertEqual(len(await store.fetch("#r1", 1000, None)), 231)
+
+    async def test_accounts_gain_first_id(self) -> None:
+        """
+        Schema 2: accounts of a schema-1 database start their private
+        history at the beginning; new ones where they say.
+        """
+
+        class First(SQLiteStore):
+            migrations = MIGRATIONS[:1]
+
+        await self.open_store(kind=First).close()
+        db = sqlite3.connect(self.path)
+        with db:
+            db.execute("INSERT INTO accounts VALUES ('alice', 'Alice', 'h', 1.0)")
+        db.close()
+        store = self.open_store(clock=reactor, commit_window=0.001)
+        self.assertEqual(self.rows("PRAGMA user_version"), [(2,)])
+        self.assertEqual(await store.account("alice"), Account("Alice", "h", 1.0, 0))
+        await store.create_account(Account("Bob", "h", 2.0, 77))
+        await store.flush()
+        self.assertEqual(await store.account("bob"), Account("Bob", "h", 2.0, 77))
 
     async def test_failed_migration(self) -> None:
         """
@@ -893,6 +917,7 @@ class OpeningTests(SQLiteTestCase):
 
         store = Broken(self.path, Clock())
         why = str(self.assertRaises(StoreError, store.load))
-        self.assertIn("from schema 1 to 2 failed", why)
-        self.assertEqual(self.rows("PRAGMA user_version"), [(1,)])
+        known = len(MIGRATIONS)
+        self.assertIn(f"from schema {known} to {known + 1} failed", why)
+        self.assertEqual(self.rows("PRAGMA user_version"), [(known,)])
         self.assertEqual(self.rows("SELECT name FROM sqlite_master WHERE name = 'extra'"), [])

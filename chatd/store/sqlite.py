@@ -91,6 +91,10 @@ MIGRATIONS: tuple[str, ...] = (
         bans TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: where an account's own private history starts.
+    """
+    ALTER TABLE accounts ADD COLUMN first_id INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 """
 The schema as SQL scripts, in order: a database at C{PRAGMA user_version}
@@ -606,8 +610,8 @@ class SQLiteStore:
                 if isinstance(w, _Registered):
                     a = w.account
                     cursor = db.execute(
-                        "INSERT OR IGNORE INTO accounts VALUES (?, ?, ?, ?)",
-                        (w.key, a.name, a.password_hash, a.created),
+                        "INSERT OR IGNORE INTO accounts VALUES (?, ?, ?, ?, ?)",
+                        (w.key, a.name, a.password_hash, a.created, a.first_id),
                     )
                     created.append(cursor.rowcount == 1)
                 elif isinstance(w, _Rekeyed):
@@ -824,7 +828,8 @@ class SQLiteStore:
 
         def query(db: sqlite3.Connection) -> Account | None:
             rows = db.execute(
-                "SELECT name, password_hash, created FROM accounts WHERE nick_key = ?", (key,)
+                "SELECT name, password_hash, created, first_id FROM accounts WHERE nick_key = ?",
+                (key,),
             ).fetchall()
             return Account(*rows[0]) if rows else None
 
