@@ -171,6 +171,7 @@ class Hub:
     @ivar registered: the settings of every registered room, by folded name.
     @ivar admins: folded account names of server operators.
     @ivar motd: the message of the day, lines shown to each user on sign-on.
+    @ivar deliveries: events written to recipients (broadcasts) since start.
     @ivar closing: set while the server shuts down; quits are then not
         announced, since everybody is leaving at once.
     """
@@ -208,6 +209,7 @@ class Hub:
         self.users: dict[str, User] = {}
         self.rooms = {fold(LOBBY): Room(LOBBY, self.registered.get(fold(LOBBY)))}
         self.closing = False
+        self.deliveries = 0
 
     @property
     def last_id(self) -> int:
@@ -910,7 +912,9 @@ class Hub:
         encoded: dict[IEncoder, object] = {}
         last_encoder: IEncoder | None = None
         payload: object = None
-        for user in tuple(users):  # a delivery may end in someone leaving
+        recipients = tuple(users)  # a delivery may end in someone leaving
+        self.deliveries += len(recipients)
+        for user in recipients:
             client = user.client
             try:
                 encoder = client.encoder

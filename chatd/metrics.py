@@ -43,6 +43,11 @@ class ChatCollector:
         )
         accepted.add_metric([], hub.last_id - self._first_id)
         yield accepted
+        deliveries = CounterMetricFamily(
+            "chatd_deliveries", "Broadcast events written to recipients, on every door."
+        )
+        deliveries.add_metric([], hub.deliveries)
+        yield deliveries
         connections = GaugeMetricFamily(
             "chatd_connections", "Open connections, by door.", labels=["door"]
         )

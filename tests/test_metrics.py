@@ -63,6 +63,10 @@ class CollectorTests(SynchronousTestCase):
         self.assertEqual(got[("chatd_users", ())], 2)
         self.assertEqual(got[("chatd_rooms", ())], 2)
         self.assertEqual(got[("chatd_messages_total", ())], 2)
+        before = got[("chatd_deliveries_total", ())]
+        bob.send("hello alice")
+        got = samples(registry)
+        self.assertEqual(got[("chatd_deliveries_total", ())], before + 2)
         self.assertEqual(got[("chatd_connections", (("door", "line"),))], 2)
         self.assertEqual(
             got[("chatd_door_events_total", (("door", "line"), ("event", "slow_consumer")))], 1
