@@ -597,7 +597,7 @@ class Hub:
         room = self._membership(user, name)
         self._require(user, room, OPERATOR)
         target = self.users.get(fold(nick))
-        mask = (target.account if target and target.account else None) or fold(nick)
+        mask = target.account if target is not None and target.account else fold(nick)
         if not banned:
             if mask not in room.bans and fold(nick) not in room.bans:
                 raise ChatError("not_banned", f"{nick} is not banned from {room.name}")

@@ -364,6 +364,19 @@ class Session:
         proven = self.hub.authenticate(self, nick, password)
         return proven.addCallback(lambda account: self._enter(nick, account))
 
+    def identify(self, nick: str, password: str) -> Deferred[None]:
+        """
+        Prove the account C{nick} with C{password} and take it (and its
+        nickname), unless this session has signed off meanwhile.
+        """
+        user = self.me
+
+        def proven(account: str) -> None:
+            if self.user is user:
+                self.hub.identify(user, nick, account)
+
+        return self.hub.authenticate(self, nick, password).addCallback(proven)
+
     def _enter(self, nick: str, account: str | None) -> bool:
         if self._closing:
             return False

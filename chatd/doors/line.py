@@ -592,13 +592,7 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         if len(words) > 2:
             raise ChatError("usage", "Usage: /identify [NICK] PASSWORD")
         nick, password = words if len(words) == 2 else (self.me.nick, words[0])
-        user = self.me
-
-        def proven(account: str) -> None:
-            if self.user is user:
-                self.hub.identify(user, nick, account)
-
-        return self.hub.authenticate(self, nick, password).addCallback(proven)
+        return self.identify(nick, password)
 
     def do_password(self, args: str) -> Deferred[None]:
         old, _, new = args.partition(" ")

@@ -373,14 +373,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
 
     def do_identify(self, field: _Field) -> Deferred[None]:
         password = field("password", str)
-        nick = field("nick", str, optional=True) or self.me.nick
-        user = self.me
-
-        def proven(account: str) -> None:
-            if self.user is user:
-                self.hub.identify(user, nick, account)
-
-        return self.hub.authenticate(self, nick, password).addCallback(proven)
+        return self.identify(field("nick", str, optional=True) or self.me.nick, password)
 
     def do_password(self, field: _Field) -> Deferred[None]:
         return self.hub.change_password(self.me, field("old", str), field("new", str))
