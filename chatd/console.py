@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.threads import deferToThread
@@ -91,6 +91,9 @@ class ConsoleProtocol(LineReceiver):
         )
 
     def _failed(self, failure: Failure) -> None:
+        if isinstance(failure.value, ChatError):
+            self.answer([f"error: {failure.value.message}"])
+            return
         self.factory.log.failure("Admin console command failed", failure)
         self.answer([f"error: {failure.getErrorMessage()}"])
 
@@ -111,24 +114,26 @@ class ConsoleProtocol(LineReceiver):
             for _, room in sorted(self.factory.hub.rooms.items())
         ]
 
-    def do_kick(self, args: str) -> list[str]:
+    def do_kick(self, args: str) -> Deferred[list[str]]:
         nick, _, rest = args.partition(" ")
         room, _, reason = rest.strip().partition(" ")
         if not nick or not room:
             raise ChatError("usage", "usage: kick NICK #ROOM [REASON]")
-        self.factory.hub.remove(nick, room, "console", reason.strip() or None)
-        return [f"kicked {nick} from {room}"]
+        kicked = maybeDeferred(
+            self.factory.hub.remove, nick, room, "console", reason.strip() or None
+        )
+        return kicked.addCallback(lambda _: [f"kicked {nick} from {room}"])
 
-    def do_kill(self, args: str) -> list[str]:
+    def do_kill(self, args: str) -> Deferred[list[str]]:
         nick, _, reason = args.partition(" ")
         if not nick:
             raise ChatError("usage", "usage: kill NICK [REASON]")
-        self.factory.hub.drop(nick, "console", reason.strip() or None)
-        return [f"killed {nick}"]
+        killed = maybeDeferred(self.factory.hub.drop, nick, "console", reason.strip() or None)
+        return killed.addCallback(lambda _: [f"killed {nick}"])
 
-    def do_notice(self, args: str) -> list[str]:
-        self.factory.hub.announce(args)
-        return [f"told {len(self.factory.hub.users)} users"]
+    def do_notice(self, args: str) -> Deferred[list[str]]:
+        told = maybeDeferred(self.factory.hub.announce, args)
+        return told.addCallback(lambda _: [f"told {len(self.factory.hub.users)} users"])
 
     def do_motd(self, args: str) -> Deferred[list[str]] | list[str]:
         path = self.factory.motd_path

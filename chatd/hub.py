@@ -13,9 +13,10 @@ pages wait for it, and they return Deferreds.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -48,6 +49,7 @@ from chatd.model import (
     RoomInfo,
     RoomList,
     RoomRecord,
+    StoreState,
     Topic,
     TopicChanged,
     UserList,
@@ -68,6 +70,11 @@ MEMBER, OPERATOR, OWNER, ADMIN = range(4)
 
 _events = Logger(namespace="chatd.events")
 
+Answer = Deferred[None] | None
+"""What a request returns: None once done, or (in a cluster, where requests
+are applied once the log has them) a Deferred that fires when done and fails
+with the refusal."""
+
 
 class User:
     """
@@ -80,7 +87,7 @@ class User:
         nickname, else from when it took its nickname.
     """
 
-    __slots__ = ("account", "client", "nick", "rooms", "since")
+    __slots__ = ("account", "client", "nick", "rooms", "sid", "since")
 
     def __init__(self, nick: str, client: IClient, account: str | None, since: int) -> None:
         self.nick = nick
@@ -88,6 +95,7 @@ class User:
         self.account = account
         self.since = since
         self.rooms: dict[str, Room] = {}
+        self.sid = ""
 
     def __repr__(self) -> str:
         return f"<User {self.nick}>"
@@ -172,6 +180,9 @@ class Hub:
     @ivar admins: folded account names of server operators.
     @ivar motd: the message of the day, lines shown to each user on sign-on.
     @ivar deliveries: events written to recipients (broadcasts) since start.
+    @ivar messages: room and private messages accepted since start.
+    @ivar bytes_out: bytes of events handed to each door's connections, by
+        the door's encoder.
     @ivar closing: set while the server shuts down; quits are then not
         announced, since everybody is leaving at once.
     """
@@ -190,6 +201,7 @@ class Hub:
         motd: Iterable[str] = (),
         history_page: int = 20,
         max_history_page: int = 200,
+        state: StoreState | None = None,
     ) -> None:
         self.clock = clock
         self.store = MemoryStore() if store is None else store
@@ -202,7 +214,8 @@ class Hub:
         self.motd = tuple(motd)
         self.history_page = history_page
         self.max_history_page = max_history_page
-        state = self.store.load()
+        if state is None:
+            state = self.store.load()
         self._last_id = state.last_id
         self.accounts = set(state.accounts)
         self.registered = {fold(r.name): r for r in state.rooms}
@@ -210,6 +223,26 @@ class Hub:
         self.rooms = {fold(LOBBY): Room(LOBBY, self.registered.get(fold(LOBBY)))}
         self.closing = False
         self.deliveries = 0
+        self.messages = 0
+        self.bytes_out: Counter[IEncoder | None] = Counter()
+
+    def start(self) -> Deferred[None]:
+        """
+        Get ready to serve; fire when ready (a lone hub is ready at once).
+        """
+        return succeed(None)
+
+    def leave(self) -> Deferred[None]:
+        """
+        Tell whoever must know that this hub stops serving (nobody, alone).
+        """
+        return succeed(None)
+
+    def trouble(self) -> str | None:
+        """
+        Why the hub cannot serve right now, if it cannot.
+        """
+        return None
 
     @property
     def last_id(self) -> int:
@@ -247,6 +280,9 @@ class Hub:
         Remove C{user}; everyone sharing a room sees it leave each room once.
         Calling it again for the same user does nothing.
         """
+        self._disconnect(user, reason)
+
+    def _disconnect(self, user: User, reason: str | None) -> None:
         if self.users.get(fold(user.nick)) is not user:
             return
         del self.users[fold(user.nick)]
@@ -256,17 +292,18 @@ class Hub:
             if not self.closing:
                 self._broadcast(room.members, Parted(room.name, user.nick, reason))
 
-    def change_nick(self, user: User, new: str) -> None:
+    def change_nick(self, user: User, new: str) -> Answer:
         """
         Rename C{user}; it and everyone sharing a room with it see it once.
         """
         check_nick(new)
         if new == user.nick:
-            return
+            return None
         if fold(new) != fold(user.nick):
             self._check_free(new, user.account)
             self._take_over(new, f"{user.nick} took the nickname back")
         self._rename(user, new)
+        return None
 
     def _rename(self, user: User, new: str) -> None:
         old = user.nick
@@ -301,8 +338,8 @@ class Hub:
         if holder is None:
             return []
         rooms = [room.name for room in holder.rooms.values()]
-        self._deliver(holder, Notice(f"Your nickname was taken over: {why}"))
-        self.disconnect(holder, why)
+        self._deliver(holder, Error("taken_over", f"Your nickname was taken over: {why}"))
+        self._disconnect(holder, why)
         holder.client.close()
         return rooms
 
@@ -340,7 +377,7 @@ class Hub:
 
         return self.store.account(nick).addCallback(verify).addCallback(checked)
 
-    def identify(self, user: User, nick: str, account: str) -> None:
+    def identify(self, user: User, nick: str, account: str) -> Answer:
         """
         Mark C{user} as holding C{account} (proved by L{authenticate}) and,
         if C{nick} differs from its nickname, rename it to C{nick}.
@@ -355,6 +392,7 @@ class Hub:
             user.since = self._floor(nick, account)
         self._deliver(user, AccountChanged(account, "identified"))
         self._enter_rooms(user, rooms)
+        return None
 
     def _enter_rooms(self, user: User, rooms: list[str]) -> None:
         """
@@ -367,7 +405,7 @@ class Hub:
             if fold(name) in user.rooms:
                 continue
             try:
-                self.join(user, name, bypass=name != LOBBY)
+                self._join(user, name, None, bypass=name != LOBBY)
             except ChatError as error:
                 self._deliver(user, Error.from_exception(error))
 
@@ -388,17 +426,25 @@ class Hub:
             account = Account(nick, password_hash, self.clock.seconds(), user.since)
             return self.store.create_account(account)
 
-        def created(new: bool) -> None:
+        def created(new: bool) -> Answer:
             if not new:
                 raise ChatError("nick_registered", f"The nickname {nick} is already registered")
-            self.accounts.add(fold(nick))
             self._floors[fold(nick)] = user.since
-            self._note("register", "{nick} registered", nick=nick)
-            if self.users.get(fold(nick)) is user:
-                user.account = fold(nick)
-                self._deliver(user, AccountChanged(fold(nick), "registered"))
+            return self._registered(user, nick)
 
         return hashed.addCallback(create).addCallback(created)
+
+    def _registered(self, user: User, nick: str) -> Answer:
+        """
+        The account C{nick} now exists: C{user}, if it still holds the
+        nickname, is identified for it.
+        """
+        self.accounts.add(fold(nick))
+        self._note("register", "{nick} registered", nick=nick)
+        if self.users.get(fold(nick)) is user:
+            user.account = fold(nick)
+            self._deliver(user, AccountChanged(fold(nick), "registered"))
+        return None
 
     def change_password(self, user: User, old: str, new: str) -> Deferred[None]:
         """
@@ -430,7 +476,9 @@ class Hub:
         """
         return fold(room) in user.rooms
 
-    def join(self, user: User, name: str, key: str | None = None, *, bypass: bool = False) -> None:
+    def join(
+        self, user: User, name: str, key: str | None = None, *, bypass: bool = False
+    ) -> Answer:
         """
         Put C{user} in room C{name}, creating it if needed, unless the room
         bans it, is invite-only or has another key (C{bypass} skips those
@@ -441,6 +489,10 @@ class Hub:
         gets the join.  The first to enter a new room is its operator, and
         its owner if identified: the room is then registered.
         """
+        self._join(user, name, key, bypass=bypass)
+        return None
+
+    def _join(self, user: User, name: str, key: str | None, *, bypass: bool) -> None:
         check_room(name)
         folded = fold(name)
         if folded in user.rooms:
@@ -471,7 +523,7 @@ class Hub:
         self._deliver(user, self._user_list(room))
         if room.topic:
             self._deliver(user, Topic(room.name, room.topic, room.topic_by))
-        if self.history_on_join > 0:
+        if self.history_on_join > 0 and self._is_local(user):
             limit = min(self.history_on_join, self.max_history_page)
             self._send_history(user, room, limit, self._last_id + 1, on_join=True)
 
@@ -485,7 +537,7 @@ class Hub:
         if room.key is not None and key != room.key:
             raise ChatError("bad_key", f"{room.name} needs the right key: /join {room.name} KEY")
 
-    def part(self, user: User, name: str, reason: str | None = None) -> None:
+    def part(self, user: User, name: str, reason: str | None = None) -> Answer:
         """
         Take C{user} out of room C{name}; it and the other members see it.
         """
@@ -493,22 +545,25 @@ class Hub:
         self._note("part", "{nick} left {room}", nick=user.nick, room=room.name)
         self._broadcast(room.members, Parted(room.name, user.nick, reason))
         self._leave(user, room)
+        return None
 
-    def who(self, user: User, name: str) -> None:
+    def who(self, user: User, name: str) -> Answer:
         """
         Send C{user} the members of room C{name}.
         """
         self._deliver(user, self._user_list(self._existing(name)))
+        return None
 
-    def list_rooms(self, user: User) -> None:
+    def list_rooms(self, user: User) -> Answer:
         """
         Send C{user} every room, its member count and topic, by name.
         """
         rooms = sorted(self.rooms.items())
         info = tuple(RoomInfo(r.name, len(r.members), r.topic) for _, r in rooms)
         self._deliver(user, RoomList(info))
+        return None
 
-    def topic(self, user: User, name: str, text: str | None = None) -> None:
+    def topic(self, user: User, name: str, text: str | None = None) -> Answer:
         """
         With no C{text}, send C{user} the topic of room C{name}; otherwise set
         it (an empty or blank text clears it) and show every member.  In a
@@ -517,7 +572,7 @@ class Hub:
         if text is None:
             room = self._existing(name)
             self._deliver(user, Topic(room.name, room.topic, room.topic_by))
-            return
+            return None
         room = self._membership(user, name)
         if "t" in room.modes:
             self._require(user, room, OPERATOR)
@@ -531,10 +586,11 @@ class Hub:
         self._save(room)
         self._note("topic", "{by} set the topic of {room}", by=user.nick, room=room.name)
         self._broadcast(room.members, TopicChanged(room.name, text, user.nick))
+        return None
 
     # -- moderation ---------------------------------------------------------
 
-    def set_op(self, user: User, name: str, nick: str, op: bool = True) -> None:
+    def set_op(self, user: User, name: str, nick: str, op: bool = True) -> Answer:
         """
         Make member C{nick} an operator of room C{name} (or, with C{op}
         false, no longer one): by account if it has one and the room is
@@ -546,7 +602,7 @@ class Hub:
         if room.is_op(target) == op:
             state = "already" if op else "not"
             self._deliver(user, Notice(f"{target.nick} is {state} an operator of {room.name}"))
-            return
+            return None
         if op:
             if room.owner is not None and target.account is not None:
                 room.op_accounts.add(target.account)
@@ -569,8 +625,9 @@ class Hub:
         )
         self._broadcast(room.members, OpChanged(room.name, target.nick, user.nick, op))
         self._broadcast(room.members, self._user_list(room))
+        return None
 
-    def kick(self, user: User, name: str, nick: str, reason: str | None = None) -> None:
+    def kick(self, user: User, name: str, nick: str, reason: str | None = None) -> Answer:
         """
         Put member C{nick} out of room C{name}; every member sees it.
         """
@@ -579,6 +636,7 @@ class Hub:
         target = self._member(room, nick)
         self._outrank(user, target, room)
         self._kick(room, target, user.nick, reason)
+        return None
 
     def _kick(self, room: Room, target: User, by: str, reason: str | None) -> None:
         self._note(
@@ -587,7 +645,7 @@ class Hub:
         self._broadcast(room.members, Kicked(room.name, target.nick, by, reason))
         self._leave(target, room)
 
-    def ban(self, user: User, name: str, nick: str, banned: bool = True) -> None:
+    def ban(self, user: User, name: str, nick: str, banned: bool = True) -> Answer:
         """
         Ban C{nick} from room C{name} (or lift the ban): its account if it
         is online and identified, else the nickname.  A banned member is
@@ -627,8 +685,9 @@ class Hub:
         self._broadcast(room.members, BanChanged(room.name, nick, user.nick, banned))
         if banned and target is not None and fold(room.name) in target.rooms:
             self._kick(room, target, user.nick, "banned")
+        return None
 
-    def set_mode(self, user: User, name: str, change: str | None, key: str | None = None) -> None:
+    def set_mode(self, user: User, name: str, change: str | None, key: str | None = None) -> Answer:
         """
         With no C{change}, send C{user} the modes of room C{name}; otherwise
         apply C{change}: C{+} or C{-} and letters among C{i}, C{k} (with
@@ -637,7 +696,7 @@ class Hub:
         room = self._membership(user, name)
         if not change:
             self._deliver(user, Modes(room.name, room.mode_string(), room.key))
-            return
+            return None
         self._require(user, room, OPERATOR)
         sign, letters = change[0], change[1:]
         if sign not in "+-" or not letters or any(c not in MODES + "k" for c in letters):
@@ -660,15 +719,16 @@ class Hub:
                 changes.append(sign + letter)
         if not changes:  # nothing to change: say how things are
             self._deliver(user, Modes(room.name, room.mode_string(), room.key))
-            return
+            return None
         self._save(room)
         for applied in changes:
             self._note(
                 "mode", "{by} set {mode} on {room}", by=user.nick, mode=applied[:2], room=room.name
             )
             self._broadcast(room.members, ModeChanged(room.name, applied, user.nick))
+        return None
 
-    def invite(self, user: User, name: str, nick: str) -> None:
+    def invite(self, user: User, name: str, nick: str) -> Answer:
         """
         Let C{nick} into room C{name} past mode C{+i}, and tell it so.
         """
@@ -685,21 +745,27 @@ class Hub:
             del room.invites[next(iter(room.invites))]
         self._deliver(target, Invited(room.name, user.nick))
         self._deliver(user, Notice(f"Invited {target.nick} to {room.name}"))
+        return None
 
-    def kill(self, user: User, nick: str, reason: str | None = None) -> None:
+    def kill(self, user: User, nick: str, reason: str | None = None) -> Answer:
         """
         Disconnect C{nick} from the server (server operators only).
         """
         if user.account is None or user.account not in self.admins:
             raise ChatError("not_admin", "Only server operators can do that")
-        self.drop(nick, user.nick, reason)
+        self._drop(nick, user.nick, reason)
+        return None
 
-    def drop(self, nick: str, by: str, reason: str | None = None) -> None:
+    def drop(self, nick: str, by: str, reason: str | None = None) -> Answer:
         """
         Disconnect C{nick}, on the word of C{by} (a server operator, or the
         admin console); it is told why and everyone sharing a room sees it
         leave.
         """
+        self._drop(nick, by, reason)
+        return None
+
+    def _drop(self, nick: str, by: str, reason: str | None) -> None:
         check_nick(nick)
         target = self.users.get(fold(nick))
         if target is None:
@@ -707,10 +773,10 @@ class Hub:
         why = f"killed by {by}" + (f": {reason}" if reason else "")
         self._note("kill", "{by} killed {nick}", by=by, nick=target.nick)
         self._deliver(target, Error("killed", f"You were {why}"))
-        self.disconnect(target, why)
+        self._disconnect(target, why)
         target.client.close()
 
-    def remove(self, nick: str, name: str, by: str, reason: str | None = None) -> None:
+    def remove(self, nick: str, name: str, by: str, reason: str | None = None) -> Answer:
         """
         Put C{nick} out of room C{name} on the word of C{by} (the admin
         console), as a kick.
@@ -720,14 +786,16 @@ class Hub:
         if room is None:
             raise ChatError("no_such_room", f"There is no room named {name}")
         self._kick(room, self._member(room, nick), by, reason)
+        return None
 
-    def announce(self, text: str) -> None:
+    def announce(self, text: str) -> Answer:
         """
         Tell every connected user C{text}, as a notice from the server.
         """
         check_text(text)
         self._note("announce", "A server notice was sent to {count} users", count=len(self.users))
         self._broadcast(self.users.values(), Notice(text))
+        return None
 
     # -- talking ------------------------------------------------------------
 
@@ -740,13 +808,12 @@ class Hub:
         check_text(text)
         if "m" in room.modes and self._rank(user, room) < OPERATOR:
             raise ChatError("moderated", f"{room.name} is moderated; only operators may speak")
-        self._last_id += 1
-        message = Message(room.name, user.nick, text, self.clock.seconds(), self._last_id, action)
+        message = Message(room.name, user.nick, text, self._now(), self._next_id(), action)
         self._broadcast(room.members, message)
-        self.store.record(message)
+        self._record(message)
         return message
 
-    def private(self, user: User, nick: str, text: str) -> None:
+    def private(self, user: User, nick: str, text: str) -> Answer:
         """
         Send C{text} to C{nick} alone, and echo it back to the sender.
         """
@@ -755,12 +822,12 @@ class Hub:
         target = self.users.get(fold(nick))
         if target is None:
             raise ChatError("no_such_nick", f"There is no user named {nick}")
-        self._last_id += 1
-        ts, id = self.clock.seconds(), self._last_id
+        ts, id = self._now(), self._next_id()
         self._deliver(target, PrivateMessage(user.nick, target.nick, text, ts, id))
         if target is not user:
             self._deliver(user, PrivateEcho(user.nick, target.nick, text, ts, id))
-        self.store.record(PrivateMessage(user.nick, target.nick, text, ts, id))
+        self._record(PrivateMessage(user.nick, target.nick, text, ts, id))
+        return None
 
     def history(
         self, user: User, name: str, limit: int | None = None, before: int | None = None
@@ -787,14 +854,39 @@ class Hub:
         me = user.nick
 
         def send(messages: list[PrivateMessage]) -> None:
-            page = PrivateHistory(me, nick, tuple(messages), len(messages) == limit)
+            more = len(messages) > limit  # one more was asked for, to know
+            page = PrivateHistory(me, nick, tuple(messages[-limit:]), more)
             if self.users.get(fold(me)) is user:
                 self._deliver(user, page, optional=True)
 
-        fetched = self.store.fetch_private(me, nick, limit, before, after)
+        fetched = self.store.fetch_private(me, nick, limit + 1, before, after)
         return fetched.addCallbacks(send, self._history_failed, errbackArgs=(user,))
 
     # -- internals ----------------------------------------------------------
+
+    def _now(self) -> float:
+        """
+        The time stamped on a message being accepted.
+        """
+        return self.clock.seconds()
+
+    def _next_id(self) -> int:
+        """
+        The id of a message being accepted: one more than the last.
+        """
+        self._last_id += 1
+        self.messages += 1
+        return self._last_id
+
+    def _record(self, message: Message | PrivateMessage) -> None:
+        self.store.record(message)
+
+    def _is_local(self, user: User) -> bool:
+        """
+        Whether C{user} is connected to this process (always, unless the
+        hub is one node of a cluster).
+        """
+        return True
 
     def _floor(self, nick: str, account: str | None) -> int:
         """
@@ -820,10 +912,11 @@ class Hub:
             if on_join and not messages:
                 return
             if user.rooms.get(fold(room.name)) is room:
-                page = HistoryPage(room.name, tuple(messages), len(messages) == limit)
+                more = len(messages) > limit  # one more was asked for, to know
+                page = HistoryPage(room.name, tuple(messages[-limit:]), more)
                 self._deliver(user, page, optional=True)
 
-        fetched = maybeDeferred(self.store.fetch, room.name, limit, before)
+        fetched = maybeDeferred(self.store.fetch, room.name, limit + 1, before)
         return fetched.addCallbacks(send, self._history_failed, errbackArgs=(user,))
 
     def _history_failed(self, failure: Failure, user: User) -> None:
@@ -833,7 +926,10 @@ class Hub:
     def _save(self, room: Room) -> None:
         if room.owner is not None:
             record = self.registered[fold(room.name)] = room.record()
-            self.store.save_room(record)
+            self._keep_room(record)
+
+    def _keep_room(self, record: RoomRecord) -> None:
+        self.store.save_room(record)
 
     def _rank(self, user: User, room: Room) -> int:
         if user.account is not None and user.account in self.admins:
@@ -892,7 +988,10 @@ class Hub:
     def _deliver(self, user: User, event: Event, optional: bool = False) -> None:
         client = user.client
         try:
-            client.send(client.encoder.encode(event), optional)
+            payload = client.encoder.encode(event)
+            client.send(payload, optional)
+            if isinstance(payload, bytes):
+                self.bytes_out[client.encoder] += len(payload)
         except Exception:
             self._log.failure(
                 "Delivering {event} to {nick} failed", event=type(event).__name__, nick=user.nick
@@ -912,6 +1011,7 @@ class Hub:
         encoded: dict[IEncoder, object] = {}
         last_encoder: IEncoder | None = None
         payload: object = None
+        run = 0  # recipients in a row given this payload, for bytes_out
         recipients = tuple(users)  # a delivery may end in someone leaving
         self.deliveries += len(recipients)
         for user in recipients:
@@ -919,17 +1019,27 @@ class Hub:
             try:
                 encoder = client.encoder
                 if encoder is not last_encoder:
+                    if run:
+                        self._sent(last_encoder, payload, run)
+                        run = 0
                     payload = encoded.get(encoder)
                     if payload is None:
                         payload = encoded[encoder] = encoder.encode(event)
                     last_encoder = encoder
                 client.push(payload)
+                run += 1
             except Exception:
                 self._log.failure(
                     "Delivering {event} to {nick} failed",
                     event=type(event).__name__,
                     nick=user.nick,
                 )
+        if run:
+            self._sent(last_encoder, payload, run)
+
+    def _sent(self, encoder: IEncoder | None, payload: object, times: int) -> None:
+        if isinstance(payload, bytes):
+            self.bytes_out[encoder] += len(payload) * times
 
     def _note(self, kind: str, text: str, **fields: object) -> None:
         """

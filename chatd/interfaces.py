@@ -141,3 +141,55 @@ class IStore(Interface):
         """
         Commit everything queued, then release the store; fires when done.
         """
+
+
+class IOpLog(Interface):
+    """
+    The ordered log of operations that the nodes of a cluster share
+    (L{chatd.cluster}): every node reads every entry, in one order.
+    """
+
+    heartbeat_ttl: float = Attribute(
+        "Seconds after its last heartbeat at which a silent node counts as dead."
+    )
+
+    def hello(node: str, deliver: Callable[[int, str], None]) -> Deferred[tuple[int, str | None]]:
+        """
+        Append a C{hello} operation for C{node}, naming a live node that is
+        to answer it with a snapshot (or None if C{node} is alone); then
+        call C{deliver(seq, op)} with every entry after it, in order, for
+        as long as the log is followed.  Fires with the hello's number and
+        the answering node.
+        """
+
+    def append(op: str) -> Deferred[int]:
+        """
+        Append C{op}; fires with its number, or fails if the log cannot be
+        reached.
+        """
+
+    def put_snapshot(node: str, data: str) -> Deferred[None]:
+        """
+        Leave C{data} for the starting node C{node}.
+        """
+
+    def get_snapshot(node: str) -> Deferred[str | None]:
+        """
+        Take what was left for C{node}, if anything.
+        """
+
+    def dead(nodes: list[str]) -> Deferred[list[str]]:
+        """
+        Those of C{nodes} whose heartbeat has lapsed.
+        """
+
+    def watch(callback: Callable[[bool], None]) -> None:
+        """
+        Call C{callback} with whether the log can be reached, each time
+        that changes.
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Stop following, withdraw this node's heartbeat and disconnect.
+        """

@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from chatd.cluster import ClusterHub
 from chatd.doors.base import Door
 from chatd.hub import Hub
 
@@ -30,7 +31,6 @@ class ChatCollector:
     def __init__(self, hub: Hub, doors: Sequence[Door]) -> None:
         self.hub = hub
         self.doors = doors
-        self._first_id = hub.last_id
 
     def collect(self) -> Iterator[Metric]:
         hub = self.hub
@@ -41,13 +41,15 @@ class ChatCollector:
         accepted = CounterMetricFamily(
             "chatd_messages", "Room and private messages accepted since start."
         )
-        accepted.add_metric([], hub.last_id - self._first_id)
+        accepted.add_metric([], hub.messages)
         yield accepted
         deliveries = CounterMetricFamily(
             "chatd_deliveries", "Broadcast events written to recipients, on every door."
         )
         deliveries.add_metric([], hub.deliveries)
         yield deliveries
+        if isinstance(hub, ClusterHub):
+            yield from _cluster_metrics(hub)
         connections = GaugeMetricFamily(
             "chatd_connections", "Open connections, by door.", labels=["door"]
         )
@@ -57,13 +59,39 @@ class ChatCollector:
             "(slow_consumer, flood, sign_on_timeout, dead_peer, ...).",
             labels=["door", "event"],
         )
+        sent = CounterMetricFamily(
+            "chatd_bytes_out",
+            "Bytes of chat events written to connections, by door.",
+            labels=["door"],
+        )
         for door in self.doors:
             connections.add_metric([door.name], len(door.connections))
+            sent.add_metric([door.name], hub.bytes_out[door.encoder])
             for event, count in sorted(door.counters.items()):
                 events.add_metric([door.name, event], count)
         yield connections
         yield events
+        yield sent
         yield from _store_metrics(hub.store)
+
+
+def _cluster_metrics(hub: ClusterHub) -> Iterator[Metric]:
+    yield _gauge(
+        "chatd_cluster_redis_up",
+        "1 while this node reaches the cluster's Redis, else 0.",
+        int(hub.connected),
+    )
+    yield _gauge(
+        "chatd_cluster_ready",
+        "1 while this node holds a current copy of the cluster.",
+        int(hub.ready),
+    )
+    yield _gauge("chatd_cluster_nodes", "Live nodes in the cluster.", len(hub.nodes))
+    applied = CounterMetricFamily(
+        "chatd_cluster_operations", "Operations of the cluster's log applied by this node."
+    )
+    applied.add_metric([], hub.operations)
+    yield applied
 
 
 def _gauge(name: str, documentation: str, value: int) -> GaugeMetricFamily:

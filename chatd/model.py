@@ -293,14 +293,19 @@ class Notice:
 
 @dataclass(frozen=True, slots=True)
 class Error:
-    """A request of this user's was refused; see L{chatd.errors.ChatError}."""
+    """
+    A request of this user's was refused; see L{chatd.errors.ChatError}.
+
+    @ivar request: what was refused (a WebSocket request's type), if known.
+    """
 
     code: str
     message: str
+    request: str | None = None
 
     @classmethod
-    def from_exception(cls, error: ChatError) -> Error:
-        return cls(error.code, error.message)
+    def from_exception(cls, error: ChatError, request: str | None = None) -> Error:
+        return cls(error.code, error.message, request)
 
 
 @dataclass(frozen=True, slots=True)

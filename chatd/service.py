@@ -6,12 +6,13 @@ and their listening ports, started and stopped in order.
 
 from __future__ import annotations
 
-from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.doors.base import Door
 from chatd.hub import Hub
@@ -40,6 +41,8 @@ class ChatService(MultiService):
         self.history_days = history_days
         self.doors: list[Door] = []
         self._unlistened: list[Factory] = []
+        self._starting: Deferred[None] | None = None
+        self._serving = False
         self._pruning = LoopingCall(self._prune)
         self._pruning.clock = clock
 
@@ -56,11 +59,30 @@ class ChatService(MultiService):
         listener.setServiceParent(self)
 
     def startService(self) -> None:
+        """
+        Listen once the hub is ready to serve: at once for a lone hub, once
+        it holds a copy of the cluster for a cluster node.
+        """
+        Service.startService(self)
+        self._starting = self.hub.start()
+        self._starting.addCallbacks(self._serve, self._not_started)
+
+    def _serve(self, _: object) -> None:
+        self._starting = None
+        if not self.running:
+            return
         for factory in self._unlistened:
             factory.doStart()
-        super().startService()
+        for service in self:
+            service.startService()
+        self._serving = True
         if self.history_days > 0:
             self._pruning.start(PRUNE_EVERY)
+
+    def _not_started(self, failure: Failure) -> None:
+        self._starting = None
+        if not failure.check(CancelledError):
+            self._log.failure("The chat service could not start", failure)
 
     def _prune(self) -> Deferred[None]:
         def pruned(count: int) -> None:
@@ -80,9 +102,17 @@ class ChatService(MultiService):
 
     async def _stop(self) -> None:
         self.hub.closing = True
+        if self._starting is not None:
+            self._starting.cancel()
+        if not self._serving:
+            Service.stopService(self)
+            await self.hub.leave()
+            await self.hub.store.close()
+            return
         await super().stopService()
         if self._pruning.running:
             self._pruning.stop()
+        await self.hub.leave()
         await gatherResults([door.shutdown() for door in self.doors])
         for factory in self._unlistened:
             factory.doStop()

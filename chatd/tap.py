@@ -6,7 +6,8 @@ C{twistd chatd}: command-line options and the service they describe.
 from __future__ import annotations
 
 import resource
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -14,6 +15,7 @@ from twisted.application import strports
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.python import usage
 
+from chatd.cluster import ClusterHub
 from chatd.console import ConsoleFactory, read_motd
 from chatd.doors.admission import Admission, AdmittingFactory, http_refusal
 from chatd.doors.flow import Throttle
@@ -26,9 +28,20 @@ from chatd.interfaces import IStore
 from chatd.limits import Limits, format_rate, parse_rate
 from chatd.metrics import make_metrics_site
 from chatd.model import check_nick
+from chatd.redis import lazy_connection, parse_redis_url
+from chatd.redislog import COMMAND_TIMEOUT, RedisLog
 from chatd.service import ChatService
 from chatd.store.memory import MemoryStore
+from chatd.store.redis import RedisStore
 from chatd.store.sqlite import SQLiteStore
+from chatd.workers import (
+    WorkerPool,
+    check_options,
+    door_listener,
+    make_pool,
+    parse_inherit,
+    watch_parent,
+)
 
 OFF = "none"
 
@@ -107,6 +120,14 @@ class Options(usage.Options):
             "(created if missing); ':memory:' keeps them in memory only, until exit.",
         ],
         [
+            "redis",
+            None,
+            None,
+            "Join the cluster kept in this Redis (redis://HOST:PORT/DB, rediss://..., "
+            "unix:///path.sock): every node then shares users, rooms, accounts and "
+            "history.  Without it chatd is one self-contained process.",
+        ],
+        [
             "commit-window",
             None,
             0.05,
@@ -165,7 +186,28 @@ class Options(usage.Options):
             "use the WebSocket besides the web door's own; '*' allows any.",
         ],
         *_limit_options(),
+        [
+            "workers",
+            None,
+            None,
+            "Run this many worker processes sharing the line and web ports, to use "
+            "every core of this host (needs --redis; not with --metrics or --admin)",
+            _positive,
+        ],
+        [
+            "inherit",
+            None,
+            None,
+            "Internal, set by --workers: serve the doors on inherited sockets "
+            "(line=FD,web=FD) and stop when the pipe parent=FD closes.",
+            parse_inherit,
+        ],
     ]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        # Kept so that --workers can start each worker with the same options.
+        self["argv"] = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def postOptions(self) -> None:
         from twisted.internet import endpoints, reactor
@@ -191,6 +233,11 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(f"--allowed-origins: {e}") from None
+        if self["redis"] is not None:
+            try:
+                self["redis-address"] = parse_redis_url(self["redis"])
+            except ValueError as e:
+                raise usage.UsageError(f"--redis: {e}") from None
         self["admin-list"] = [a.strip() for a in self["admins"].split(",") if a.strip()]
         for admin in self["admin-list"]:
             try:
@@ -201,9 +248,10 @@ class Options(usage.Options):
         if isinstance(values["connect_rate"], str):
             values["connect_rate"] = parse_rate(values["connect_rate"])
         self["limits"] = Limits(**values)
+        check_options(self, reactor)
 
 
-def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatService:
+def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatService | WorkerPool:
     """
     Build the hub and the doors that C{options} ask for.
     """
@@ -212,32 +260,42 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
 
         reactor = global_reactor
     assert IReactorTime.providedBy(reactor)
+    if options["workers"] is not None:
+        return make_pool(options, reactor)  # type: ignore[arg-type]
+    if (options["inherit"] or {}).get("parent") is not None:
+        watch_parent(reactor, options["inherit"]["parent"])
     limits: Limits = options["limits"]
+    hub_options = {
+        "admins": options["admin-list"],
+        "history_on_join": options["history-on-join"],
+        "motd": options.get("motd-lines", ()),
+    }
     store: IStore
-    if options["db"] == ":memory:":
-        store = MemoryStore(per_room=options["history-size"])
+    hub: Hub
+    if options["redis"] is not None:
+        address = options["redis-address"]
+        store = RedisStore(address, reactor)
+        log = RedisLog(lambda: lazy_connection(address, reply_timeout=COMMAND_TIMEOUT), reactor)
+        hub = ClusterHub(reactor, store, log, **hub_options)
     else:
-        store = SQLiteStore(
-            options["db"],
-            reactor,
-            commit_window=options["commit-window"],
-            cache_per_room=options["history-size"],
-        )
-    try:
-        hub = Hub(
-            reactor,
-            store,
-            admins=options["admin-list"],
-            history_on_join=options["history-on-join"],
-            motd=options.get("motd-lines", ()),
-        )
-    except StoreError as e:
-        raise SystemExit(f"chatd: {e}") from None
+        if options["db"] == ":memory:":
+            store = MemoryStore(per_room=options["history-size"])
+        else:
+            store = SQLiteStore(
+                options["db"],
+                reactor,
+                commit_window=options["commit-window"],
+                cache_per_room=options["history-size"],
+            )
+        try:
+            hub = Hub(reactor, store, **hub_options)
+        except StoreError as e:
+            raise SystemExit(f"chatd: {e}") from None
     service = ChatService(hub, reactor, history_days=options["history-days"])
     throttle, admission = Throttle(), Admission(limits, reactor)
     if options["line"] != OFF:
         line = LineDoor(hub, reactor, limits, throttle, admission)
-        service.add_door(line, strports.service(options["line"], line, reactor=reactor))
+        service.add_door(line, door_listener(options, "line", line, reactor))
     if options["web"] != OFF:
         websocket = WebSocketDoor(hub, reactor, limits, throttle, options["origins"])
         site = AdmittingFactory(
@@ -245,7 +303,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
         )
         service.add_door(
             websocket,
-            strports.service(options["web"], site, reactor=reactor),
+            door_listener(options, "web", site, reactor),
             served_by_site=True,
         )
     if options["admin"] != OFF:

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatd.accounts import Attempts, Passwords
 from chatd.errors import ChatError
 from chatd.hub import Hub, User
-from chatd.model import AccountChanged, Joined, Notice, Parted, Welcome
+from chatd.model import AccountChanged, Error, Joined, Parted, Welcome
 from chatd.store.memory import MemoryStore
 from tests.helpers import RecordingClient, events, make_hub, signed_on
 
@@ -136,7 +136,9 @@ class SignOnTests(SynchronousTestCase):
         events(bob)
         new_client = RecordingClient()
         new = self.hub.connect(new_client, "alice", "alice")
-        self.assertIn(Notice("Your nickname was taken over: signed on again"), old_client.events)
+        self.assertIn(
+            Error("taken_over", "Your nickname was taken over: signed on again"), old_client.events
+        )
         self.assertTrue(old_client.closed)
         self.assertIs(self.hub.users["alice"], new)
         self.assertEqual(list(new.rooms), ["#lobby", "#den"])

@@ -117,7 +117,7 @@ class LineAccountTests(DoorsTestCase):
         lines = peer.lines()
         self.assertIn("*** alice_ is now known as alice", lines)
         self.assertIn("*** You are now identified as alice", lines)
-        self.assertIn("*** Your nickname was taken over: alice_ identified for it", old.lines())
+        self.assertIn("!!! Your nickname was taken over: alice_ identified for it", old.lines())
         self.assertTrue(old.transport.disconnecting)
         peer.send("/password s3cret! n3w-pass")
         self.assertEqual(peer.lines(), ["*** The password of alice was changed"])

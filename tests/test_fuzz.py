@@ -107,14 +107,14 @@ PROBE = bytes([IAC, DO, 6])  # DO TIMING-MARK: is a silent telnet peer there?
 LINE_FAREWELLS = (
     "*** Bye!",
     "!!! You were killed by ",
-    "*** Your nickname was taken over",
+    "!!! Your nickname was taken over",
     "!!! Excess flood; goodbye",
     "!!! You are not reading; goodbye",
     "!!! No nickname chosen in time; goodbye",
     "*** server shutting down",
 )
-WEBSOCKET_FAREWELLS = ("killed", "flood", "slow_consumer", "sign_on_timeout")
-WEBSOCKET_NOTICES = ("Your nickname was taken over", "server shutting down")
+WEBSOCKET_FAREWELLS = ("killed", "taken_over", "flood", "slow_consumer", "sign_on_timeout")
+WEBSOCKET_NOTICES = ("server shutting down",)
 NORMAL_CLOSURE, GOING_AWAY = 1000, 1001
 SERVER_TYPES = frozenset(
     "welcome message history private join part nick topic users rooms server error "

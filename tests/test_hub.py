@@ -470,6 +470,20 @@ class HistoryTests(SynchronousTestCase):
         hub.history(alice, "#lobby", 5, before=said[3].id)
         self.assertEqual(events(alice), [HistoryPage("#lobby", tuple(said[:3]), more=False)])
 
+    def test_no_more_when_the_page_takes_the_last(self) -> None:
+        """
+        A page that ends exactly at the oldest message says there is no
+        more, so a client does not ask for an empty page.
+        """
+        hub = make_hub()
+        alice = signed_on(hub, "alice")
+        said = [hub.say(alice, "#lobby", str(n)) for n in range(6)]
+        events(alice)
+        hub.history(alice, "#lobby", 3, before=said[3].id)
+        self.assertEqual(events(alice), [HistoryPage("#lobby", tuple(said[:3]), more=False)])
+        hub.history(alice, "#lobby", 6)
+        self.assertEqual(events(alice), [HistoryPage("#lobby", tuple(said), more=False)])
+
     def test_default_and_maximum(self) -> None:
         """
         Without a limit the hub's default page size applies; a larger limit

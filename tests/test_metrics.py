@@ -64,9 +64,14 @@ class CollectorTests(SynchronousTestCase):
         self.assertEqual(got[("chatd_rooms", ())], 2)
         self.assertEqual(got[("chatd_messages_total", ())], 2)
         before = got[("chatd_deliveries_total", ())]
+        sent = got[("chatd_bytes_out_total", (("door", "line"),))]
+        alice.received()
+        bob.received()
         bob.send("hello alice")
         got = samples(registry)
         self.assertEqual(got[("chatd_deliveries_total", ())], before + 2)
+        written = len(alice.received()) + len(bob.received())
+        self.assertEqual(got[("chatd_bytes_out_total", (("door", "line"),))], sent + written)
         self.assertEqual(got[("chatd_connections", (("door", "line"),))], 2)
         self.assertEqual(
             got[("chatd_door_events_total", (("door", "line"), ("event", "slow_consumer")))], 1

@@ -59,6 +59,21 @@ class HelloTests(WebSocketTestCase):
             ],
         )
 
+    def test_an_error_names_its_request(self) -> None:
+        """
+        An error answering a request says which request type it answers;
+        one about the frame itself (not JSON) names none.
+        """
+        peer = self.peer("alice")
+        peer.received()
+        peer.send(type="say", room="#nowhere", text="hi")
+        (frame,) = peer.received()
+        self.assertEqual((frame["code"], frame["request"]), ("not_in_room", "say"))
+        peer.send_raw(b"{")
+        (frame,) = peer.received()
+        self.assertEqual(frame["code"], "bad_json")
+        self.assertNotIn("request", frame)
+
     def test_bad_then_good_hello(self) -> None:
         """
         A bad or taken nick gets an error and the client may say hello again.

@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from chatd.doors.flow import Outbox, Throttle, TokenBucket
 from chatd.errors import ChatError
-from chatd.hub import Hub, User
+from chatd.hub import Answer, Hub, User
 from chatd.interfaces import IClient, IEncoder
 from chatd.limits import Limits
 from chatd.model import Error, Event, Notice
@@ -318,23 +318,24 @@ class Session:
 
     # -- chat ---------------------------------------------------------------
 
-    def attempt(self, request: Callable[..., object], *args: Any) -> None:
+    def attempt(self, request: Callable[..., object], *args: Any, named: str | None = None) -> None:
         """
-        Call C{request}; if the hub refuses it, tell the peer why.
+        Call C{request}; if the hub refuses it, tell the peer why (naming
+        the request as C{named}, if given).
 
-        A request that waits (a password check, a store write) returns a
-        Deferred: until it fires, further input waits too, so requests are
-        answered in the order they were made.
+        A request that waits (a password check, a store write, a cluster's
+        log) returns a Deferred: until it fires, further input waits too, so
+        requests are answered in the order they were made.
         """
         try:
             result = request(*args)
         except ChatError as error:
-            self.deliver(Error.from_exception(error))
+            self.deliver(Error.from_exception(error, named))
             return
         if isinstance(result, Deferred):
-            self._await(result)
+            self._await(result, named)
 
-    def _await(self, waiting: Deferred[Any]) -> None:
+    def _await(self, waiting: Deferred[Any], named: str | None = None) -> None:
         finished = False
 
         def done(result: object) -> None:
@@ -342,7 +343,7 @@ class Session:
             finished = True
             if isinstance(result, Failure):
                 if isinstance(result.value, ChatError):
-                    self.deliver(Error.from_exception(result.value))
+                    self.deliver(Error.from_exception(result.value, named))
                 else:
                     self._failed(result)
             if self._pending is waiting:
@@ -360,7 +361,8 @@ class Session:
         L{ChatError}).
         """
         if password is None:
-            return maybeDeferred(self._enter, nick, None)
+            entering: Deferred[bool] = maybeDeferred(self._enter, nick, None)  # type: ignore[call-overload]
+            return entering
         proven = self.hub.authenticate(self, nick, password)
         return proven.addCallback(lambda account: self._enter(nick, account))
 
@@ -371,16 +373,26 @@ class Session:
         """
         user = self.me
 
-        def proven(account: str) -> None:
+        def proven(account: str) -> Answer:
             if self.user is user:
-                self.hub.identify(user, nick, account)
+                return self.hub.identify(user, nick, account)
+            return None
 
         return self.hub.authenticate(self, nick, password).addCallback(proven)
 
-    def _enter(self, nick: str, account: str | None) -> bool:
+    def _enter(self, nick: str, account: str | None) -> bool | Deferred[bool]:
         if self._closing:
             return False
-        self.user = self.hub.connect(self, nick, account)
+        entered: User | Deferred[User] = self.hub.connect(self, nick, account)
+        if isinstance(entered, Deferred):  # a cluster admits it once the log has
+            return entered.addCallback(self._entered)
+        return self._entered(entered)
+
+    def _entered(self, user: User) -> bool:
+        if self._closing:  # gone while the cluster was admitting it
+            self.hub.disconnect(user, "connection closed")
+            return False
+        self.user = user
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         return True

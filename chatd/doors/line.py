@@ -18,7 +18,7 @@ from typing import Any, cast
 from twisted.conch.telnet import DO, IAC, IP, TelnetProtocol, TelnetTransport
 from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.protocols.basic import LineReceiver
@@ -531,10 +531,10 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
             raise ChatError("unknown_command", f"Unknown command /{name}; try /help")
         return handler(self, args)
 
-    def do_nick(self, args: str) -> None:
-        self.hub.change_nick(self.me, _required(args, "/nick NEW"))
+    def do_nick(self, args: str) -> object:
+        return self.hub.change_nick(self.me, _required(args, "/nick NEW"))
 
-    def do_join(self, args: str) -> None:
+    def do_join(self, args: str) -> Deferred[None] | None:
         room, _, key = _required(args, "/join #room [KEY]").partition(" ")
         if not room.startswith("#"):
             room = "#" + room
@@ -542,32 +542,38 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         if self.hub.is_member(self.me, room):
             self._current = self.me.rooms[fold(room)].name
             self.send(_lines(f"*** Now talking in {self._current}"))
-            return
-        self.hub.join(self.me, room, key.strip() or None)
-        self._current = self.me.rooms[fold(room)].name
+            return None
+        joined = maybeDeferred(self.hub.join, self.me, room, key.strip() or None)
+        return joined.addCallback(lambda _: self._switch_to(room))
 
-    def do_part(self, args: str) -> None:
+    def _switch_to(self, room: str) -> None:
+        if self.user is not None and fold(room) in self.user.rooms:
+            self._current = self.user.rooms[fold(room)].name
+
+    def do_part(self, args: str) -> object:
         room, reason = _room_and_rest(args)
-        self.hub.part(self.me, room or self.current_room(), reason or None)
+        return self.hub.part(self.me, room or self.current_room(), reason or None)
 
-    def do_msg(self, args: str) -> None:
+    def do_msg(self, args: str) -> object:
         nick, _, text = args.partition(" ")
         if not nick or not text.strip():
             raise ChatError("usage", "Usage: /msg NICK TEXT")
-        self.hub.private(self.me, nick, text)
+        return self.hub.private(self.me, nick, text)
 
-    def do_me(self, args: str) -> None:
-        self.hub.say(self.me, self.current_room(), _required(args, "/me ACTION"), action=True)
+    def do_me(self, args: str) -> object:
+        return self.hub.say(
+            self.me, self.current_room(), _required(args, "/me ACTION"), action=True
+        )
 
-    def do_who(self, args: str) -> None:
-        self.hub.who(self.me, args.split()[0] if args else self.current_room())
+    def do_who(self, args: str) -> object:
+        return self.hub.who(self.me, args.split()[0] if args else self.current_room())
 
-    def do_rooms(self, args: str) -> None:
-        self.hub.list_rooms(self.me)
+    def do_rooms(self, args: str) -> object:
+        return self.hub.list_rooms(self.me)
 
-    def do_topic(self, args: str) -> None:
+    def do_topic(self, args: str) -> object:
         room, text = _room_and_rest(args)
-        self.hub.topic(self.me, room or self.current_room(), text or None)
+        return self.hub.topic(self.me, room or self.current_room(), text or None)
 
     def do_history(self, args: str) -> Deferred[None]:
         """
@@ -600,39 +606,45 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
             raise ChatError("usage", "Usage: /password OLD NEW")
         return self.hub.change_password(self.me, old, new.strip())
 
-    def do_op(self, args: str) -> None:
+    def do_op(self, args: str) -> object:
         room, nick = _room_and_rest(args)
-        self.hub.set_op(self.me, room or self.current_room(), _required(nick, "/op NICK"))
+        return self.hub.set_op(self.me, room or self.current_room(), _required(nick, "/op NICK"))
 
-    def do_deop(self, args: str) -> None:
+    def do_deop(self, args: str) -> object:
         room, nick = _room_and_rest(args)
-        self.hub.set_op(self.me, room or self.current_room(), _required(nick, "/deop NICK"), False)
+        return self.hub.set_op(
+            self.me, room or self.current_room(), _required(nick, "/deop NICK"), False
+        )
 
-    def do_kick(self, args: str) -> None:
+    def do_kick(self, args: str) -> object:
         room, rest = _room_and_rest(args)
         nick, _, reason = _required(rest, "/kick [#room] NICK [REASON]").partition(" ")
-        self.hub.kick(self.me, room or self.current_room(), nick, reason.strip() or None)
+        return self.hub.kick(self.me, room or self.current_room(), nick, reason.strip() or None)
 
-    def do_ban(self, args: str) -> None:
+    def do_ban(self, args: str) -> object:
         room, nick = _room_and_rest(args)
-        self.hub.ban(self.me, room or self.current_room(), _required(nick, "/ban NICK"))
+        return self.hub.ban(self.me, room or self.current_room(), _required(nick, "/ban NICK"))
 
-    def do_unban(self, args: str) -> None:
+    def do_unban(self, args: str) -> object:
         room, nick = _room_and_rest(args)
-        self.hub.ban(self.me, room or self.current_room(), _required(nick, "/unban NICK"), False)
+        return self.hub.ban(
+            self.me, room or self.current_room(), _required(nick, "/unban NICK"), False
+        )
 
-    def do_mode(self, args: str) -> None:
+    def do_mode(self, args: str) -> object:
         room, rest = _room_and_rest(args)
         change, _, key = rest.partition(" ")
-        self.hub.set_mode(self.me, room or self.current_room(), change or None, key.strip() or None)
+        return self.hub.set_mode(
+            self.me, room or self.current_room(), change or None, key.strip() or None
+        )
 
-    def do_invite(self, args: str) -> None:
+    def do_invite(self, args: str) -> object:
         nick, _, room = _required(args, "/invite NICK [#room]").partition(" ")
-        self.hub.invite(self.me, room.strip() or self.current_room(), nick)
+        return self.hub.invite(self.me, room.strip() or self.current_room(), nick)
 
-    def do_kill(self, args: str) -> None:
+    def do_kill(self, args: str) -> object:
         nick, _, reason = _required(args, "/kill NICK [REASON]").partition(" ")
-        self.hub.kill(self.me, nick, reason.strip() or None)
+        return self.hub.kill(self.me, nick, reason.strip() or None)
 
     def do_quit(self, args: str) -> None:
         self.send(_lines("*** Bye!"))

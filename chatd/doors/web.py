@@ -71,7 +71,8 @@ class Liveness(Resource):
 
 class Readiness(Resource):
     """
-    C{/readyz}: 200 if the hub takes new users and its store answers within
+    C{/readyz}: 200 if the hub takes new users (for a cluster node: it is
+    in the cluster and reaches its Redis) and its store answers within
     C{timeout} seconds; 503 with the reason otherwise.
     """
 
@@ -89,6 +90,10 @@ class Readiness(Resource):
         if self.hub.closing:
             request.setResponseCode(503)
             return b"shutting down\n"
+        trouble = self.hub.trouble()
+        if trouble is not None:
+            request.setResponseCode(503)
+            return f"{trouble}\n".encode()
         checked = self.hub.store.check().addTimeout(self.timeout, self.clock)
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)

@@ -114,6 +114,13 @@ def _topic(e: Topic) -> dict[str, Any]:
     return {"type": "topic", "room": e.room, "topic": e.topic, "by": e.by}
 
 
+def _error(e: Error) -> dict[str, Any]:
+    frame = {"type": "error", "code": e.code, "message": e.message}
+    if e.request is not None:
+        frame["request"] = e.request
+    return frame
+
+
 def _parted(e: Parted) -> dict[str, Any]:
     frame = {"type": "part", "room": e.room, "nick": e.nick}
     if e.reason:
@@ -166,7 +173,7 @@ _RENDER: dict[type, Callable[[Any], dict[str, Any]]] = {
         "rooms": [{"room": r.room, "users": r.users, "topic": r.topic} for r in e.rooms],
     },
     Notice: lambda e: {"type": "server", "text": e.text},
-    Error: lambda e: {"type": "error", "code": e.code, "message": e.message},
+    Error: _error,
 }
 
 
@@ -324,7 +331,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         elif self.user is None and kind != "hello":
             self.deliver(Error("hello_first", 'Say {"type": "hello", "nick": ...} first'))
         else:
-            self.attempt(handler, self, _Field(request))
+            self.attempt(handler, self, _Field(request), named=kind)
 
     def do_hello(self, field: _Field) -> Deferred[bool]:
         nick = field("nick", str)
@@ -333,32 +340,32 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
             raise ChatError("already_welcomed", "You already have a nickname; use 'nick'")
         return self.sign_on(nick, password)
 
-    def do_say(self, field: _Field) -> None:
-        self.hub.say(self.me, field("room", str), field("text", str))
+    def do_say(self, field: _Field) -> object:
+        return self.hub.say(self.me, field("room", str), field("text", str))
 
-    def do_me(self, field: _Field) -> None:
-        self.hub.say(self.me, field("room", str), field("text", str), action=True)
+    def do_me(self, field: _Field) -> object:
+        return self.hub.say(self.me, field("room", str), field("text", str), action=True)
 
-    def do_nick(self, field: _Field) -> None:
-        self.hub.change_nick(self.me, field("nick", str))
+    def do_nick(self, field: _Field) -> object:
+        return self.hub.change_nick(self.me, field("nick", str))
 
-    def do_join(self, field: _Field) -> None:
-        self.hub.join(self.me, field("room", str), field("key", str, optional=True))
+    def do_join(self, field: _Field) -> object:
+        return self.hub.join(self.me, field("room", str), field("key", str, optional=True))
 
-    def do_part(self, field: _Field) -> None:
-        self.hub.part(self.me, field("room", str), field("reason", str, optional=True))
+    def do_part(self, field: _Field) -> object:
+        return self.hub.part(self.me, field("room", str), field("reason", str, optional=True))
 
-    def do_msg(self, field: _Field) -> None:
-        self.hub.private(self.me, field("to", str), field("text", str))
+    def do_msg(self, field: _Field) -> object:
+        return self.hub.private(self.me, field("to", str), field("text", str))
 
-    def do_who(self, field: _Field) -> None:
-        self.hub.who(self.me, field("room", str))
+    def do_who(self, field: _Field) -> object:
+        return self.hub.who(self.me, field("room", str))
 
-    def do_rooms(self, field: _Field) -> None:
-        self.hub.list_rooms(self.me)
+    def do_rooms(self, field: _Field) -> object:
+        return self.hub.list_rooms(self.me)
 
-    def do_topic(self, field: _Field) -> None:
-        self.hub.topic(self.me, field("room", str), field("text", str, optional=True))
+    def do_topic(self, field: _Field) -> object:
+        return self.hub.topic(self.me, field("room", str), field("text", str, optional=True))
 
     def do_history(self, field: _Field) -> Deferred[None]:
         limit = field("limit", int, optional=True)
@@ -378,31 +385,31 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
     def do_password(self, field: _Field) -> Deferred[None]:
         return self.hub.change_password(self.me, field("old", str), field("new", str))
 
-    def do_op(self, field: _Field) -> None:
-        self.hub.set_op(self.me, field("room", str), field("nick", str))
+    def do_op(self, field: _Field) -> object:
+        return self.hub.set_op(self.me, field("room", str), field("nick", str))
 
-    def do_deop(self, field: _Field) -> None:
-        self.hub.set_op(self.me, field("room", str), field("nick", str), op=False)
+    def do_deop(self, field: _Field) -> object:
+        return self.hub.set_op(self.me, field("room", str), field("nick", str), op=False)
 
-    def do_kick(self, field: _Field) -> None:
+    def do_kick(self, field: _Field) -> object:
         reason = field("reason", str, optional=True)
-        self.hub.kick(self.me, field("room", str), field("nick", str), reason)
+        return self.hub.kick(self.me, field("room", str), field("nick", str), reason)
 
-    def do_ban(self, field: _Field) -> None:
-        self.hub.ban(self.me, field("room", str), field("nick", str))
+    def do_ban(self, field: _Field) -> object:
+        return self.hub.ban(self.me, field("room", str), field("nick", str))
 
-    def do_unban(self, field: _Field) -> None:
-        self.hub.ban(self.me, field("room", str), field("nick", str), banned=False)
+    def do_unban(self, field: _Field) -> object:
+        return self.hub.ban(self.me, field("room", str), field("nick", str), banned=False)
 
-    def do_mode(self, field: _Field) -> None:
+    def do_mode(self, field: _Field) -> object:
         mode, key = field("mode", str, optional=True), field("key", str, optional=True)
-        self.hub.set_mode(self.me, field("room", str), mode, key)
+        return self.hub.set_mode(self.me, field("room", str), mode, key)
 
-    def do_invite(self, field: _Field) -> None:
-        self.hub.invite(self.me, field("room", str), field("nick", str))
+    def do_invite(self, field: _Field) -> object:
+        return self.hub.invite(self.me, field("room", str), field("nick", str))
 
-    def do_kill(self, field: _Field) -> None:
-        self.hub.kill(self.me, field("nick", str), field("reason", str, optional=True))
+    def do_kill(self, field: _Field) -> object:
+        return self.hub.kill(self.me, field("nick", str), field("reason", str, optional=True))
 
     _handlers: dict[str, Callable[[ChatWebSocketProtocol, _Field], object]] = {
         "hello": do_hello,

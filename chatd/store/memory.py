@@ -120,6 +120,13 @@ class MemoryStore:
         self._closed = False
         return StoreState(self._last_id, frozenset(self._accounts), tuple(self._records.values()))
 
+    def open(self) -> Deferred[StoreState]:
+        """
+        L{load}, as a cluster node asks for it (one store may serve several
+        nodes in a test).
+        """
+        return succeed(self.load())
+
     def _refused(self) -> bool:
         if self._closed:
             self.log.warn("A write to a closed store was ignored")

@@ -685,6 +685,7 @@
       const text = f.message || f.code || 'Error';
       if (f.code === 'already_joined' && S.rejoins > 0) { S.rejoins--; return; }
       if (f.code === 'killed') S.stay = text + '.';
+      if (f.code === 'taken_over') S.stay = 'Your nickname is in use by a newer session.';
       if (f.code === 'history_unavailable') {
         for (const v of S.views.values()) { v.loading = false; v.gapFloor = null; renderTop(v); }
       }
@@ -893,11 +894,7 @@
     identified(f) { account('identified', f.account); sys('You are identified as ' + f.account + '.', 'notice'); },
     password() { account('password'); sys('Your password was changed.', 'notice'); },
 
-    server(f) {
-      // The server closes a session whose account signed on elsewhere.
-      if (/taken over/i.test(String(f.text))) S.stay = 'Your nickname is in use by a newer session.';
-      sys('Server: ' + f.text, 'notice');
-    },
+    server(f) { sys('Server: ' + f.text, 'notice'); },
   };
 
   /* ------------------------------------------------------- client → server */

@@ -1,0 +1,416 @@
+"""
+Cluster mode's logic (L{chatd.cluster}) with several hubs in one process,
+sharing an in-memory log and store: replicas agree, requests are answered
+once applied, nodes come and go.  The same on real Redis and real
+processes is in C{tests.test_cluster_redis}.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from chatd.cluster import REMOTE, ClusterHub
+from chatd.errors import ChatError
+from chatd.hub import User
+from chatd.interfaces import IOpLog
+from chatd.metrics import ChatCollector
+from chatd.model import Error, Message, Notice, Parted, UserList
+from chatd.store.memory import MemoryStore
+from tests.helpers import RecordingClient, quick_passwords
+
+
+class SharedLog:
+    """
+    One ordered log for several nodes, delivered when L{pump} is called.
+    """
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.entries: list[tuple[int, str]] = []
+        self.followers: dict[str, list[Any]] = {}
+        self.alive: set[str] = set()
+        self.snapshots: dict[str, str] = {}
+        self.down = False
+
+    def add(self, op: str) -> int:
+        self.seq += 1
+        self.entries.append((self.seq, op))
+        return self.seq
+
+    def pump(self) -> None:
+        progress = True
+        while progress:
+            progress = False
+            for follower in list(self.followers.values()):
+                deliver, position = follower
+                for seq, op in self.entries:
+                    if seq > position:
+                        follower[1] = seq
+                        deliver(seq, op)
+                        progress = True
+                        break
+
+
+@implementer(IOpLog)
+class MemoryLog:
+    heartbeat_ttl = 10.0
+
+    def __init__(self, shared: SharedLog) -> None:
+        self.shared = shared
+        self.node = ""
+        self.watchers: list[Callable[[bool], None]] = []
+
+    def hello(self, node: str, deliver: Callable[[int, str], None]) -> Deferred[Any]:
+        if self.shared.down:
+            return fail(ConnectionError("down"))
+        self.node = node
+        others = sorted(self.shared.alive - {node})
+        responder = others[0] if others else None
+        seq = self.shared.add(json.dumps(["hello", node, 0, 0, responder]))
+        self.shared.alive.add(node)
+        self.shared.followers[node] = [deliver, seq]
+        return succeed((seq, responder))
+
+    def append(self, op: str) -> Deferred[int]:
+        if self.shared.down or self.node not in self.shared.followers:
+            return fail(ConnectionError("down"))
+        return succeed(self.shared.add(op))
+
+    def put_snapshot(self, node: str, data: str) -> Deferred[None]:
+        self.shared.snapshots[node] = data
+        return succeed(None)
+
+    def get_snapshot(self, node: str) -> Deferred[str | None]:
+        return succeed(self.shared.snapshots.pop(node, None))
+
+    def dead(self, nodes: list[str]) -> Deferred[list[str]]:
+        return succeed([n for n in nodes if n not in self.shared.alive])
+
+    def watch(self, callback: Callable[[bool], None]) -> None:
+        self.watchers.append(callback)
+
+    def stop(self) -> Deferred[None]:
+        self.shared.alive.discard(self.node)
+        self.shared.followers.pop(self.node, None)
+        return succeed(None)
+
+    def crash(self) -> None:
+        """
+        The node dies: it stops reading and its heartbeat lapses.
+        """
+        self.shared.alive.discard(self.node)
+        self.shared.followers.pop(self.node, None)
+
+
+class Cluster:
+    """
+    Nodes on one shared log and one shared store.
+    """
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.log = SharedLog()
+        self.store = MemoryStore()
+        self.nodes: list[ClusterHub] = []
+
+    def node(self, name: str, **options: Any) -> ClusterHub:
+        options.setdefault("passwords", quick_passwords())
+        hub = ClusterHub(self.clock, self.store, MemoryLog(self.log), node=name, **options)
+        started = hub.start()
+        self.pump()
+        self.nodes.append(hub)
+        assert started.called, "the node did not become ready"
+        return hub
+
+    def pump(self) -> None:
+        self.log.pump()
+
+    def connect(self, hub: ClusterHub, nick: str) -> User:
+        client = RecordingClient()
+        entering = hub.connect(client, nick)
+        self.pump()
+        user: User = self.successResultOf(entering)
+        client.take()
+        return user
+
+    def successResultOf(self, d: Deferred[Any]) -> Any:
+        results: list[Any] = []
+        d.addBoth(results.append)
+        assert results, "not answered"
+        if isinstance(results[0], Exception) or hasattr(results[0], "raiseException"):
+            results[0].raiseException()
+        return results[0]
+
+
+def taken(user: User) -> list[Any]:
+    client = user.client
+    assert isinstance(client, RecordingClient)
+    return client.take()
+
+
+class ReplicaTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.cluster = Cluster()
+        self.a = self.cluster.node("a")
+        self.b = self.cluster.node("b")
+
+    def test_message_crosses_nodes_once_with_one_id(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        bob = self.cluster.connect(self.b, "bob")
+        taken(alice)
+        said = self.a.say(alice, "#lobby", "hello")
+        self.cluster.pump()
+        message = self.successResultOf(said)
+        self.assertIsInstance(message, Message)
+        self.assertEqual(taken(alice), [message])
+        self.assertEqual(taken(bob), [message])
+        self.assertEqual(self.b.last_id, message.id)
+
+    def test_each_node_sees_every_user(self) -> None:
+        self.cluster.connect(self.a, "alice")
+        self.cluster.connect(self.b, "bob")
+        for hub in (self.a, self.b):
+            self.assertEqual(sorted(hub.users), ["alice", "bob"])
+        self.assertIs(self.b.users["alice"].client, REMOTE)
+        self.assertIsNot(self.a.users["alice"].client, REMOTE)
+
+    def test_nick_clash_across_nodes(self) -> None:
+        first = self.a.connect(RecordingClient(), "alice")
+        second = self.b.connect(RecordingClient(), "ALICE")
+        self.cluster.pump()
+        self.assertIsInstance(self.successResultOf(first), User)
+        self.assertEqual(self.failureResultOf(second, ChatError).value.code, "nick_taken")
+        self.assertEqual(sorted(self.b.users), ["alice"])
+
+    def test_refusal_answers_the_asking_node_only(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        refused = self.a.say(alice, "#nowhere", "hi")
+        self.cluster.pump()
+        self.assertEqual(self.failureResultOf(refused, ChatError).value.code, "not_in_room")
+
+    def test_concurrent_senders_one_order(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        bob = self.cluster.connect(self.b, "bob")
+        carol = self.cluster.connect(self.b, "carol")
+        for i in range(5):
+            self.a.say(alice, "#lobby", f"a{i}")
+            self.b.say(bob, "#lobby", f"b{i}")
+        self.cluster.pump()
+        seen = [
+            [(e.text, e.id) for e in taken(u) if isinstance(e, Message)]
+            for u in (alice, bob, carol)
+        ]
+        self.assertEqual(len(seen[0]), 10)
+        self.assertEqual(seen[0], seen[1])
+        self.assertEqual(seen[1], seen[2])
+        ids = [i for _, i in seen[0]]
+        self.assertEqual(ids, sorted(ids))
+
+    def test_private_message_across_nodes(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        bob = self.cluster.connect(self.b, "bob")
+        taken(alice)
+        self.a.private(alice, "BOB", "psst")
+        self.cluster.pump()
+        self.assertEqual([e.text for e in taken(bob)], ["psst"])
+        self.assertEqual([e.text for e in taken(alice)], ["psst"])
+
+    def test_moderation_is_cluster_wide(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        bob = self.cluster.connect(self.b, "bob")
+        self.a.join(alice, "#den")
+        self.cluster.pump()
+        self.b.join(bob, "#den")
+        self.cluster.pump()
+        self.a.kick(alice, "#den", "bob", "out")
+        self.cluster.pump()
+        self.assertNotIn("#den", bob.rooms)
+        self.assertNotIn(self.a.users["bob"], self.a.rooms["#den"].members)
+        self.a.set_mode(alice, "#den", "+i")
+        self.cluster.pump()
+        refused = self.b.join(bob, "#den")
+        self.cluster.pump()
+        self.assertEqual(self.failureResultOf(refused, ChatError).value.code, "invite_only")
+
+    def test_only_the_asking_node_stores(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        self.a.say(alice, "#lobby", "kept once")
+        self.cluster.pump()
+        page = self.successResultOf(self.cluster.store.fetch("#lobby", 10, None))
+        self.assertEqual([m.text for m in page], ["kept once"])
+
+    def test_registration_reaches_every_node(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        registering = self.a.register(alice, "correct-horse")
+        self.cluster.pump()
+        self.successResultOf(registering)
+        self.assertIn("alice", self.b.accounts)
+        self.assertEqual(self.b.users["alice"].account, "alice")
+        refused = self.b.connect(RecordingClient(), "alice")
+        self.cluster.pump()
+        self.assertEqual(self.failureResultOf(refused, ChatError).value.code, "nick_registered")
+
+    def test_signing_on_again_on_another_node_takes_over(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        registering = self.a.register(alice, "correct-horse")
+        self.cluster.pump()
+        self.successResultOf(registering)
+        self.a.join(alice, "#den")
+        self.cluster.pump()
+        client = RecordingClient()
+        again = self.b.connect(client, "alice", "alice")
+        self.cluster.pump()
+        user = self.successResultOf(again)
+        self.assertTrue(alice.client.closed)  # type: ignore[attr-defined]
+        self.assertEqual(sorted(user.rooms), ["#den", "#lobby"])
+        self.assertIs(self.a.users["alice"].client, REMOTE)
+        self.assertEqual(list(self.a.sessions), [user.sid])
+
+
+class MembershipTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.cluster = Cluster()
+        self.a = self.cluster.node("a")
+
+    def test_a_new_node_gets_a_snapshot(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        self.a.join(alice, "#den")
+        self.a.topic(alice, "#den", "plans")
+        self.cluster.pump()
+        b = self.cluster.node("b")
+        self.assertEqual(sorted(b.users), ["alice"])
+        self.assertEqual(b.rooms["#den"].topic, "plans")
+        self.assertEqual([u.nick for u in b.rooms["#den"].members], ["alice"])
+        self.assertTrue(b.rooms["#den"].is_op(b.users["alice"]))
+        bob = self.cluster.connect(b, "bob")
+        b.join(bob, "#den")
+        self.cluster.pump()
+        self.assertEqual([u.nick for u in self.a.rooms["#den"].members], ["alice", "bob"])
+
+    def test_a_dead_node_s_users_go(self) -> None:
+        b = self.cluster.node("b")
+        alice = self.cluster.connect(self.a, "alice")
+        self.cluster.connect(b, "bob")
+        taken(alice)
+        b.log.crash()  # type: ignore[attr-defined]
+        self.cluster.clock.advance(self.a.log.heartbeat_ttl + 2)
+        self.cluster.pump()
+        self.assertEqual(sorted(self.a.users), ["alice"])
+        self.assertIn(Parted("#lobby", "bob", "connection lost"), taken(alice))
+        again = self.cluster.connect(self.a, "bob")  # the nick is free again
+        self.assertEqual(again.nick, "bob")
+
+    def test_a_node_declared_dead_sends_its_users_away(self) -> None:
+        b = self.cluster.node("b")
+        bob = self.cluster.connect(b, "bob")
+        self.a._submit("gone", "b", "connection lost")
+        self.cluster.pump()
+        got = taken(bob)
+        self.assertIn("degraded", [e.code for e in got if isinstance(e, Error)])
+        self.assertTrue(bob.client.closed)  # type: ignore[attr-defined]
+        self.assertTrue(b.ready)  # it joined again, from a snapshot
+        self.assertEqual(sorted(b.users), [])
+
+    def test_degraded_while_the_log_is_away(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        self.cluster.log.down = True
+        for watcher in self.a.log.watchers:  # type: ignore[attr-defined]
+            watcher(False)
+        self.assertIn("degraded", [e.code for e in taken(alice) if isinstance(e, Error)])
+        refused = self.a.say(alice, "#lobby", "hello?")
+        self.assertEqual(self.failureResultOf(refused, ChatError).value.code, "degraded")
+        self.cluster.log.down = False
+        for watcher in self.a.log.watchers:  # type: ignore[attr-defined]
+            watcher(True)
+        self.assertIn(Notice("Cross-node delivery is back"), taken(alice))
+        self.a.say(alice, "#lobby", "back")
+        self.cluster.pump()
+        self.assertEqual([e.text for e in taken(alice) if isinstance(e, Message)], ["back"])
+
+    def test_a_departure_made_while_away_is_sent_later(self) -> None:
+        b = self.cluster.node("b")
+        bob = self.cluster.connect(b, "bob")
+        self.cluster.log.down = True
+        b.disconnect(bob, "quit")
+        self.assertIn("bob", self.a.users)
+        self.cluster.log.down = False
+        for watcher in b.log.watchers:  # type: ignore[attr-defined]
+            watcher(False)
+            watcher(True)
+        self.cluster.pump()
+        self.assertNotIn("bob", self.a.users)
+
+    def test_a_gap_in_the_log_restarts_the_node(self) -> None:
+        b = self.cluster.node("b")
+        bob = self.cluster.connect(b, "bob")
+        b.receive(b._applied + 5, '["announce","a",0,0,"lost"]')
+        self.assertTrue(bob.client.closed)  # type: ignore[attr-defined]
+        self.cluster.pump()
+        self.assertTrue(b.ready)
+
+    def test_user_list_after_snapshot_marks_operators(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        self.a.join(alice, "#den")
+        self.cluster.pump()
+        b = self.cluster.node("b")
+        bob = self.cluster.connect(b, "bob")
+        b.join(bob, "#den")
+        self.cluster.pump()
+        lists = [e for e in taken(bob) if isinstance(e, UserList)]
+        self.assertEqual(lists[-1].ops, ("alice",))
+
+
+class OperatorTests(SynchronousTestCase):
+    def test_metrics_and_readiness_follow_the_connection(self) -> None:
+        cluster = Cluster()
+        a = cluster.node("a")
+        cluster.node("b")
+        collector = ChatCollector(a, [])
+
+        def values() -> dict[str, float]:
+            return {
+                sample.name: sample.value
+                for family in collector.collect()
+                for sample in family.samples
+                if sample.name.startswith("chatd_cluster")
+            }
+
+        self.assertEqual(values()["chatd_cluster_redis_up"], 1)
+        self.assertEqual(values()["chatd_cluster_nodes"], 2)
+        self.assertIsNone(a.trouble())
+        for watcher in a.log.watchers:  # type: ignore[attr-defined]
+            watcher(False)
+        self.assertEqual(values()["chatd_cluster_redis_up"], 0)
+        self.assertEqual(a.trouble(), "cannot reach the cluster's Redis")
+
+
+class StartingTests(SynchronousTestCase):
+    def test_a_sign_on_waits_for_the_node_to_join(self) -> None:
+        """
+        Twisted listens before the node holds a copy of the cluster; a user
+        arriving meanwhile is admitted once it does, not refused.
+        """
+        cluster = Cluster()
+        cluster.node("a")
+        b = ClusterHub(
+            cluster.clock,
+            cluster.store,
+            MemoryLog(cluster.log),
+            node="b",
+            passwords=quick_passwords(),
+        )
+        started = b.start()
+        client = RecordingClient()
+        entering = b.connect(client, "early")
+        self.assertNoResult(entering)
+        cluster.pump()
+        self.assertIsNone(self.successResultOf(started))
+        cluster.pump()
+        self.assertEqual(self.successResultOf(entering).nick, "early")
