@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.doors.batching import Batch, WriteBatcher
 from chatd.doors.flow import Outbox, Throttle, TokenBucket
 from chatd.errors import ChatError
 from chatd.hub import Answer, Hub, User
@@ -80,6 +81,7 @@ class Session:
 
     door: Door
     user: User | None = None
+    batch: Batch | None = None  # output gathered for the end of the pass
     encoder: IEncoder
     outbox: Outbox
     push: Callable[[Any], None]
@@ -143,6 +145,7 @@ class Session:
         """
         self.door = door
         self.encoder = door.encoder
+        self.batch = door.batcher.batch(getattr(self, "stream", None))
         limits, clock = door.limits, door.clock
         self.outbox = Outbox(
             self.write,
@@ -171,6 +174,8 @@ class Session:
         """
         self._closing = True
         self.outbox.close()
+        if self.batch is not None:
+            self.batch.discard()
         self._inbox.clear()
         self.door.throttle.forget(self)
         for timer in (self._wake, self._deadline):
@@ -439,6 +444,7 @@ class Door:
         self.throttle = Throttle() if throttle is None else throttle
         self.connections: set[Session] = set()
         self.counters: Counter[str] = Counter()
+        self.batcher = WriteBatcher(clock)
         self._emptied: list[Deferred[None]] = []
 
     def count(self, what: str) -> None:

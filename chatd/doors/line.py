@@ -16,8 +16,6 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.conch.telnet import DO, IAC, IP, TelnetProtocol, TelnetTransport
-from twisted.internet import tcp
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
@@ -402,25 +400,27 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         self.ended()
 
     def write(self, payload: bytes) -> None:
-        self.telnet.write(payload)
+        if self.batch is not None:
+            self.batch.push(payload)
+        else:
+            self.telnet.write(payload)
 
     def direct(self) -> Callable[[bytes], None]:
         """
-        The byte stream's own C{write}: L{LineTelnetTransport} passes the
-        line door's payloads through unchanged, so fan-out skips it.  On a
-        plain TCP connection it is C{FileDescriptor.write} itself, skipping
-        the TLS check of C{tcp.Connection.write}: TLS here is always a
-        wrapping layer (C{ssl:} endpoints), never started on the socket.
+        Straight to the byte stream: L{LineTelnetTransport} passes the line
+        door's payloads through unchanged, so fan-out skips it.  On a plain
+        TCP connection, into this pass's L{Batch}.
         """
-        stream = self.stream
-        if isinstance(stream, tcp.Connection) and not stream.TLS:
-            return FileDescriptor.write.__get__(stream)
-        return cast(Callable[[bytes], None], stream.write)
+        if self.batch is not None:
+            return self.batch.push
+        return cast(Callable[[bytes], None], self.stream.write)
 
     def payload_size(self, payload: bytes) -> int:
         return len(payload)
 
     def finish(self) -> None:
+        if self.batch is not None:
+            self.batch.flush()
         # TLS will not close while a producer is registered.
         self.stream.unregisterProducer()
         self.telnet.loseConnection()

@@ -276,7 +276,10 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
 
     def write(self, payload: PreparedMessage) -> None:
         if self.state == _OPEN:
-            self.transport.write(payload.payloadHybi)
+            if self.batch is not None:
+                self.batch.push(payload.payloadHybi)
+            else:
+                self.transport.write(payload.payloadHybi)
 
     def direct(self) -> Callable[[PreparedMessage], None]:
         return self.write
@@ -289,6 +292,8 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         Close with 1001 when the server is going away, else 1000 (a quit,
         a kill, a takeover, a timeout: the error frame before said why).
         """
+        if self.batch is not None:
+            self.batch.flush()
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             if self.door.shutting_down:
                 self.sendCloseFrame(GOING_AWAY, b"server shutting down")
