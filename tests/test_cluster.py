@@ -8,6 +8,7 @@ processes is in C{tests.test_cluster_redis}.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -414,3 +415,55 @@ class StartingTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(started))
         cluster.pump()
         self.assertEqual(self.successResultOf(entering).nick, "early")
+
+
+class ConvergenceTests(SynchronousTestCase):
+    def test_random_requests_leave_every_copy_the_same(self) -> None:
+        """
+        Whatever mix of requests three nodes make, concurrently, every
+        node's copy of the cluster ends up the same.
+        """
+        rng = random.Random(5)
+        cluster = Cluster()
+        nodes = [cluster.node(name) for name in "abc"]
+        nicks = [f"u{i}" for i in range(12)]
+        rooms = ["#a", "#b", "#c"]
+        for step in range(600):
+            hub = rng.choice(nodes)
+            mine = [u for u in hub.users.values() if u.client is not REMOTE]
+            action = rng.random()
+            try:
+                if action < 0.15 or not mine:
+                    d = hub.connect(RecordingClient(), rng.choice(nicks))
+                else:
+                    user = rng.choice(mine)
+                    room, nick = rng.choice(rooms), rng.choice(nicks)
+                    mode = rng.choice(["+m", "-m", "+t", "+i", "-i"])
+                    request, *args = rng.choice(
+                        [
+                            (hub.join, user, room),
+                            (hub.part, user, room),
+                            (hub.say, user, room, f"m{step}"),
+                            (hub.private, user, nick, "hi"),
+                            (hub.change_nick, user, rng.choice(nicks)),
+                            (hub.set_op, user, room, nick),
+                            (hub.kick, user, room, nick),
+                            (hub.ban, user, room, nick, rng.random() < 0.7),
+                            (hub.set_mode, user, room, mode),
+                            (hub.topic, user, room, f"t{step}"),
+                            (hub.invite, user, room, nick),
+                            (hub.disconnect, user, "bye"),
+                        ]
+                    )
+                    d = request(*args)
+            except ChatError:
+                continue
+            if isinstance(d, Deferred):
+                d.addErrback(lambda f: f.trap(ChatError))
+            if rng.random() < 0.3:
+                cluster.pump()
+        cluster.pump()
+        copies = [hub.snapshot() for hub in nodes]
+        self.assertTrue(copies[0]["users"])
+        for other in copies[1:]:
+            self.assertEqual(other, copies[0])
