@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from argon2 import PasswordHasher
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -26,7 +27,7 @@ from chatd.accounts import Passwords
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub, User
-from chatd.interfaces import IClient, IEncoder
+from chatd.interfaces import IClient, IEncoder, IOpLog
 from chatd.model import Event
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -278,3 +279,44 @@ class WebSocketPeer:
         The connection is gone (as if the peer closed it).
         """
         self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+@implementer(IOpLog)
+class LoopbackLog:
+    """
+    The log of a cluster of one node: each operation comes back at the
+    next tick of C{clock}, in order, as it would from Redis.
+    """
+
+    heartbeat_ttl = 10.0
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.seq = 0
+        self._deliver: Callable[[int, str], None] | None = None
+
+    def hello(self, node: str, deliver: Callable[[int, str], None]) -> Deferred[Any]:
+        self.seq += 1
+        self._deliver = deliver
+        return succeed((self.seq, None))
+
+    def append(self, op: str) -> Deferred[int]:
+        self.seq += 1
+        assert self._deliver is not None
+        self.clock.callLater(0, self._deliver, self.seq, op)
+        return succeed(self.seq)
+
+    def put_snapshot(self, node: str, data: str) -> Deferred[None]:
+        return succeed(None)
+
+    def get_snapshot(self, node: str) -> Deferred[str | None]:
+        return succeed(None)
+
+    def dead(self, nodes: list[str]) -> Deferred[list[str]]:
+        return succeed([])
+
+    def watch(self, callback: Callable[[bool], None]) -> None:
+        pass
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)

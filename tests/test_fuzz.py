@@ -44,6 +44,10 @@ After every action:
     itself: bad input to chatd never closes one
     (L{Connection.check_farewell}).
 
+L{ClusterFuzzTests} plays the same on one node of a cluster
+(L{chatd.cluster.ClusterHub} on a log that answers at the next tick), where
+every request waits for its operation to come back.
+
 Runs are derandomised, so CI always tries the same inputs (for a longer
 fuzz, or other inputs, see L{fuzz}).  Each test prints how many inputs it
 fed each door (see them with C{pytest -s}, or under trial); an input is one
@@ -75,6 +79,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.accounts import Passwords
+from chatd.cluster import ClusterHub
 from chatd.doors.admission import Admission, AdmittedConnection, AdmittingFactory, http_refusal
 from chatd.doors.base import Door, Session
 from chatd.doors.flow import Throttle
@@ -93,7 +98,14 @@ from chatd.model import (
     fold,
 )
 from chatd.store.memory import MemoryStore
-from tests.helpers import HANDSHAKE, PEER, LinePeer, TCPLikeTransport, quick_passwords
+from tests.helpers import (
+    HANDSHAKE,
+    PEER,
+    LinePeer,
+    LoopbackLog,
+    TCPLikeTransport,
+    quick_passwords,
+)
 
 START = 1700000000.0
 MAX_ROOMS = 3
@@ -757,14 +769,22 @@ class World:
         self.clock = Clock()
         self.clock.advance(START)
         passwords = quick_passwords()
-        self.hub = Hub(
-            self.clock,
-            store=old_store(passwords),
-            passwords=passwords,
-            admins=ADMINS,
-            max_rooms_per_user=MAX_ROOMS,
-            history_page=5,
-        )
+        options: dict[str, Any] = {
+            "passwords": passwords,
+            "admins": ADMINS,
+            "max_rooms_per_user": MAX_ROOMS,
+            "history_page": 5,
+        }
+        if test.cluster:
+            # One node of a cluster whose log answers at the next tick.
+            self.hub = ClusterHub(
+                self.clock, old_store(passwords), LoopbackLog(self.clock), **options
+            )
+            started = self.hub.start()
+            self.clock.advance(0)
+            test.successResultOf(started)
+        else:
+            self.hub = Hub(self.clock, store=old_store(passwords), **options)
         self.ending = False
         self.throttle = Throttle()
         self.admission = Admission(self.limits, self.clock)
@@ -881,12 +901,25 @@ class World:
     def settle(self) -> None:
         """
         Deliver input held back while reading was paused, for every
-        connection whose reading has resumed.
+        connection whose reading has resumed (and, for a cluster node,
+        let its log apply what was asked meanwhile).
         """
         for _ in range(100):
-            if not any([c.pump() for c in self.live()]):
+            ticked = self._tick()
+            if not any([c.pump() for c in self.live()]) and not ticked:
                 return
         raise FuzzFailure("input keeps being held back and released")
+
+    def _tick(self) -> bool:
+        """
+        Run what is due now (a cluster log's answers); whether anything was.
+        """
+        if not self.test.cluster:
+            return False
+        due = [c for c in self.clock.getDelayedCalls() if c.getTime() <= self.clock.seconds()]
+        if due:
+            self.clock.advance(0)
+        return bool(due)
 
     def advance(self, seconds: float) -> None:
         """
@@ -1911,6 +1944,7 @@ class FuzzTestCase(SynchronousTestCase):
 
     limits = Limits(flood_rate=0)
     buffer_size = 4096
+    cluster = False
 
     def setUp(self) -> None:
         self.tally: Counter[str] = Counter()
@@ -2073,3 +2107,22 @@ class RegressionTests(SynchronousTestCase):
         self.assertIs(user, new.protocol.protocol.user)
         self.assertEqual(list(user.rooms), ["#a", "#b", "#c"])
         self.assertTrue(old.transport.disconnecting)
+
+
+class ClusterFuzzTests(FuzzTestCase):
+    """
+    The same, on one node of a cluster: every request waits for the log to
+    apply it (a tick later), so sessions wait on Deferreds, close while
+    one is pending, and sign on while their connection goes away.
+    """
+
+    cluster = True
+
+    @fuzz(40)
+    @given(actions(line=4, websocket=4, other=2), st.booleans(), st.booleans())
+    def test_cluster_node(self, actions: list[Action], shutdown: bool, web: bool) -> None:
+        """
+        Both doors' fuzzed input on a cluster node keeps every invariant
+        the lone hub keeps.
+        """
+        self.play(actions, shutdown, web)
