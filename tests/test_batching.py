@@ -7,6 +7,7 @@ write (with its backpressure) when the kernel does not take it all.
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
@@ -75,3 +76,42 @@ class BatchTests(SynchronousTestCase):
 
     def test_other_transports_are_not_batched(self) -> None:
         self.assertIsNone(self.batcher.batch(StringTransport()))
+
+
+class Owner:
+    """
+    Stands for a session: its C{push}, and its outbox's.
+    """
+
+    def __init__(self) -> None:
+        self.push: object = None
+        self.outbox = SimpleNamespace(push=None)
+
+
+class FastPathTests(BatchTests):
+    def setUp(self) -> None:
+        super().setUp()
+        self.owner = Owner()
+        batch = self.batcher.batch(self.stream, self.owner)
+        assert batch is not None
+        self.batch = batch
+        self.owner.push = self.owner.outbox.push = self.batch.push
+
+    def test_push_is_the_list_append_while_gathering(self) -> None:
+        self.owner.push(b"a")  # type: ignore[operator]
+        self.assertNotEqual(self.owner.push, self.batch.push)
+        self.owner.push(b"b")  # type: ignore[operator]
+        self.owner.push(b"c")  # type: ignore[operator]
+        self.reactor.advance(0)
+        self.assertEqual(self.received(), b"abc")
+        self.assertEqual(self.owner.push, self.batch.push)
+
+    def test_a_push_the_outbox_set_meanwhile_is_kept(self) -> None:
+        def queue(payload: bytes) -> None:
+            pass
+
+        self.owner.push(b"a")  # type: ignore[operator]
+        self.owner.push = queue  # the transport paused the outbox
+        self.reactor.advance(0)
+        self.assertEqual(self.received(), b"a")
+        self.assertIs(self.owner.push, queue)

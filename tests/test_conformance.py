@@ -120,7 +120,7 @@ class EchoProtocol(ChatWebSocketProtocol):
 
     def handle(self, item: Any) -> None:
         payload, is_binary = item
-        self.send(self.factory.prepareMessage(payload, is_binary))
+        self.send(self.factory.prepareMessage(payload, is_binary).payloadHybi)
 
 
 class KosokuProcess(ProcessProtocol):

@@ -145,7 +145,7 @@ class Session:
         """
         self.door = door
         self.encoder = door.encoder
-        self.batch = door.batcher.batch(getattr(self, "stream", None))
+        self.batch = door.batcher.batch(getattr(self, "stream", None), self)
         limits, clock = door.limits, door.clock
         self.outbox = Outbox(
             self.write,

@@ -27,13 +27,20 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 class Batch:
     """
     What one plain TCP connection is to be sent at the end of this pass.
+
+    While it holds something, its owner's C{push} (the fan-out's way in) is
+    the list's own C{append}: the hub's loop then costs one C call per
+    recipient.  Flushing gives the owner back the push its outbox says is
+    right (this batch's L{push}, or the outbox's queue if the transport
+    paused it meanwhile, which also replaces that C{append}).
     """
 
-    __slots__ = ("_batcher", "_chunks", "_stream")
+    __slots__ = ("_batcher", "_chunks", "_owner", "_stream")
 
-    def __init__(self, batcher: WriteBatcher, stream: tcp.Connection) -> None:
+    def __init__(self, batcher: WriteBatcher, stream: tcp.Connection, owner: Any = None) -> None:
         self._batcher = batcher
         self._stream = stream
+        self._owner = owner
         self._chunks: list[bytes] = []
 
     def push(self, data: bytes) -> None:
@@ -43,6 +50,9 @@ class Batch:
         chunks = self._chunks
         if not chunks:
             self._batcher.dirty(self)
+            owner = self._owner
+            if owner is not None and owner.push == self.push:
+                owner.push = chunks.append
         chunks.append(data)
 
     def flush(self) -> None:
@@ -55,6 +65,9 @@ class Batch:
             return
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
+        owner = self._owner
+        if owner is not None and owner.push == chunks.append:
+            owner.push = owner.outbox.push
         stream = self._stream
         if (
             stream.connected
@@ -77,7 +90,11 @@ class Batch:
         """
         The connection is gone: forget what was gathered.
         """
-        self._chunks.clear()
+        chunks = self._chunks
+        chunks.clear()
+        owner = self._owner
+        if owner is not None and owner.push == chunks.append:
+            owner.push = owner.outbox.push
 
 
 class WriteBatcher:
@@ -92,14 +109,16 @@ class WriteBatcher:
         self._dirty: list[Batch] = []
         self._call: IDelayedCall | None = None
 
-    def batch(self, stream: Any) -> Batch | None:
+    def batch(self, stream: Any, owner: Any = None) -> Batch | None:
         """
         A batch for C{stream}, or None if it is not a plain TCP (or unix)
         socket connection that batching knows how to write to (TLS, test
-        transports): those are written to as they are.
+        transports): those are written to as they are.  C{owner}, if given,
+        is the session whose C{push} the batch may speed up (it has a
+        C{push} and an C{outbox}).
         """
         if isinstance(stream, tcp.Connection) and not stream.TLS:
-            return Batch(self, stream)
+            return Batch(self, stream, owner)
         return None
 
     def dirty(self, batch: Batch) -> None:

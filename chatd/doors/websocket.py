@@ -188,11 +188,14 @@ def to_json(event: Event) -> bytes:
 @implementer(IEncoder)
 class WebSocketEncoder:
     """
-    Renders events as JSON text frames, framed once for every recipient.
+    Renders events as JSON text frames, framed once for every recipient:
+    the payload is the whole frame's bytes (a server's frames are not
+    masked, so one frame serves every connection).
     """
 
-    def encode(self, event: Event) -> PreparedMessage:
-        return PreparedMessage(to_json(event), False, False, True)
+    def encode(self, event: Event) -> bytes:
+        frame: bytes = PreparedMessage(to_json(event), False, False, True).payloadHybi
+        return frame
 
 
 class _Field:
@@ -274,18 +277,31 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
             self.door.count("bad_origin")
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
 
-    def write(self, payload: PreparedMessage) -> None:
+    def write(self, frame: bytes) -> None:
         if self.state == _OPEN:
             if self.batch is not None:
-                self.batch.push(payload.payloadHybi)
+                self.batch.push(frame)
             else:
-                self.transport.write(payload.payloadHybi)
+                self.transport.write(frame)
 
-    def direct(self) -> Callable[[PreparedMessage], None]:
+    def direct(self) -> Callable[[bytes], None]:
+        """
+        Into this pass's L{Batch}, on a plain TCP connection.  That skips
+        the check that the connection is open: whatever ends that state
+        (L{finish}, the peer's close frame) closes the outbox first, which
+        stops the fan-out from calling this.
+        """
+        if self.batch is not None:
+            return self.batch.push
         return self.write
 
-    def payload_size(self, payload: PreparedMessage) -> int:
-        return len(payload.payloadHybi)
+    def payload_size(self, frame: bytes) -> int:
+        return len(frame)
+
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
+        self.outbox.close()
+        result: bool | None = super().onCloseFrame(code, reasonRaw)
+        return result
 
     def finish(self) -> None:
         """
@@ -294,6 +310,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         """
         if self.batch is not None:
             self.batch.flush()
+        self.outbox.close()
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             if self.door.shutting_down:
                 self.sendCloseFrame(GOING_AWAY, b"server shutting down")
