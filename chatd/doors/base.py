@@ -158,7 +158,8 @@ class Session:
             on_push=self._set_push,
         )
         self.push = self.outbox.push
-        self._inbox: deque[Any] = deque()
+        # Made when first needed (an empty deque costs half a kilobyte).
+        self._inbox: deque[Any] | tuple[()] = ()
         self._flood = TokenBucket(limits.flood_rate, limits.flood_burst, clock)
         self._wake: IDelayedCall | None = None
         self._flooding = False
@@ -176,7 +177,7 @@ class Session:
         self.outbox.close()
         if self.batch is not None:
             self.batch.discard()
-        self._inbox.clear()
+        self._inbox = ()
         self.door.throttle.forget(self)
         for timer in (self._wake, self._deadline):
             if timer is not None and timer.active():
@@ -205,7 +206,7 @@ class Session:
         if self._closing:
             return
         self._closing = True
-        self._inbox.clear()
+        self._inbox = ()
         if self.outbox.empty:
             self.finish()
         else:
@@ -258,8 +259,12 @@ class Session:
         """
         if self._closing:
             return
-        self._inbox.append(item)
-        if self._flooding and len(self._inbox) > self._flood_allowance():
+        inbox = self._inbox
+        if not inbox:
+            inbox = self._inbox = deque()
+        assert isinstance(inbox, deque)
+        inbox.append(item)
+        if self._flooding and len(inbox) > self._flood_allowance():
             self.door.count("flood")
             self.deliver(Error("flood", "Excess flood; goodbye"))
             self.sign_off("excess flood")
@@ -285,7 +290,10 @@ class Session:
                 self._wake = self.door.clock.callLater(delay, self._resume)
                 self._set_reading(False)
                 return
+            assert isinstance(self._inbox, deque)
             self._handle_safely(self._inbox.popleft())
+        if not self._inbox:
+            self._inbox = ()
         self._set_reading(self._pending is None)
 
     def _handle_safely(self, item: Any) -> None:

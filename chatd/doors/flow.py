@@ -75,6 +75,25 @@ class Outbox:
         the fan-out path can call it without going through L{put}.
     """
 
+    __slots__ = (
+        "_clock",
+        "_direct",
+        "_limits",
+        "_on_push",
+        "_overflow",
+        "_queue",
+        "_size",
+        "_stalled_now",
+        "_throttle",
+        "_timers",
+        "_write",
+        "closed",
+        "paused_since",
+        "push",
+        "queued",
+        "when_empty",
+    )
+
     def __init__(
         self,
         write: Callable[[Any], None],
@@ -94,10 +113,12 @@ class Outbox:
         self._throttle = throttle
         self._limits = limits
         self._clock = clock
-        self._queue: deque[tuple[Any, int]] = deque()
+        # Made when first needed: most connections never queue anything,
+        # and an empty deque costs half a kilobyte.
+        self._queue: deque[tuple[Any, int]] | tuple[()] = ()
         self.queued = 0
         self.paused_since: float | None = None
-        self._timers: list[IDelayedCall] = []
+        self._timers: list[IDelayedCall] | tuple[()] = ()
         self._stalled_now = False
         self.closed = False
         self.when_empty: Callable[[], None] | None = None
@@ -131,6 +152,9 @@ class Outbox:
         if self.queued + size > self._limits.max_sendq:
             self._give_up(f"send queue over {self._limits.max_sendq} bytes")
             return
+        if not self._queue:
+            self._queue = deque()
+        assert isinstance(self._queue, deque)
         self._queue.append((payload, size))
         self.queued += size
         if self.saturated and not self._stalled_now:
@@ -155,9 +179,12 @@ class Outbox:
         self._cancel_timers()
         self.paused_since = None
         while self._queue and self.paused_since is None:
+            assert isinstance(self._queue, deque)
             payload, size = self._queue.popleft()
             self.queued -= size
             self._write(payload)
+        if not self._queue:
+            self._queue = ()
         self._set_push()
         if not self.saturated:
             self._throttle.discard(self)
@@ -175,7 +202,7 @@ class Outbox:
         self.closed = True
         self._set_push()
         self._cancel_timers()
-        self._queue.clear()
+        self._queue = ()
         self.queued = 0
         self._throttle.discard(self)
 
@@ -199,7 +226,7 @@ class Outbox:
         for timer in self._timers:
             if timer.active():
                 timer.cancel()
-        self._timers = []
+        self._timers = ()
 
 
 class TokenBucket:
@@ -207,6 +234,8 @@ class TokenBucket:
     Flood control: C{burst} items at once, then C{rate} per second.
     A rate of 0 means no limit.
     """
+
+    __slots__ = ("_at", "_clock", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, burst: int, clock: IReactorTime) -> None:
         self.rate = rate
