@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -95,24 +95,6 @@ REMOTE = _Remote()
 
 def degraded(why: str = "Cross-node delivery is interrupted; try again shortly") -> ChatError:
     return ChatError("degraded", why)
-
-
-def _record_to_json(record: RoomRecord) -> list[object]:
-    return [
-        record.name,
-        record.owner,
-        record.topic,
-        record.topic_by,
-        record.modes,
-        record.key,
-        sorted(record.ops),
-        sorted(record.bans),
-    ]
-
-
-def _record_from_json(data: list[Any]) -> RoomRecord:
-    name, owner, topic, topic_by, modes, key, ops, bans = data
-    return RoomRecord(name, owner, topic, topic_by, modes, key, frozenset(ops), frozenset(bans))
 
 
 class ClusterHub(Hub):
@@ -250,8 +232,7 @@ class ClusterHub(Hub):
             waiting, self._on_ready = self._on_ready, []
             for d in waiting:
                 d.callback(None)
-            for sid, reason in list(self._departed.items()):
-                self._depart(sid, reason)
+            self._send_departures()
 
     def leave(self) -> Deferred[None]:
         """
@@ -364,8 +345,7 @@ class ClusterHub(Hub):
             for user in self._local_users():
                 self._deliver(user, Notice("Cross-node delivery is back"))
             if self.ready:
-                for sid, reason in list(self._departed.items()):
-                    self._depart(sid, reason)
+                self._send_departures()
         else:
             _log.warn("The cluster's Redis cannot be reached; reconnecting")
             for user in self._local_users():
@@ -413,7 +393,7 @@ class ClusterHub(Hub):
             "last_id": self._last_id,
             "nodes": sorted(self.nodes),
             "accounts": sorted(self.accounts),
-            "registered": [_record_to_json(r) for r in self.registered.values()],
+            "registered": [r.to_list() for r in self.registered.values()],
             "users": [[u.sid, u.nick, u.account] for u in self.users.values()],
             "rooms": [
                 [
@@ -441,7 +421,7 @@ class ClusterHub(Hub):
         self._last_id = data["last_id"]
         self.nodes = set(data["nodes"]) | {self.node}
         self.accounts = set(data["accounts"])
-        self.registered = {fold(r[0]): _record_from_json(r) for r in data["registered"]}
+        self.registered = {fold(r[0]): RoomRecord.from_list(r) for r in data["registered"]}
         self.users, self.sessions, self.rooms = {}, {}, {}
         for sid, nick, account in data["users"]:
             user = User(nick, REMOTE, account, self._last_id)
@@ -503,6 +483,13 @@ class ClusterHub(Hub):
 
     def disconnect(self, user: User, reason: str | None = None) -> None:
         self._depart(user.sid, reason)
+
+    def _send_departures(self) -> None:
+        """
+        Announce the sessions that ended while the log was out of reach.
+        """
+        for sid, reason in list(self._departed.items()):
+            self._depart(sid, reason)
 
     def _depart(self, sid: str, reason: str | None) -> None:
         """
@@ -608,6 +595,14 @@ class ClusterHub(Hub):
 
     def _local_users(self) -> list[User]:
         return [u for u in self.users.values() if u.client is not REMOTE]
+
+    def _broadcast(self, users: Iterable[User], event: Event) -> None:
+        """
+        Write C{event} to the local ones of C{users} only: every other node
+        does the same for its own, so each delivery is counted once, and
+        the fan-out loop does not visit other nodes' users.
+        """
+        super()._broadcast([u for u in users if u.client is not REMOTE], event)
 
     def _session(self, sid: str) -> User:
         user = self.sessions.get(sid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from chatd.errors import ChatError
 
@@ -348,6 +349,21 @@ class RoomRecord:
     key: str | None = None
     ops: frozenset[str] = frozenset()
     bans: frozenset[str] = frozenset()
+
+    def to_list(self) -> list[object]:
+        """
+        The record as a JSON-ready list (for Redis and cluster snapshots).
+        """
+        fields = [self.name, self.owner, self.topic, self.topic_by, self.modes, self.key]
+        return [*fields, sorted(self.ops), sorted(self.bans)]
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> RoomRecord:
+        """
+        The record that L{to_list} made C{data} from.
+        """
+        name, owner, topic, topic_by, modes, key, ops, bans = data
+        return cls(name, owner, topic, topic_by, modes, key, frozenset(ops), frozenset(bans))
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,7 +111,6 @@ class RedisLog:
         self.reader: Any = None
         self.connected = True
         self.last_seen = 0
-        self.appended = 0
         self._watchers: list[Callable[[bool], None]] = []
         self._deliver: Callable[[int, str], None] | None = None
         self._following = 0
@@ -149,7 +148,6 @@ class RedisLog:
     def append(self, op: str) -> Deferred[int]:
         if not self.connected:
             return _failed("not connected to Redis")
-        self.appended += 1
         appended: Deferred[int] = self.commands.eval(
             _APPEND, [self.seq_key, self.log_key], [op, str(self.max_log)]
         )

@@ -60,8 +60,10 @@ class ChatService(MultiService):
 
     def startService(self) -> None:
         """
-        Listen once the hub is ready to serve: at once for a lone hub, once
-        it holds a copy of the cluster for a cluster node.
+        Start the doors once the hub is ready to serve: at once for a lone
+        hub, once it holds a copy of the cluster for a cluster node.  (twistd
+        may have bound the ports already, in C{privilegedStartService}; a
+        cluster node holds sign-ons that arrive meanwhile until it is ready.)
         """
         Service.startService(self)
         self._starting = self.hub.start()

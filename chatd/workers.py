@@ -401,6 +401,10 @@ class _Worker:
     restart: IDelayedCall | None = None
 
 
+MAX_LOG_LINE = 65536
+"""Bytes of a worker's unfinished output line held before it is logged anyway."""
+
+
 class _WorkerProtocol(ProcessProtocol):
     """
     The pool's end of one worker process: its output lines go to the pool's
@@ -414,9 +418,12 @@ class _WorkerProtocol(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         lines = (self.buffers.pop(childFD, b"") + data).split(b"\n")
-        if lines[-1]:
-            self.buffers[childFD] = lines[-1]
-        for line in lines[:-1]:
+        rest = lines.pop()
+        if len(rest) > MAX_LOG_LINE:  # bounded: a line that never ends is logged in pieces
+            lines.append(rest)
+        elif rest:
+            self.buffers[childFD] = rest
+        for line in lines:
             self.pool._output(self.worker, childFD, line)
 
     def processEnded(self, reason: Failure) -> None:

@@ -174,6 +174,14 @@ class ReplicaTests(SynchronousTestCase):
         self.assertEqual(taken(bob), [message])
         self.assertEqual(self.b.last_id, message.id)
 
+    def test_each_delivery_is_made_and_counted_by_one_node(self) -> None:
+        alice = self.cluster.connect(self.a, "alice")
+        self.cluster.connect(self.b, "bob")
+        before = (self.a.deliveries, self.b.deliveries)
+        self.a.say(alice, "#lobby", "hello")
+        self.cluster.pump()
+        self.assertEqual((self.a.deliveries, self.b.deliveries), (before[0] + 1, before[1] + 1))
+
     def test_each_node_sees_every_user(self) -> None:
         self.cluster.connect(self.a, "alice")
         self.cluster.connect(self.b, "bob")

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -38,9 +39,11 @@ from chatd.workers import (
     FIRST_DELAY,
     KILL_TIMEOUT,
     MAX_DELAY,
+    MAX_LOG_LINE,
     STABLE_RUN,
     InheritedPort,
     WorkerPool,
+    _WorkerProtocol,
     parse_inherit,
     worker_args,
     worker_command,
@@ -372,6 +375,20 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -
         if time.monotonic() > deadline:
             raise AssertionError(f"not true after {timeout}s: {what}")
         time.sleep(0.05)
+
+
+class OutputTests(SynchronousTestCase):
+    def test_lines_are_logged_whole_and_a_line_without_end_is_bounded(self) -> None:
+        logged: list[tuple[int, bytes]] = []
+        pool = SimpleNamespace(_output=lambda worker, fd, line: logged.append((fd, line)))
+        protocol = _WorkerProtocol(pool, None)  # type: ignore[arg-type]
+        protocol.childDataReceived(1, b"one\ntw")
+        protocol.childDataReceived(1, b"o\n")
+        self.assertEqual(logged, [(1, b"one"), (1, b"two")])
+        del logged[:]
+        protocol.childDataReceived(2, b"x" * (MAX_LOG_LINE + 1))
+        self.assertEqual(logged, [(2, b"x" * (MAX_LOG_LINE + 1))])
+        self.assertEqual(protocol.buffers, {})
 
 
 class PoolProcessTests(SynchronousTestCase):

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import (
     Deferred,
@@ -146,6 +147,7 @@ class _Saved:
 
 
 _Write = _Said | _Registered | _Rekeyed | _Saved
+_Message = TypeVar("_Message", Message, PrivateMessage)
 
 
 def _compact(value: object) -> str:
@@ -176,18 +178,6 @@ def _message(body: str) -> Message:
 def _private(body: str) -> PrivateMessage:
     id, sender, recipient, text, ts = json.loads(body)
     return PrivateMessage(sender, recipient, text, ts, id)
-
-
-def _room_json(room: RoomRecord) -> str:
-    r = room
-    return _compact(
-        [r.name, r.owner, r.topic, r.topic_by, r.modes, r.key, sorted(r.ops), sorted(r.bans)]
-    )
-
-
-def _room(body: str) -> RoomRecord:
-    name, owner, topic, topic_by, modes, key, ops, bans = json.loads(body)
-    return RoomRecord(name, owner, topic, topic_by, modes, key, frozenset(ops), frozenset(bans))
 
 
 def _pairs(reply: list[str]) -> dict[str, str]:
@@ -298,7 +288,9 @@ class RedisStore:
                 "reading chatd's state",
             )
             state = StoreState(
-                int(seq or 0), frozenset(accounts), tuple(_room(body) for body in rooms)
+                int(seq or 0),
+                frozenset(accounts),
+                tuple(RoomRecord.from_list(json.loads(body)) for body in rooms),
             )
         except Exception as e:
             await disconnect(redis)
@@ -364,7 +356,7 @@ class RedisStore:
 
     def save_room(self, room: RoomRecord) -> None:
         if not self._refused():
-            self._enqueue(_Saved(fold(room.name), _room_json(room)))
+            self._enqueue(_Saved(fold(room.name), _compact(room.to_list())))
 
     def _enqueue(self, write: _Write) -> None:
         self._queue.append(write)
@@ -518,42 +510,37 @@ class RedisStore:
         return self._read("the readiness check", "PING").addCallback(lambda _: None)
 
     def fetch(self, room: str, limit: int, before: int | None) -> Deferred[list[Message]]:
-        if self._closed:
-            return fail(StoreError("The store is closed"))
-        if limit <= 0:
-            return self._nothing()
-        top = "+inf" if before is None else f"({before}"
-        page = self._read(
-            "reading history",
-            "ZREVRANGEBYSCORE",
-            f"{self.prefix}room:{fold(room)}",
-            top,
-            "-inf",
-            "LIMIT",
-            0,
-            limit,
-        )
-        return page.addCallback(lambda rows: [_message(r) for r in reversed(rows)])
+        key = f"room:{fold(room)}"
+        return self._page("reading history", key, limit, before, "-inf", _message)
 
     def fetch_private(
         self, nick: str, other: str, limit: int, before: int | None, after: int
     ) -> Deferred[list[PrivateMessage]]:
+        key = "pm:{}:{}".format(*pair_key(nick, other))
+        return self._page("reading private history", key, limit, before, f"({after}", _private)
+
+    def _page(
+        self,
+        what: str,
+        key: str,
+        limit: int,
+        before: int | None,
+        bottom: str,
+        parse: Callable[[str], _Message],
+    ) -> Deferred[list[_Message]]:
+        """
+        The newest C{limit} messages of the sorted set C{key} whose ids are
+        below C{before} (if given) and above C{bottom}, oldest first.
+        """
         if self._closed:
             return fail(StoreError("The store is closed"))
         if limit <= 0:
             return self._nothing()
         top = "+inf" if before is None else f"({before}"
         page = self._read(
-            "reading private history",
-            "ZREVRANGEBYSCORE",
-            "{}pm:{}:{}".format(self.prefix, *pair_key(nick, other)),
-            top,
-            f"({after}",
-            "LIMIT",
-            0,
-            limit,
+            what, "ZREVRANGEBYSCORE", self.prefix + key, top, bottom, "LIMIT", 0, limit
         )
-        return page.addCallback(lambda rows: [_private(r) for r in reversed(rows)])
+        return page.addCallback(lambda rows: [parse(r) for r in reversed(rows)])
 
     def _nothing(self) -> Deferred[list[Any]]:
         if self._redis is None:
