@@ -20,6 +20,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -29,6 +30,7 @@ from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub, User
 from chatd.interfaces import IClient, IEncoder, IOpLog
 from chatd.model import Event
+from tests.processes import DO_BINARY
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
@@ -126,15 +128,44 @@ class TCPLikeTransport(StringTransport):
         super().abortConnection()
 
 
+class LineDoorReceiver(LineReceiver):
+    """
+    A client of the line door over a real connection, as C{nc} would be, but
+    for the door's opening request to telnet clients (L{DO_BINARY}), which
+    it checks for and drops.
+    """
+
+    delimiter = b"\r\n"
+    _opened = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._opened is not None:
+            opened = self._opened + data
+            if len(opened) < len(DO_BINARY):
+                self._opened = opened
+                return
+            self._opened = None
+            assert opened.startswith(DO_BINARY), opened
+            data = opened[len(DO_BINARY) :]
+        super().dataReceived(data)
+
+
 class LinePeer:
     """
     A line-door connection on a C{StringTransport}, seen from the peer.
+
+    The door's first bytes, its request that telnet clients send binary,
+    are checked and taken, so that L{lines} starts with the banner.
     """
 
     def __init__(self, door: LineDoor) -> None:
         self.protocol = door.buildProtocol(PEER)
         self.transport = TCPLikeTransport(peerAddress=PEER)
         self.protocol.makeConnection(self.transport)
+        first = self.transport.value()
+        if first.startswith(DO_BINARY):
+            self.transport.clear()
+            self.transport.write(first[len(DO_BINARY) :])
 
     def send(self, data: bytes | str) -> None:
         """

@@ -281,10 +281,24 @@ class _Connection:
         self.sock.close()
 
 
+DO_BINARY = b"\xff\xfd\x00"
+"""The line door's first bytes: telnet's C{IAC DO TRANSMIT-BINARY}."""
+
+
 class LineClient(_Connection):
     """
-    A client of the line door, as C{nc} would be.
+    A client of the line door, as C{nc} would be, but for the door's opening
+    request to telnet clients (L{DO_BINARY}), which it checks for and drops.
     """
+
+    _opened = False
+
+    def _fill(self, deadline: float) -> None:
+        super()._fill(deadline)
+        if not self._opened and (len(self.buffer) >= len(DO_BINARY) or self.eof):
+            self._opened = True
+            if self.buffer.startswith(DO_BINARY):
+                self.buffer = self.buffer[len(DO_BINARY) :]
 
     def send_line(self, text: str) -> None:
         self.sock.sendall(text.encode("utf-8") + b"\r\n")

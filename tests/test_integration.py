@@ -16,7 +16,6 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
-from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 
@@ -25,16 +24,15 @@ from chatd.doors.web import make_site
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
 from chatd.limits import Limits
+from tests.helpers import LineDoorReceiver
 
 WAIT = 5.0
 
 
-class LineClient(LineReceiver):
+class LineClient(LineDoorReceiver):
     """
     A telnet-style client that queues the lines it receives.
     """
-
-    delimiter = b"\r\n"
 
     def __init__(self) -> None:
         self.queue: DeferredQueue[str] = DeferredQueue()

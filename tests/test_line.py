@@ -10,11 +10,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.doors.line import HELP, LineDoor, safe
+from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
 from chatd.limits import Limits
-from tests.helpers import LinePeer
-
-IAC, DO, WILL, WONT, DONT, SB, SE, IP, NOP, TM = 255, 253, 251, 252, 254, 250, 240, 244, 241, 6
+from tests.helpers import LinePeer, WebSocketPeer
 
 
 class LineDoorTestCase(SynchronousTestCase):
@@ -109,86 +108,6 @@ class SignOnTests(LineDoorTestCase):
         )
 
 
-class TelnetTests(LineDoorTestCase):
-    def test_negotiation_is_consumed(self) -> None:
-        """
-        Option negotiation from a real telnet client is answered (refused)
-        and never reaches the chat as text.
-        """
-        alice, bob = self.peer("alice"), self.peer()
-        bob.received()
-        alice.received()
-        negotiation = bytes([IAC, DO, 1, IAC, WILL, 31, IAC, SB, 24, 1, IAC, SE])
-        bob.send(negotiation + b"bob\r\n")
-        answers = bob.transport.value()
-        self.assertIn(bytes([IAC, WONT, 1]), answers)
-        self.assertIn(bytes([IAC, DONT, 31]), answers)
-        bob.received()
-        bob.send(b"hi" + bytes([IAC, NOP]) + b" there\r\n")
-        self.assertEqual(alice.lines(), ["*** bob has joined #lobby", "[#lobby] <bob> hi there"])
-
-    def test_interrupt_discards_typed_line(self) -> None:
-        """
-        Ctrl-C in telnet (IAC IP, then IAC DO TIMING-MARK) throws away the
-        line being typed, and the TIMING-MARK is answered so that the client
-        resumes showing output.
-        """
-        alice, bob = self.peer("alice"), self.peer("bob")
-        alice.received()
-        bob.send(b"oops, not th")
-        bob.send(bytes([IAC, IP, IAC, DO, TM]))
-        self.assertIn(bytes([IAC, WONT, TM]), bob.received())
-        bob.send(b"fine\r\n")
-        self.assertEqual(alice.lines(), ["[#lobby] <bob> fine"])
-
-    def test_invalid_command_resynchronises(self) -> None:
-        """
-        IAC followed by a byte that is no telnet command is reported, and the
-        connection carries on.
-        """
-        alice, bob = self.peer("alice"), self.peer("bob")
-        alice.received()
-        bob.send(bytes([IAC, 7]) + b"junk\r\n")
-        self.assertEqual(bob.lines(), ["!!! Invalid telnet command; input dropped"])
-        bob.send(b"ok\r\n")
-        self.assertEqual(alice.lines(), ["[#lobby] <bob> ok"])
-
-    def test_subnegotiation_split_across_packets(self) -> None:
-        """
-        Subnegotiation and a lone IAC at a packet boundary are consumed, never
-        shown as text.
-        """
-        alice, bob = self.peer("alice"), self.peer("bob")
-        alice.received()
-        pieces = [
-            b"he",
-            bytes([IAC]),
-            bytes([SB, 24]),
-            b"xterm",
-            bytes([IAC]),
-            bytes([SE]) + b"llo",
-            bytes([IAC]),
-            bytes([IAC]) + b"\r\n",
-        ]
-        for piece in pieces:
-            bob.send(piece)
-        self.assertEqual(bob.lines(), ["!!! That line is not valid UTF-8; ignored"])
-        bob.send(b"he" + bytes([IAC, SB, 24]) + b"vt100" + bytes([IAC, SE]) + b"llo\r\n")
-        self.assertEqual(alice.lines(), ["[#lobby] <bob> hello"])
-
-    def test_escaped_iac(self) -> None:
-        """
-        A doubled IAC is one 0xFF byte of data (which is not UTF-8, so the
-        line is refused, not relayed).
-        """
-        alice, bob = self.peer("alice"), self.peer("bob")
-        alice.received()
-        bob.send(bytes([IAC, IAC]) + b"\r\n")
-        self.assertEqual(bob.lines(), ["!!! That line is not valid UTF-8; ignored"])
-        self.assertEqual(alice.lines(), [])
-        self.assertFalse(bob.transport.disconnecting)
-
-
 class BadInputTests(LineDoorTestCase):
     def test_invalid_utf8(self) -> None:
         """
@@ -244,14 +163,28 @@ class BadInputTests(LineDoorTestCase):
             alice.send(command)
             self.assertEqual(alice.lines(), [f"!!! Usage: {usage}"], command)
 
-    def test_control_characters_made_visible(self) -> None:
+    def test_terminal_control_removed_from_input(self) -> None:
         """
-        Terminal control sequences in what others say are made visible, so
-        nobody can drive another user's terminal.
+        Escape sequences and control characters typed or pasted into a line
+        never reach the room; characters a terminal would act on that
+        remain (a bidirectional override) are made visible.
         """
         alice, bob = self.peer("alice"), self.peer("bob")
         alice.received()
         bob.send("\x1b[2Jgotcha\x07 \u202eevil\u0085")
+        self.assertEqual(alice.lines(), ["[#lobby] <bob> gotcha \ufffdevil"])
+
+    def test_control_characters_made_visible(self) -> None:
+        """
+        Terminal control sequences in what others say (from a door that does
+        not remove them) are made visible, so nobody can drive another
+        user's terminal.
+        """
+        web = WebSocketDoor(self.hub, self.clock, Limits(flood_rate=0))
+        alice, bob = self.peer("alice"), WebSocketPeer(web)
+        bob.sign_on("bob")
+        alice.received()
+        bob.send(type="say", room="#lobby", text="\x1b[2Jgotcha\x07 \u202eevil\u0085")
         self.assertEqual(alice.lines(), ["[#lobby] <bob> ^[[2Jgotcha^G \ufffdevil\ufffd"])
         self.assertEqual(safe("tab\tkept"), "tab\tkept")
 
@@ -551,16 +484,3 @@ class ShutdownTests(LineDoorTestCase):
         self.assertTrue(alice.transport.aborted)
         alice.disconnect()
         self.successResultOf(done)
-
-
-class SubnegotiationTests(LineDoorTestCase):
-    def test_too_long_is_told(self) -> None:
-        """
-        An unterminated telnet subnegotiation past Twisted's 4 KiB cap ends
-        the connection, with a reason.
-        """
-        peer = self.peer("alice")
-        peer.send(bytes([IAC, SB, 24]) + b"x" * 5000)
-        self.assertEqual(peer.lines(), ["!!! Telnet subnegotiation too long; goodbye"])
-        self.assertTrue(peer.transport.disconnecting)
-        self.flushLoggedErrors()

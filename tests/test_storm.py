@@ -13,9 +13,9 @@ from pathlib import Path
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import TestCase
 
+from tests.helpers import LineDoorReceiver
 from tests.processes import LOCAL_TCP0, LOCALHOST, TwistdProcess, checkout_env, scratch_dir
 
 READERS = 50
@@ -35,12 +35,11 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
-class Reader(LineReceiver):
+class Reader(LineDoorReceiver):
     """
     A client that reads everything, keeping what each sender said in order.
     """
 
-    delimiter = b"\r\n"
     MAX_LENGTH = 1 << 20
 
     def __init__(self, nick: str, expected: int) -> None:

@@ -10,22 +10,32 @@ C{/command} or something to say in the current room.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from twisted.conch.telnet import DO, IAC, IP, TelnetProtocol, TelnetTransport
+from twisted.conch.telnet import TelnetProtocol
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.doors.admission import Admission, Refusal, Ticket
+from chatd.doors.admission import Admission, Refusal
 from chatd.doors.base import Door, Session, no_delay, tcp_socket
 from chatd.doors.flow import Throttle
+from chatd.doors.telnet import (
+    CTRL_BACKSLASH,
+    CTRL_C,
+    CTRL_D,
+    CTRL_T,
+    CTRL_Z,
+    TelnetServer,
+    edit,
+)
 from chatd.errors import ChatError
 from chatd.hub import Hub
 from chatd.interfaces import IDoor, IEncoder
@@ -65,7 +75,6 @@ BANNER = (
     "A registered nickname: type it and its password on one line.",
 )
 PROMPT = "Choose a nickname:"
-TIMING_MARK = b"\x06"
 HELP = (
     "Commands (text without a leading / is said in your current room):",
     "  /join #room [KEY]     join a room, or switch to it if you are in it",
@@ -81,6 +90,9 @@ HELP = (
     "                        current one) or with NICK, older than id BEFORE",
     "  /quit [REASON]        leave the server",
     "  //text                say text that starts with /",
+    "Keys: Ctrl-C throws away the line you are typing; Ctrl-D on an empty line",
+    "  leaves, as /quit does; Ctrl-Z and Ctrl-\\ do nothing; arrow keys and other",
+    "  escape sequences are ignored; Backspace, Ctrl-U and Ctrl-W edit the line.",
     "Accounts:",
     "  /register PASSWORD    register your nickname; nobody else can use it",
     "  /identify [NICK] PASSWORD  prove a registered nickname (and take it)",
@@ -94,6 +106,18 @@ HELP = (
     "                        operators set the topic",
     "Server operators: /kill NICK [REASON]",
 )
+
+KEY_NOTICES = {
+    CTRL_C: "*** Interrupted: the line you were typing was thrown away",
+    CTRL_Z: "*** Ctrl-Z (suspend) does nothing here; type /quit to leave",
+    CTRL_BACKSLASH: "*** Ctrl-\\ (break) does nothing here; type /quit to leave",
+    CTRL_T: "*** Yes, chatd is here",
+}
+"""What each key that acts at once says, on a line of its own (the client
+has echoed the key on the line being typed)."""
+
+_LINE_ENDS = re.compile(rb"\r[\n\x00]?")
+_KEYS = re.compile(rb"([\x03\x04\x14\x1a\x1c])")
 
 
 def _terminal_safe_table() -> dict[int, str]:
@@ -287,100 +311,21 @@ class LineEncoder:
         return _RENDER[type(event)](event)
 
 
-class LineTelnetTransport(TelnetTransport):
-    """
-    The telnet layer of a line connection: consumes option negotiation, and
-    probes a peer that has been silent too long with C{DO TIMING-MARK}, which
-    telnet clients answer by themselves, dropping it if nothing comes back.
-
-    It writes the protocol's bytes unchanged: the stock class rewrites every
-    LF as CR LF and doubles 0xFF in each write, but the line door's payloads
-    already end lines with CR LF, contain no bare LF, and are UTF-8 (which
-    never holds 0xFF), so one encoded payload serves every recipient.
-    """
-
-    factory: LineDoor
-    protocol: LineChatProtocol
-    ticket: Ticket
-    _probe: IDelayedCall | None = None
-    _probe_sent = False
-
-    def connectionMade(self) -> None:
-        self._heard = self.factory.clock.seconds()
-        super().connectionMade()
-        if self.factory.limits.probe_idle > 0:
-            self._schedule_probe(self.factory.limits.probe_idle)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self.ticket.release()
-        if self._probe is not None and self._probe.active():
-            self._probe.cancel()
-        super().connectionLost(reason)
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
-
-    def dataReceived(self, data: bytes) -> None:
-        self._heard = self.factory.clock.seconds()
-        self._probe_sent = False
-        try:
-            super().dataReceived(data)
-        except ValueError:
-            # An IAC followed by a byte that is no telnet command: the stock
-            # parser gives up on the rest of the packet.  Resynchronise.
-            self.state = "data"
-            self.protocol.deliver(Error("bad_telnet", "Invalid telnet command; input dropped"))
-
-    def _subnegotiationLengthExceeded(self) -> None:
-        """
-        Twisted drops a peer whose telnet subnegotiation runs past 4 KiB
-        unterminated; say so before it does.
-        """
-        if not self.transport.disconnecting:  # type: ignore[union-attr]
-            self.protocol.deliver(Error("bad_telnet", "Telnet subnegotiation too long; goodbye"))
-        super()._subnegotiationLengthExceeded()
-
-    def negotiate(self, data: list[bytes]) -> None:
-        if data:  # the stock parser fails on an empty IAC SB IAC SE
-            super().negotiate(data)
-
-    def telnet_WILL(self, option: bytes) -> None:
-        if option != TIMING_MARK:  # a probe's answer: nothing to negotiate
-            super().telnet_WILL(option)
-
-    def telnet_WONT(self, option: bytes) -> None:
-        if option != TIMING_MARK:
-            super().telnet_WONT(option)
-
-    def _schedule_probe(self, delay: float) -> None:
-        self._probe = self.factory.clock.callLater(delay, self._check_silence)
-
-    def _check_silence(self) -> None:
-        limits = self.factory.limits
-        silent = self.factory.clock.seconds() - self._heard
-        if silent < limits.probe_idle:
-            self._schedule_probe(limits.probe_idle - silent)
-        elif not self._probe_sent:
-            self._probe_sent = True
-            self.transport.write(IAC + DO + TIMING_MARK)  # type: ignore[union-attr]
-            self._schedule_probe(limits.probe_timeout)
-        else:
-            self.factory.count("dead_peer")
-            self.protocol.sign_off("ping timeout")
-            self.transport.abortConnection()  # type: ignore[union-attr]
-
-
 class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
     """
     One telnet-style connection: a nickname prompt, then commands and talk.
 
-    Lines end with LF or CR LF.  A line longer than the door's C{max_line}
-    bytes is refused and discarded as it arrives; the connection stays up.
+    Lines end with LF, CR LF, CR NUL or a lone CR.  A line longer than the
+    door's C{max_line} bytes is refused and discarded as it arrives; the
+    connection stays up.  Ctrl-C, Ctrl-D, Ctrl-Z, Ctrl-\\ and Ctrl-T act as
+    they arrive (see L{KEY_NOTICES}); a line's other control keys are
+    applied when it ends (L{edit}).
     """
 
     delimiter = b"\n"
     door: LineDoor
     _discarding = False
+    _after_cr = False  # the last input ended with CR: an LF or NUL next is part of it
 
     def __init__(self) -> None:
         self._current: str | None = None
@@ -388,12 +333,13 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.telnet = cast(LineTelnetTransport, self.transport)
+        self.telnet = cast(TelnetServer, self.transport)
         self.stream = self.telnet.transport
         outbox = self.started(self.factory)
         self.stream.registerProducer(outbox, True)
         _keep_alive(self.stream, self.door.limits.probe_idle)
         no_delay(self.stream)
+        self.telnet.offer()
         self.send(_lines(*BANNER, PROMPT))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -407,7 +353,7 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
 
     def direct(self) -> Callable[[bytes], None]:
         """
-        Straight to the byte stream: L{LineTelnetTransport} passes the line
+        Straight to the byte stream: L{TelnetServer} passes the line
         door's payloads through unchanged, so fan-out skips it.  On a plain
         TCP connection, into this pass's L{Batch}.
         """
@@ -429,8 +375,40 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Split C{data} into lines, never holding more than C{max_line} bytes
-        of an unfinished one.
+        Split C{data} (from which the telnet layer took its commands) into
+        lines, acting on the keys that act at once on the way.
+        """
+        if self._after_cr:
+            self._after_cr = False
+            if data[:1] in (b"\n", b"\x00"):
+                data = data[1:]
+        if b"\r" in data:
+            self._after_cr = data.endswith(b"\r")
+            data = _LINE_ENDS.sub(b"\n", data)
+        if _KEYS.search(data) is None:
+            self._take(data)
+            return
+        told = set()
+        for index, piece in enumerate(_KEYS.split(data)):
+            if index % 2 == 0:
+                self._take(piece)
+            elif self._closing:
+                return
+            elif piece == CTRL_D:
+                if not self._buffer and not self._discarding:
+                    self.received(CTRL_D)  # end of input: in turn, after the lines before
+            else:
+                if piece == CTRL_C:
+                    self._buffer = b""
+                    self._discarding = False
+                if piece not in told:
+                    told.add(piece)
+                    self.send(_lines("", KEY_NOTICES[piece]))
+
+    def _take(self, data: bytes) -> None:
+        """
+        Add C{data} to the line being typed, taking the lines it ends, and
+        never holding more than C{max_line} bytes of an unfinished one.
         """
         limit = self.door.limits.max_line
         lines = (self._buffer + data).split(self.delimiter)
@@ -449,26 +427,26 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
                 self.lineLengthExceeded(b"")
 
     def lineLengthExceeded(self, line: bytes) -> None:
+        if self._closing:  # after /quit or Ctrl-D in the same packet: not heard
+            return
         limit = self.door.limits.max_line
         self.refuse("line_too_long", f"line too long (over {limit} bytes); ignored")
-
-    def unhandledCommand(self, command: bytes, argument: bytes | None) -> None:
-        """
-        Telnet's Interrupt Process (Ctrl-C) discards the line being typed.
-        """
-        if command == IP:
-            self._buffer = b""
-            self._discarding = False
 
     def handle(self, line: bytes) -> None:
         self.lineReceived(line)
 
     def lineReceived(self, line: bytes) -> None:
+        if line == CTRL_D:
+            self.do_quit("")
+            return
         try:
-            text = line.rstrip(b"\r").decode("utf-8")
+            typed = line.decode("utf-8")
         except UnicodeDecodeError:
             self.refuse("bad_utf8", "That line is not valid UTF-8; ignored")
             return
+        text = edit(typed)
+        if text != typed and not text.strip():
+            return  # only keys, escape sequences or control characters
         if self.user is None:
             self.choose_nick(text.strip())
         elif text.startswith("//"):
@@ -723,7 +701,7 @@ class LineDoor(Door, ServerFactory):
         ticket = self.admission.admit(addr)
         if isinstance(ticket, str):
             return Refusal(_lines(f"!!! {ticket}"))
-        transport = LineTelnetTransport(LineChatProtocol)
+        transport = TelnetServer(LineChatProtocol)
         transport.factory = self
         transport.ticket = ticket
         return transport
