@@ -13,6 +13,17 @@ vanish, and new ones that connect.  A run ends either with a shutdown or
 with every peer falling silent; either way every connection must then be
 gone and the hub empty.
 
+What a line peer sends is also telnet-heavy and high-bit: telnet commands
+(L{TELNET}, L{telnet_commands}): every two-byte command, RFC 1184's EOF,
+SUSP and ABORT and the NVT functions chatd maps to keys among them;
+negotiations of TRANSMIT-BINARY, TIMING-MARK and LINEMODE among other
+options; subnegotiations as clients send them (LINEMODE MODE, SLC and
+FORWARDMASK, window size, terminal type) and garbled ones; the control
+keys chatd acts on (L{KEYS}) and escape sequences (L{ESCAPES}, 7- and
+8-bit); and high-bit text (L{high_bit}): the issue's sentences in several
+languages, whole or with bytes cut out or repeated, random bytes mostly
+0x80 and up, any characters past ASCII.
+
 Commands and requests cover accounts, history and moderation too, with
 well-formed, half-formed and garbage arguments.  The hub starts with an
 account (dave, a server operator) and a room (#c) registered, as after a
@@ -38,8 +49,9 @@ After every action:
     lines (telnet commands apart), and everything a WebSocket was sent
     parses as whole frames whose text frames are JSON objects with a
     C{type} (L{parse_line_output}, L{parse_server_frames});
-  - a connection the server closes was told why (quit, kill, takeover,
-    flood, slow consumer, sign-on timeout, shutdown), or was silent too
+  - a connection the server closes was told why (quit, by C{/quit} or a
+    Ctrl-D at the start of a line; kill, takeover, flood, slow consumer,
+    sign-on timeout, shutdown), or was silent too
     long, refused at the door, or broke the telnet or WebSocket protocol
     itself: bad input to chatd never closes one
     (L{Connection.check_farewell}).
@@ -48,14 +60,32 @@ L{ClusterFuzzTests} plays the same on one node of a cluster
 (L{chatd.cluster.ClusterHub} on a log that answers at the next tick), where
 every request waits for its operation to come back.
 
+L{TelnetStreamFuzzTests} checks the promise of issue #12, "no byte
+sequence a telnet client can send leaves a session deaf or corrupts the
+text of the next line", on one signed-on line connection with a WebSocket
+watcher in #lobby.  It sends a well-formed telnet stream (L{typed_streams}:
+data with 0xFF escaped, control keys, escape sequences and high-bit text;
+negotiations of any option, subnegotiations under the cap, every other
+command, and signals as LINEMODE clients send them), cut into any packets,
+then a line end and a marker line (L{marker_tails}: cut anywhere, with
+commands that stand for no key anywhere in it).  Unless a Ctrl-D at the
+start of a line ended the session (L{ends_session}), the watcher must get
+exactly the marker as the connection's last message, the connection must
+still be open and have its own copy last, and every C{DO TIMING-MARK} must
+have been answered with C{WILL TIMING-MARK}.  No C{/} is ever typed: a
+command could change who says the marker, where, or whether.
+
 Runs are derandomised, so CI always tries the same inputs (for a longer
 fuzz, or other inputs, see L{fuzz}).  Each test prints how many inputs it
 fed each door (see them with C{pytest -s}, or under trial); an input is one
 fuzzed chunk of bytes for a line connection (up to three lines, maybe cut
 into packets), or one sequence of frames or chunk of raw bytes for a
-WebSocket; the storms that fill buffers are not counted.  A full run of
-this module feeds about 3,200 inputs to the line door and 3,800 to the
-WebSocket door, in 20-30 s.  A failing run is shrunk, and printed.
+WebSocket; the storms that fill buffers are not counted.
+L{TelnetStreamFuzzTests} prints how many streams, bytes, packets and
+C{DO TIMING-MARK}s it sent, and how many sessions a Ctrl-D ended.  A full
+run of this module feeds about 4,100 inputs to the line door and 3,800 to
+the WebSocket door, and 300 telnet streams (some 1,000 packets) to one
+line connection each, in 20-30 s.  A failing run is shrunk, and printed.
 """
 
 from __future__ import annotations
@@ -83,7 +113,8 @@ from chatd.cluster import ClusterHub
 from chatd.doors.admission import Admission, AdmittedConnection, AdmittingFactory, http_refusal
 from chatd.doors.base import Door, Session
 from chatd.doors.flow import Throttle
-from chatd.doors.line import LineChatProtocol, LineDoor, LineTelnetTransport
+from chatd.doors.line import LineChatProtocol, LineDoor
+from chatd.doors.telnet import TelnetServer
 from chatd.doors.web import make_site
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import ADMIN, MAX_BANS, MAX_INVITES, MAX_KEY_LENGTH, MODES, OPERATOR, Hub, Room
@@ -104,6 +135,7 @@ from tests.helpers import (
     LinePeer,
     LoopbackLog,
     TCPLikeTransport,
+    WebSocketPeer,
     quick_passwords,
 )
 
@@ -111,7 +143,6 @@ START = 1700000000.0
 MAX_ROOMS = 3
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
 IAC, SB, SE, WILL, WONT, DO, DONT = 0xFF, 0xFA, 0xF0, 0xFB, 0xFC, 0xFD, 0xFE
-BAD_TELNET = "!!! Invalid telnet command; input dropped"
 PROBE = bytes([IAC, DO, 6])  # DO TIMING-MARK: is a silent telnet peer there?
 # Why the server may close a connection whatever it was sent (quit, kill,
 # takeover, flood, slow consumer, sign-on timeout, shutdown), as each door
@@ -202,11 +233,15 @@ _UNSAFE = frozenset(
 )
 
 
-def parse_line_output(buffer: bytearray) -> list[str]:
+# What a line's text may not hold once edited: C0 controls but tab, DEL, C1.
+_CONTROLS = frozenset([c for c in range(32) if c != 9] + [0x7F, *range(0x80, 0xA0)])
+
+
+def parse_line_output(buffer: bytearray, commands: list[bytes] | None = None) -> list[str]:
     """
     Take everything out of C{buffer}, which must be whole telnet commands
-    (skipped) and UTF-8 lines ended by CR LF with nothing in them that a
-    terminal would act on (returned).
+    (skipped, or added to C{commands} if given) and UTF-8 lines ended by CR
+    LF with nothing in them that a terminal would act on (returned).
     """
     lines = []
     while buffer:
@@ -214,14 +249,17 @@ def parse_line_output(buffer: bytearray) -> list[str]:
             expect(len(buffer) >= 2, "a telnet command cut short", bytes(buffer))
             if buffer[1] in (WILL, WONT, DO, DONT):
                 expect(len(buffer) >= 3, "a telnet negotiation cut short", bytes(buffer))
-                del buffer[:3]
+                size = 3
             elif buffer[1] == SB:
                 end = buffer.find(bytes([IAC, SE]))
                 expect(end > 0, "a telnet subnegotiation cut short", bytes(buffer))
-                del buffer[: end + 2]
+                size = end + 2
             else:
                 expect(buffer[1] != IAC, "an escaped 0xFF in line output", bytes(buffer))
-                del buffer[:2]
+                size = 2
+            if commands is not None:
+                commands.append(bytes(buffer[:size]))
+            del buffer[:size]
             continue
         end = buffer.find(b"\r\n")
         expect(end >= 0, "line output that does not end with CR LF", bytes(buffer))
@@ -549,14 +587,12 @@ class LineConnection(Connection):
     """
 
     door_name = "line"
-    telnet: LineTelnetTransport | None = None
+    telnet: TelnetServer | None = None
     chat: Session | None = None
-    telnet_packets = 0
-    telnet_errors = 0
 
     def build(self) -> TwistedProtocol:
         protocol = self.world.line.buildProtocol(PEER)
-        if isinstance(protocol, LineTelnetTransport):
+        if isinstance(protocol, TelnetServer):
             self.telnet = protocol
         return protocol
 
@@ -571,31 +607,11 @@ class LineConnection(Connection):
     def admitted(self) -> bool:
         return self.telnet is not None
 
-    def deliver(self, packet: bytes) -> None:
-        if IAC in packet or self.telnet_busy():
-            self.telnet_packets += 1
-        super().deliver(packet)
-
-    def telnet_busy(self) -> bool:
-        """
-        Whether the telnet parser is inside a command, which the next
-        packet may go on with.
-        """
-        return self.telnet is not None and self.telnet.state != "data"
-
     def check_output(self) -> None:
         if PROBE in self.output:
             self.farewells.add("probe")
         lines = parse_line_output(self.output)
         self.farewells.update(f for f in LINE_FAREWELLS for line in lines if line.startswith(f))
-        # The door blames telnet (once a packet at most) only for packets
-        # that had some telnet in them.
-        self.telnet_errors += lines.count(BAD_TELNET)
-        expect(
-            self.telnet_errors <= self.telnet_packets,
-            "bad telnet blamed on a packet without any:",
-            lines,
-        )
 
     def explained(self) -> bool:
         # Refused by admission, said goodbye (and why), probed a silent
@@ -607,7 +623,7 @@ class LineConnection(Connection):
         return (
             telnet is not None
             and telnet.state.startswith("subnegotiation")
-            and len(telnet.commands) >= telnet._MAX_SUBNEGOTIATION_LENGTH
+            and telnet._sb_length > telnet._MAX_SUBNEGOTIATION_LENGTH
         )
 
 
@@ -1398,11 +1414,47 @@ TRICKY = [
     "\u0130 \u212a \u00df \ufb00 \uff03 \ufeff \U0001f600 \ud800 / // # \r \n".split(" "),
     " ",
 ]
+# The control keys a terminal sends that chatd acts on: Ctrl-C, Ctrl-D,
+# Backspace, Ctrl-T, Ctrl-U, Ctrl-W, Ctrl-Z, Ctrl-\\ and DEL.
+KEYS = tuple(bytes([key]) for key in b"\x03\x04\x08\x14\x15\x17\x1a\x1c\x7f")
+# Escape sequences: arrow keys (CSI and SS3), a window title (OSC), a
+# control function and a paste's bracket, a lone ESC, cut-short ones, and
+# an 8-bit CSI (U+009B in UTF-8), which terminals act on too.
+ESCAPES = (
+    b"\x1b[A",
+    b"\x1bOA",
+    b"\x1b]0;title\x07",
+    b"\x1b[1;5C",
+    b"\x1b[200~",
+    b"\x1bPq#0\x1b\\",
+    b"\x1b",
+    b"\x1b[",
+    b"\x1b]2;cut",
+    b"\xc2\x9b",
+    b"\xc2\x9bA",
+)
+# Telnet's two-byte commands: RFC 1184's EOF, SUSP and ABORT, RFC 885's EOR,
+# and RFC 854's SE (outside a subnegotiation), NOP, DM, BRK, IP, AO, AYT,
+# EC, EL and GA; and the control key each NVT function stands for.
+EOF, SUSP, ABORT = 0xEC, 0xED, 0xEE
+BRK, IP, AO, AYT, EC, EL = 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xF8
+FUNCTIONS = range(0xEC, 0xFA)
+KEY_OF = {IP: 0x03, EOF: 0x04, SUSP: 0x1A, ABORT: 0x1C, BRK: 0x1C, EC: 0x08, EL: 0x15, AYT: 0x14}
+# Telnet options chatd takes part in: TRANSMIT-BINARY, TIMING-MARK, LINEMODE.
+TRANSMIT_BINARY, TIMING_MARK, LINEMODE = 0, 6, 34
 TELNET = [
     *b"\xff \xff\xff \xff\xfb \xff\xfc \xff\xfd \xff\xfe \xff\xfa \xff\xf0 \xff\xf4 \xff\xf1 "
     b"\xff\xf6 \x06 \x18 \x01 \x1f \r \n \r\n \r\x00 \x00 a / # \xc3 \xa9 \xed\xa0\x80 "
     b"\xe2\x80\xae /join #a /quit \x1b[2J".split(b" "),
     b" ",
+    *(bytes([IAC, function]) for function in FUNCTIONS),
+    *(
+        bytes([IAC, verb, option])
+        for verb in (WILL, WONT, DO, DONT)
+        for option in (TRANSMIT_BINARY, TIMING_MARK, LINEMODE)
+    ),
+    *KEYS,
+    *ESCAPES,
 ]
 ENDINGS = (b"\r\n", b"\n", b"\r", b"", b"\r\r\n", b"\n\r", b"\r\x00", b"\xff\xf4")
 
@@ -1604,23 +1656,124 @@ long_lines = st.builds(
     st.sampled_from((b"x", b"\xc3\xa9", b"\xff", b"\r", b" ", b"\xff\xff")),
     st.sampled_from(ENDINGS),
 )
+# What telnet clients put in subnegotiations: LINEMODE's MODE (EDIT,
+# TRAPSIG, ACK), SLC (function, modifiers, character; a character of 0xFF is
+# doubled on the wire) and FORWARDMASK, window size, terminal type.
+SUBNEGOTIATIONS = (
+    bytes([LINEMODE, 1, 3]),
+    bytes([LINEMODE, 1, 7]),
+    bytes([LINEMODE, 3, 1, 3, 0, 3, 0x62, 3, 4, 2, 0x1C, 5, 0x62, 0x1A, 10, 2, 0x7F]),
+    bytes([LINEMODE, 3, 8, 2, 0xFF, 0x11, 1, 0, 0x12, 0x80, 0xFF]),
+    bytes([LINEMODE, DO, 2, 0x11, 0x22]),
+    bytes([LINEMODE, WILL, 2]),
+    bytes([31, 0, 80, 0, 24]),
+    bytes([31, 0, 0xFF, 0, 0xFF]),
+    bytes([24, 0]) + b"XTERM-256COLOR",
+    bytes([24, 1]),
+)
+
+
+def _escaped(data: bytes) -> bytes:
+    """
+    C{data} as telnet sends it: each 0xFF doubled.
+    """
+    return data.replace(bytes([IAC]), bytes([IAC, IAC]))
+
+
 # Telnet commands, well-formed or not: negotiations, subnegotiations of 0
-# to 3 bytes (terminated or not), other commands, and stray bytes after IAC.
+# to 3 bytes or as clients send them (terminated or not), other commands,
+# and stray bytes after IAC.
+sb_ends = st.sampled_from((bytes([IAC, SE]), b"", bytes([SE]), bytes([IAC, IAC])))
 telnet_commands = st.one_of(
     st.builds(
         lambda verb, option: bytes([IAC, verb, option]),
         st.sampled_from((WILL, WONT, DO, DONT)),
-        st.sampled_from((1, 3, 6, 24, 31, 34, 255)),
+        st.sampled_from((TRANSMIT_BINARY, 1, 3, TIMING_MARK, 24, 31, LINEMODE, 255)),
     ),
     st.builds(
-        lambda payload, end: bytes([IAC, SB]) + payload + end,
-        st.binary(max_size=3),
-        st.sampled_from((bytes([IAC, SE]), b"", bytes([SE]), bytes([IAC, IAC]))),
+        lambda payload, end: bytes([IAC, SB]) + payload + end, st.binary(max_size=3), sb_ends
     ),
-    st.builds(lambda byte: bytes([IAC, byte]), st.integers(0, 255)),
+    st.builds(
+        lambda payload, end: bytes([IAC, SB]) + _escaped(payload) + end,
+        st.sampled_from(SUBNEGOTIATIONS),
+        sb_ends,
+    ),
+    st.builds(
+        lambda byte: bytes([IAC, byte]), st.one_of(st.sampled_from(FUNCTIONS), st.integers(0, 255))
+    ),
 )
+# Text with the high bit set, as people type it: some languages' (the
+# issue's examples) whole, or with bytes cut out or repeated; random bytes,
+# mostly 0x80 and up; any characters past ASCII.  (None is the password
+# sign, which could otherwise come up.)
+HIGH_BIT_TEXTS = (
+    "smile 😃 ok",
+    "café naïve 日本語 Bună ziua",
+    "안녕하세요 world",
+    "Ελληνικά и русский",
+)
+
+
+def _garble(text: str, changes: list[tuple[bool, int]]) -> bytes:
+    """
+    C{text} in UTF-8 with, for each change, the byte at a place repeated
+    (C{True}) or cut out.
+    """
+    data = text.encode()
+    for repeat, at in changes:
+        if data:
+            i = at % len(data)
+            data = data[: i + 1] + data[i:] if repeat else data[:i] + data[i + 1 :]
+    return data
+
+
+def _high(data: bytes) -> bytes:
+    """
+    Random bytes, most of them with the high bit set.
+    """
+    return bytes(byte if byte % 5 == 0 else byte | 0x80 for byte in data)
+
+
+def _unmarked(data: bytes) -> bytes:
+    while MARK_BYTES in data:
+        data = data.replace(MARK_BYTES, b"")
+    return data
+
+
+high_bit = (
+    st.lists(
+        st.one_of(
+            st.sampled_from(HIGH_BIT_TEXTS).map(str.encode),
+            st.builds(
+                _garble,
+                st.sampled_from(HIGH_BIT_TEXTS),
+                st.lists(st.tuples(st.booleans(), st.integers(0, 255)), min_size=1, max_size=3),
+            ),
+            st.binary(max_size=16).map(_high),
+            st.text(
+                st.characters(min_codepoint=0x80, codec="utf-8", exclude_characters=MARK),
+                max_size=6,
+            ).map(str.encode),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+    .map(b"".join)
+    .map(_unmarked)
+)
+# Keys and escape sequences typed in a line, high-bit text, and telnet
+# commands, among mutated commands.
 telnet_mix = st.lists(
-    st.one_of(telnet_commands, st.sampled_from(TELNET), command_lines), min_size=1, max_size=8
+    st.one_of(
+        telnet_commands,
+        st.sampled_from(TELNET),
+        st.sampled_from(KEYS),
+        st.sampled_from(ESCAPES),
+        high_bit,
+        command_lines,
+    ),
+    min_size=1,
+    max_size=8,
 ).map(b"".join)
 line_inputs = weighted(
     (
@@ -1648,6 +1801,12 @@ line_inputs = weighted(
     (
         1,
         st.builds(
+            LineInput, slots, st.builds(bytes.__add__, high_bit, endings), cuts, st.just("high-bit")
+        ),
+    ),
+    (
+        1,
+        st.builds(
             SecretLine,
             slots,
             st.sampled_from(
@@ -1661,6 +1820,164 @@ line_inputs = weighted(
     ),
     (1, st.builds(Moderate, st.just("line"), slots, *moderations)),
 )
+
+# Well-formed telnet streams (TelnetStreamFuzzTests).
+
+
+@dataclass(frozen=True)
+class Typed:
+    """
+    A piece of what a telnet client sends: C{wire}, its bytes, stands for
+    C{text}, the data (control keys included) that the line protocol gets;
+    C{marks} counts the C{DO TIMING-MARK}s in it.
+    """
+
+    wire: bytes
+    text: bytes = b""
+    marks: int = 0
+
+    def __add__(self, other: Typed) -> Typed:
+        return Typed(self.wire + other.wire, self.text + other.text, self.marks + other.marks)
+
+
+def _typed_data(data: bytes) -> Typed:
+    """
+    Data bytes as a client sends them (0xFF doubled), without any C{/}: a
+    line that starts with one (maybe once editing keys erased what came
+    before it) is a command, and C{/nick}, C{/part}, C{/join} or C{/quit}
+    would change who says the marker, where, or whether.
+    """
+    data = data.replace(b"/", b"")
+    return Typed(_escaped(data), data)
+
+
+def _plain(data: bytes) -> Typed:
+    """
+    Bytes sent as they are (keys, escape sequences, line ends: no 0xFF).
+    """
+    return Typed(data, data)
+
+
+def _negotiation(verb: int, option: int) -> Typed:
+    return Typed(bytes([IAC, verb, option]), marks=int(verb == DO and option == TIMING_MARK))
+
+
+def _subnegotiation(payload: bytes) -> Typed:
+    """
+    C{IAC SB}, C{payload} (the option, then its parameters) and C{IAC SE}.
+    """
+    return Typed(bytes([IAC, SB]) + _escaped(payload) + bytes([IAC, SE]))
+
+
+def _function(byte: int) -> Typed:
+    """
+    A two-byte command, which stands for the control key of its NVT
+    function (L{KEY_OF}), if it has one.
+    """
+    key = KEY_OF.get(byte)
+    return Typed(bytes([IAC, byte]), b"" if key is None else bytes([key]))
+
+
+def _inserted(line: bytes, inserts: list[tuple[int, Typed]]) -> Typed:
+    """
+    C{line}, with each command of C{inserts} put in at its place (any of
+    the line's byte boundaries).
+    """
+    typed, start = Typed(b""), 0
+    for at, command in sorted(inserts, key=lambda insert: insert[0] % (len(line) + 1)):
+        i = at % (len(line) + 1)
+        typed, start = typed + _plain(line[start:i]) + command, i
+    return typed + _plain(line[start:])
+
+
+SB_CAP = TelnetServer._MAX_SUBNEGOTIATION_LENGTH
+LINE_ENDS = (b"\r\n", b"\n", b"\r", b"\r\x00")
+MARKER = "marker 안녕 😃 ok"
+verbs = st.sampled_from((WILL, WONT, DO, DONT))
+telnet_options = st.one_of(
+    st.sampled_from((TRANSMIT_BINARY, TIMING_MARK, LINEMODE)), st.integers(0, 255)
+)
+# Subnegotiations under the cap (which counts the option byte): as clients
+# send them, random, and long ones (up to a byte short of the cap, an
+# escaped 0xFF counting once).
+sb_payloads = st.one_of(
+    st.sampled_from(SUBNEGOTIATIONS),
+    st.builds(
+        bytes.__add__, telnet_options.map(lambda option: bytes([option])), st.binary(max_size=12)
+    ),
+    st.builds(
+        lambda option, size, fill: bytes([option]) + (fill * size)[:size],
+        telnet_options,
+        st.sampled_from((100, SB_CAP - 2)),
+        st.sampled_from((b"x", b"\xff", b"\xff\xf0", b"ab\xff\xfa")),
+    ),
+)
+# Every command a client may send: negotiations of any option,
+# subnegotiations, and IAC with any other byte but SB and IAC.
+two_byte_commands = st.one_of(st.sampled_from(FUNCTIONS), st.integers(0, SB - 1))
+# Those that stand for no key: they must leave the line they come in as it
+# was typed.
+silent_commands = st.one_of(
+    st.builds(_negotiation, verbs, telnet_options),
+    st.builds(_subnegotiation, sb_payloads),
+    two_byte_commands.filter(lambda byte: byte not in KEY_OF).map(_function),
+)
+# What real clients send for a key that raises a signal, in LINEMODE with
+# TRAPSIG: the function, then a TIMING-MARK to wait for.
+signals = st.sampled_from((IP, SUSP, ABORT, EOF, BRK, AYT, AO)).map(
+    lambda byte: _function(byte) + _negotiation(DO, TIMING_MARK)
+)
+typed_pieces = weighted(
+    (3, st.binary(max_size=20).map(_typed_data)),
+    (2, high_bit.map(_typed_data)),
+    (1, _text(max_size=8).map(lambda text: _typed_data(text.encode("utf-8", "surrogatepass")))),
+    (1, st.just(_typed_data(b"y" * (MAX_LINE + 1)))),
+    (2, st.sampled_from(KEYS).map(_plain)),
+    (1, st.sampled_from(ESCAPES).map(_plain)),
+    (2, st.sampled_from(LINE_ENDS).map(_plain)),
+    (2, st.builds(_negotiation, verbs, telnet_options)),
+    (1, st.builds(_subnegotiation, sb_payloads)),
+    (2, two_byte_commands.map(_function)),
+    (1, signals),
+)
+typed_streams = st.lists(typed_pieces, max_size=30).map(lambda pieces: sum(pieces, Typed(b"")))
+# A line end (mostly CR LF) to end the line the stream left unfinished,
+# then the marker line, with commands that stand for no key anywhere in
+# them.
+line_ends = weighted((3, st.just(b"\r\n")), (1, st.sampled_from(LINE_ENDS)))
+marker_tails = st.builds(
+    _inserted,
+    st.builds(lambda first, last: first + MARKER.encode() + last, line_ends, line_ends),
+    st.lists(st.tuples(st.integers(0, 64), silent_commands), max_size=2),
+)
+packet_cuts = st.lists(st.integers(0, 1 << 16), max_size=10)
+tail_cuts = st.lists(st.integers(0, 64), max_size=3)
+
+
+def ends_session(text: bytes) -> bool:
+    """
+    Whether C{text}, the data a client sent (keys included), has a Ctrl-D
+    at the start of a line, where it means end of input, as C{/quit}: after
+    nothing, or after a line end (LF, CR, CR LF, CR NUL) or a Ctrl-C, with
+    nothing in between but the keys that act at once (Ctrl-T, Ctrl-Z,
+    Ctrl-\\).
+    """
+    typed = 0
+    after_cr = False
+    for byte in text:
+        if after_cr and byte in (0x0A, 0x00):
+            after_cr = False
+            continue
+        after_cr = byte == 0x0D
+        if byte in (0x0A, 0x0D, 0x03):
+            typed = 0
+        elif byte == 0x04:
+            if not typed:
+                return True
+        elif byte not in (0x14, 0x1A, 0x1C):
+            typed += 1
+    return False
+
 
 # WebSocket requests: every type, with well-typed fields or any JSON at all.
 # (A kind is a type, maybe followed by which form of it.)
@@ -2040,6 +2357,96 @@ class FlowFuzzTests(FuzzTestCase):
         is left waiting for a wake-up that never comes.
         """
         self.play(actions, shutdown, web)
+
+
+class TelnetStreamFuzzTests(SynchronousTestCase):
+    """
+    The promise of issue #12, on one signed-on line connection and a
+    WebSocket watcher in #lobby: no byte sequence a telnet client can send
+    leaves a session deaf or corrupts the text of the next line.
+    """
+
+    def setUp(self) -> None:
+        self.tally: Counter[str] = Counter()
+
+    def tearDown(self) -> None:
+        tally = self.tally
+        print(
+            f"\n{self.id()}: {tally['streams']} telnet streams ({tally['bytes']} bytes in "
+            f"{tally['packets']} packets, {tally['marks']} DO TIMING-MARKs; "
+            f"{tally['quits']} ended by Ctrl-D)"
+        )
+
+    @fuzz(300)
+    @given(typed_streams, packet_cuts, marker_tails, tail_cuts)
+    def test_next_line_intact(
+        self, stream: Typed, cuts: list[int], tail: Typed, more_cuts: list[int]
+    ) -> None:
+        """
+        A well-formed telnet stream (data with 0xFF escaped, with keys,
+        escape sequences and high-bit text in it; negotiations of any
+        option, subnegotiations under the cap, every other command), cut
+        into any packets, then a line end and a marker line (cut anywhere,
+        and with commands that stand for no key anywhere in it): either a
+        Ctrl-D at the start of a line ended the session (and nothing was
+        said after it), or the watcher's last message from the connection
+        is exactly the marker, the connection is open and got its own copy
+        last, and it answered every C{DO TIMING-MARK} with C{WILL
+        TIMING-MARK}.  Nothing is raised or logged as an error, and what
+        the connection said holds no control character.
+        """
+        clock = Clock()
+        hub = Hub(clock)
+        limits = Limits(flood_rate=0)
+        watcher = WebSocketPeer(WebSocketDoor(hub, clock, limits))
+        watcher.sign_on("carol")
+        peer = LinePeer(LineDoor(hub, clock, limits))
+        peer.sign_on("alice")
+        watcher.frames()
+        data = stream.wire + tail.wire
+        points = {c % (len(stream.wire) + 1) for c in cuts}
+        points |= {len(stream.wire) + c % (len(tail.wire) + 1) for c in more_cuts}
+        start = 0
+        for point in sorted(points | {len(data)}):
+            if point > start and not peer.transport.disconnecting:
+                peer.send(data[start:point])
+                self.tally["packets"] += 1
+            start = point
+        self.tally.update(streams=1, bytes=len(data), marks=stream.marks + tail.marks)
+
+        errors = self.flushLoggedErrors()
+        expect(not errors, "errors were logged:", *(e.getTraceback() for e in errors))
+        check_hub(hub)
+        commands: list[bytes] = []
+        lines = parse_line_output(bytearray(peer.received()), commands)
+        frames = [
+            check_server_json(payload)
+            for opcode, payload in parse_server_frames(bytearray(watcher.transport.value()))
+            if opcode == TEXT
+        ]
+        said = [f["text"] for f in frames if f["type"] == "message" and f["from"] == "alice"]
+        echo = f"[#lobby] <alice> {MARKER}"
+        copies = [line for line in lines if line.startswith("[#lobby] <alice> ")]
+        expect(len(copies) == len(said), "the watcher and the sender saw", said, copies)
+        for text in said:
+            controls = [c for c in text if ord(c) in _CONTROLS]
+            expect(not controls, "control characters were said:", controls, text)
+        if "*** Bye!" in lines:
+            self.tally["quits"] += 1
+            expect(ends_session(stream.text), "a session ended with no Ctrl-D to end it", lines)
+            expect(peer.transport.disconnecting, "a session said goodbye but stays", lines)
+            after = lines[lines.index("*** Bye!") + 1 :]
+            expect(not any(line.startswith("[#lobby] <") for line in after), "said after", after)
+            expect(MARKER not in said, "the marker was said after goodbye", said)
+            return
+        expect(not ends_session(stream.text), "a Ctrl-D did not end it", lines)
+        expect(not peer.transport.disconnecting, "a session was closed", lines[-5:])
+        expect(said[-1:] == [MARKER], "the marker came out as", said[-3:], lines[-5:])
+        expect(lines[-1:] == [echo], "the sender's own copy came out as", lines[-5:])
+        expect(said.count(MARKER) == 1, "the marker was said more than once", said)
+        answered = commands.count(bytes([IAC, WILL, TIMING_MARK]))
+        marks = stream.marks + tail.marks
+        expect(answered == marks, "WILL TIMING-MARK answers for DO:", answered, marks)
 
 
 class RegressionTests(SynchronousTestCase):
