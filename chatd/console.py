@@ -28,7 +28,7 @@ from chatd.errors import ChatError
 from chatd.hub import Hub
 
 HELP = (
-    "users                      every user: nick, account, rooms",
+    "users                      every user: nick, account, rooms, address",
     "rooms                      every room: name, members, owner, modes",
     "kick NICK #ROOM [REASON]   put NICK out of a room",
     "kill NICK [REASON]         disconnect NICK",
@@ -47,6 +47,23 @@ def read_motd(path: str) -> tuple[str, ...]:
     before the reactor runs, or in a thread).
     """
     return tuple(Path(path).read_text(encoding="utf-8").splitlines())
+
+
+def reload_motd(
+    hub: Hub, path: str, read: Callable[..., Deferred[tuple[str, ...]]]
+) -> Deferred[tuple[str, ...]]:
+    """
+    Reread the message of the day from C{path}, with C{read} (which runs
+    L{read_motd} off the reactor thread), and show it to every sign-on from
+    then on.  Fires with its lines; if the file cannot be read, fails, and
+    the old message stays.  (The console's C{motd} and SIGHUP both do this.)
+    """
+
+    def loaded(lines: tuple[str, ...]) -> tuple[str, ...]:
+        hub.motd = lines
+        return lines
+
+    return read(read_motd, path).addCallback(loaded)
 
 
 class ConsoleProtocol(LineReceiver):
@@ -104,7 +121,10 @@ class ConsoleProtocol(LineReceiver):
         lines = []
         for user in sorted(self.factory.hub.users.values(), key=lambda u: u.nick.lower()):
             rooms = ",".join(room.name for room in user.rooms.values())
-            lines.append(f"{user.nick} account={user.account or '-'} rooms={rooms or '-'}")
+            address = getattr(user.client, "address", None) or "-"
+            lines.append(
+                f"{user.nick} account={user.account or '-'} rooms={rooms or '-'} from={address}"
+            )
         return lines or ["no users"]
 
     def do_rooms(self, args: str) -> list[str]:
@@ -139,13 +159,10 @@ class ConsoleProtocol(LineReceiver):
         path = self.factory.motd_path
         if path is None:
             return ["no message of the day file (--motd)"]
-        hub = self.factory.hub
-
-        def loaded(lines: tuple[str, ...]) -> list[str]:
-            hub.motd = lines
-            return [f"message of the day reloaded: {len(lines)} lines"]
-
-        return self.factory.read(read_motd, path).addCallback(loaded)
+        reloading = reload_motd(self.factory.hub, path, self.factory.read)
+        return reloading.addCallback(
+            lambda lines: [f"message of the day reloaded: {len(lines)} lines"]
+        )
 
     def do_quit(self, args: str) -> None:
         self.answer(["bye"])

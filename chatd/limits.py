@@ -45,9 +45,15 @@ class Limits:
     flood_backlog: float = _limit(
         30.0, "Seconds' worth of held-back input past which a flooding client is dropped."
     )
-    max_per_ip: int = _limit(16, "Connections at once from one IP address; 0: no limit.")
+    max_per_ip: int = _limit(
+        16, "Chat connections (line or WebSocket) at once from one IP address; 0: no limit."
+    )
     connect_rate: tuple[int, float] = _limit(
-        (32, 600.0), "Connections per seconds from one IP address, as N/SECONDS; 0: no limit."
+        (32, 600.0),
+        "Chat connections from one IP address per so many seconds, as N/SECONDS; 0: no limit.",
+    )
+    max_http_per_ip: int = _limit(
+        32, "Plain HTTP connections (page loads) at once from one IP address; 0: no limit."
     )
     max_clients: int = _limit(
         0, "Connections at once in total (by default what the open-file limit allows); 0: no limit."

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from chatd.doors.base import Door
 from chatd.hub import Hub
+from chatd.reload import Reloader, TLSEndpoint
 
 PRUNE_EVERY = 3600.0
 
@@ -30,11 +31,21 @@ class ChatService(MultiService):
     loses nothing that was already accepted.
 
     With C{history_days}, messages older than that are pruned hourly.
+
+    While it runs, SIGHUP rereads the certificate and key of each C{ssl:}
+    listener among its services and the message of the day from
+    C{motd_path} (L{chatd.reload}).
     """
 
     _log = Logger()
 
-    def __init__(self, hub: Hub, clock: IReactorTime, history_days: float = 0) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        clock: IReactorTime,
+        history_days: float = 0,
+        motd_path: str | None = None,
+    ) -> None:
         super().__init__()
         self.hub = hub
         self.clock = clock
@@ -45,6 +56,7 @@ class ChatService(MultiService):
         self._serving = False
         self._pruning = LoopingCall(self._prune)
         self._pruning.clock = clock
+        self.reloader = Reloader(clock, hub, motd_path, self._tls_endpoints)
 
     def add_door(self, door: Door, listener: IService, *, served_by_site: bool = False) -> None:
         """
@@ -66,6 +78,7 @@ class ChatService(MultiService):
         cluster node holds sign-ons that arrive meanwhile until it is ready.)
         """
         Service.startService(self)
+        self.reloader.start()
         self._starting = self.hub.start()
         self._starting.addCallbacks(self._serve, self._not_started)
 
@@ -86,6 +99,10 @@ class ChatService(MultiService):
         if not failure.check(CancelledError):
             self._log.failure("The chat service could not start", failure)
 
+    def _tls_endpoints(self) -> list[TLSEndpoint]:
+        endpoints = (getattr(service, "endpoint", None) for service in self)
+        return [e for e in endpoints if isinstance(e, TLSEndpoint)]
+
     def _prune(self) -> Deferred[None]:
         def pruned(count: int) -> None:
             if count:
@@ -103,6 +120,7 @@ class ChatService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        self.reloader.stop()
         self.hub.closing = True
         if self._starting is not None:
             self._starting.cancel()

@@ -11,15 +11,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
-from twisted.application import strports
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.python import usage
 
 from chatd.cluster import ClusterHub
 from chatd.console import ConsoleFactory, read_motd
-from chatd.doors.admission import Admission, AdmittingFactory, http_refusal
+from chatd.doors.admission import (
+    LOCALHOST,
+    LOCALHOST_PROXIES,
+    Admission,
+    AdmittingFactory,
+    http_refusal,
+)
 from chatd.doors.flow import Throttle
 from chatd.doors.line import LineDoor
+from chatd.doors.origin import Networks
 from chatd.doors.web import make_site
 from chatd.doors.websocket import OriginPolicy, WebSocketDoor
 from chatd.errors import ChatError, StoreError
@@ -30,6 +36,7 @@ from chatd.metrics import make_metrics_site
 from chatd.model import check_nick
 from chatd.redis import lazy_connection, parse_redis_url
 from chatd.redislog import COMMAND_TIMEOUT, RedisLog
+from chatd.reload import listener
 from chatd.service import ChatService
 from chatd.store.memory import MemoryStore
 from chatd.store.redis import RedisStore
@@ -107,7 +114,8 @@ class Options(usage.Options):
         "(browser client at / and WebSocket at /ws) onto one set of users and "
         "rooms.  Addresses are Twisted endpoint descriptions "
         "(e.g. tcp:1234:interface=127.0.0.1, unix:/run/chatd.sock); "
-        f"'{OFF}' turns a door off."
+        f"'{OFF}' turns a door off.  SIGHUP rereads the certificate and key of every "
+        "ssl: endpoint and the --motd file."
     )
     optParameters = [
         ["line", "l", "tcp:1234", f"Endpoint of the line (telnet) door, or '{OFF}'."],
@@ -185,6 +193,22 @@ class Options(usage.Options):
             "Comma-separated web origins (e.g. https://chat.example) whose pages may "
             "use the WebSocket besides the web door's own; '*' allows any.",
         ],
+        [
+            "exempt",
+            None,
+            str(LOCALHOST),
+            "Comma-separated addresses or CIDR networks whose connections no "
+            f"per-address limit applies to (--max-per-ip, --connect-rate, "
+            f"--max-http-per-ip), or '{OFF}'.",
+        ],
+        [
+            "trusted-proxies",
+            None,
+            str(LOCALHOST_PROXIES),
+            "Comma-separated addresses or CIDR networks of reverse proxies whose "
+            "X-Forwarded-For or Forwarded header (web door) or PROXY protocol header "
+            f"(haproxy:tcp:... doors) names the real client, or '{OFF}'.",
+        ],
         *_limit_options(),
         [
             "workers",
@@ -244,6 +268,11 @@ class Options(usage.Options):
                 check_nick(admin)
             except ChatError as e:
                 raise usage.UsageError(f"--admins: {e}") from None
+        for name in ("exempt", "trusted-proxies"):
+            try:
+                self[f"{name}-networks"] = Networks.parse(self[name])
+            except ValueError as e:
+                raise usage.UsageError(f"--{name}: {e}") from None
         values = {f.name: self[f.name.replace("_", "-")] for f in fields(Limits)}
         if isinstance(values["connect_rate"], str):
             values["connect_rate"] = parse_rate(values["connect_rate"])
@@ -291,8 +320,13 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
             hub = Hub(reactor, store, **hub_options)
         except StoreError as e:
             raise SystemExit(f"chatd: {e}") from None
-    service = ChatService(hub, reactor, history_days=options["history-days"])
-    throttle, admission = Throttle(), Admission(limits, reactor)
+    service = ChatService(
+        hub, reactor, history_days=options["history-days"], motd_path=options["motd"]
+    )
+    throttle = Throttle()
+    admission = Admission(
+        limits, reactor, options["exempt-networks"], options["trusted-proxies-networks"]
+    )
     if options["line"] != OFF:
         line = LineDoor(hub, reactor, limits, throttle, admission)
         service.add_door(line, door_listener(options, "line", line, reactor))
@@ -308,8 +342,8 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
         )
     if options["admin"] != OFF:
         console = ConsoleFactory(hub, options["motd"])
-        strports.service(options["admin"], console, reactor=reactor).setServiceParent(service)
+        listener(options["admin"], console, reactor, "admin").setServiceParent(service)
     if options["metrics"] != OFF:
         metrics = make_metrics_site(hub, service.doors, reactor)
-        strports.service(options["metrics"], metrics, reactor=reactor).setServiceParent(service)
+        listener(options["metrics"], metrics, reactor, "metrics").setServiceParent(service)
     return service

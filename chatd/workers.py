@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from twisted.application import strports
 from twisted.application.service import IService, Service
 from twisted.internet import endpoints, error, fdesc, tcp, unix
 from twisted.internet.abstract import FileDescriptor
@@ -48,6 +47,9 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, Server
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
+
+from chatd.doors.origin import ProxyHeaderFactory
+from chatd.reload import Hangup, listener, sighup_blocked
 
 FIRST_DELAY = 1.0
 """Seconds before a worker that exited is started again, the first time."""
@@ -73,6 +75,9 @@ RUN_TWISTD = "from twisted.scripts.twistd import run; run()"
 
 DOORS = ("line", "web")
 """The doors a pool shares; the other listeners cannot be shared (L{check_options})."""
+
+PROXIED = "haproxy:"
+"""The endpoint prefix of a door behind the PROXY protocol (as Twisted's)."""
 
 PARENT = "parent"
 """The C{--inherit} key naming the pipe whose end of file means the pool is gone."""
@@ -250,11 +255,19 @@ def door_listener(
     """
     The service that listens for C{door} (C{"line"} or C{"web"}): on the
     socket the pool handed down if this is a worker (C{--inherit}), else
-    on the door's endpoint.
+    on the door's endpoint; behind the PROXY protocol if that is
+    C{haproxy:...}.
     """
+    description = options[door]
+    if description.startswith(PROXIED):
+        # Twisted's own haproxy: wrapper connects the door's protocol before
+        # the header names the client, so admission would see the proxy.
+        description = description[len(PROXIED) :]
+        factory = ProxyHeaderFactory(factory, options["trusted-proxies-networks"], reactor, door)
     fd = (options.get("inherit") or {}).get(door)
     if fd is None:
-        return strports.service(options[door], factory, reactor=reactor)
+        # Like strports.service; SIGHUP rereads the certificate of an ssl: one.
+        return listener(description, factory, reactor, door)
     return InheritedPort(reactor, fd, factory)
 
 
@@ -436,7 +449,8 @@ class _WorkerProtocol(ProcessProtocol):
 class WorkerPool(Service):
     """
     Runs C{count} worker processes that share the pool's listening sockets,
-    restarts those that exit, and stops them all when it stops.
+    restarts those that exit, and stops them all when it stops.  It passes
+    SIGHUP on to them (L{hangup}).
 
     @ivar doors: endpoint description of each shared door, by door name.
     @ivar command: a worker's command line, to which the pool adds
@@ -470,6 +484,7 @@ class WorkerPool(Service):
         self.ports: dict[str, IListeningPort] = {}
         self._workers = [_Worker(index) for index in range(count)]
         self._waiting: list[tuple[Deferred[None], IDelayedCall]] = []
+        self._hangup = Hangup(reactor, self.hangup)
 
     @property
     def pids(self) -> dict[int, int]:
@@ -512,9 +527,21 @@ class WorkerPool(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._hangup.install()
         self._open()
         for worker in self._workers:
             self._start(worker)
+
+    def hangup(self) -> None:
+        """
+        SIGHUP: pass it on to every worker, which rereads its files
+        (L{chatd.reload}); the pool itself reads none.
+        """
+        self._log.info(
+            "SIGHUP: passing it on to the workers (pids {pids})",
+            pids=", ".join(str(pid) for _, pid in sorted(self.pids.items())) or "none",
+        )
+        self._signal("HUP")
 
     def _start(self, worker: _Worker) -> None:
         worker.restart = None
@@ -530,9 +557,11 @@ class WorkerPool(Service):
         args = [*self.command, "--inherit", ",".join(inherit)]
         protocol = _WorkerProtocol(self, worker)
         try:
-            process = self.reactor.spawnProcess(
-                protocol, args[0], args, env=self.env, childFDs=child_fds
-            )
+            # A worker passed SIGHUP (hangup) before it takes it must not die of it.
+            with sighup_blocked():
+                process = self.reactor.spawnProcess(
+                    protocol, args[0], args, env=self.env, childFDs=child_fds
+                )
         except Exception:
             self._log.failure("Could not start worker {index}", index=worker.index)
             self._schedule(worker, 0.0)
@@ -603,6 +632,7 @@ class WorkerPool(Service):
         running after C{stop_timeout}; then close the listening sockets.
         """
         super().stopService()
+        self._hangup.uninstall()
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:

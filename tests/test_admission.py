@@ -14,6 +14,7 @@ from twisted.web.server import Site
 
 from chatd.doors.admission import Admission, AdmittingFactory, Refusal, Ticket, http_refusal
 from chatd.doors.line import LineDoor
+from chatd.doors.origin import Networks
 from chatd.doors.web import make_site
 from chatd.doors.websocket import OriginPolicy, WebSocketDoor, normalise_origin
 from chatd.hub import Hub
@@ -85,6 +86,76 @@ class AdmissionTests(SynchronousTestCase):
         for _ in range(1000):
             self.assertIsInstance(admission.admit(address("10.0.0.1")), Ticket)
 
+    def test_exempt(self) -> None:
+        """
+        Exempt addresses (localhost by default) are held to no per-address
+        cap or rate, chat or plain HTTP; the total cap still applies.
+        """
+        admission = self.admission(max_per_ip=1, connect_rate=(1, 60.0), max_http_per_ip=1)
+        for host in ("127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"):
+            for _ in range(3):
+                self.assertIsInstance(admission.admit(address(host)), Ticket, host)
+                self.assertIsInstance(admission.admit_http(address(host)), Ticket, host)
+        self.assertEqual(dict(admission.per_host), {})
+        narrow = Admission(Limits(max_per_ip=1), self.clock, exempt=Networks.parse("none"))
+        narrow.admit(address("127.0.0.1"))
+        self.assertIsInstance(narrow.admit(address("127.0.0.1")), str)
+        full = Admission(Limits(max_clients=1), self.clock)
+        full.admit(address("127.0.0.1"))
+        self.assertIsInstance(full.admit_http(address("127.0.0.1")), str)
+
+    def test_page_loads_are_not_chat(self) -> None:
+        """
+        Plain HTTP connections count against their own cap only: they use
+        up neither the chat cap nor the connect rate; the total counts both.
+        """
+        admission = self.admission(max_per_ip=1, connect_rate=(1, 60.0), max_http_per_ip=2)
+        pages = [admission.admit_http(address("10.0.0.1")) for _ in range(2)]
+        self.assertTrue(all(isinstance(t, Ticket) for t in pages))
+        self.assertEqual(
+            admission.admit_http(address("10.0.0.1")),
+            "Connection refused: too many connections from your address; try again later",
+        )
+        self.assertEqual(admission.refused["max_http_per_ip"], 1)
+        self.assertIsInstance(admission.admit(address("10.0.0.1")), Ticket)
+        self.assertEqual(admission.total, 3)
+
+    def test_promote(self) -> None:
+        """
+        A plain HTTP connection that becomes a WebSocket session moves from
+        the HTTP count of its peer to the chat count of its client, if the
+        chat limits let it; refused, it stays as it was.
+        """
+        admission = self.admission(max_per_ip=1, connect_rate=(0, 0.0), max_http_per_ip=1)
+        first = admission.admit_http(address("10.0.0.1"))
+        assert isinstance(first, Ticket)
+        self.assertIsNone(admission.promote(first, "10.0.0.1"))
+        self.assertEqual(
+            (admission.per_host["10.0.0.1"], admission.http_per_host["10.0.0.1"]), (1, 0)
+        )
+        second = admission.admit_http(address("10.0.0.1"))
+        assert isinstance(second, Ticket)
+        self.assertIsInstance(admission.promote(second, "10.0.0.1"), str)
+        self.assertEqual(admission.http_per_host["10.0.0.1"], 1)
+        first.release()
+        second.release()
+        self.assertEqual((dict(admission.per_host), dict(admission.http_per_host)), ({}, {}))
+        self.assertEqual(admission.total, 0)
+
+    def test_trusted_proxies_not_capped_for_http(self) -> None:
+        """
+        A trusted proxy carries many people's page loads: the plain HTTP
+        cap does not apply to it (their sessions are counted by client).
+        """
+        admission = Admission(
+            Limits(max_http_per_ip=1),
+            self.clock,
+            exempt=Networks.parse("none"),
+            trusted=Networks.parse("10.0.0.9"),
+        )
+        for _ in range(5):
+            self.assertIsInstance(admission.admit_http(address("10.0.0.9")), Ticket)
+
     def test_rate_option(self) -> None:
         """
         C{--connect-rate} takes N/SECONDS or 0.
@@ -121,9 +192,10 @@ class LineRefusalTests(SynchronousTestCase):
 class WebRefusalTests(SynchronousTestCase):
     def test_refused_with_503(self) -> None:
         """
-        The web door answers a refused connection with HTTP 503.
+        The web door answers a refused connection (here: past the plain HTTP
+        cap per address) with HTTP 503.
         """
-        admission = Admission(Limits(max_per_ip=1), Clock())
+        admission = Admission(Limits(max_http_per_ip=1), Clock())
         factory = AdmittingFactory(Site(None), admission, http_refusal, Clock(), 30)
         factory.buildProtocol(address("10.0.0.1"))
         refused = factory.buildProtocol(address("10.0.0.1"))
@@ -224,6 +296,40 @@ class WebDeadlineTests(SynchronousTestCase):
         self.clock.advance(30)
         self.assertTrue(transport.aborted)
         self.assertEqual(self.factory.admission.refused["http_deadline"], 1)
+
+    def test_sessions_counted_by_client(self) -> None:
+        """
+        WebSocket sessions through a trusted proxy count against the
+        address its X-Forwarded-For names; the same header from anyone
+        else is ignored; a malformed one from the proxy is refused (400),
+        and a session over the chat cap gets 503.
+        """
+        admission = Admission(
+            Limits(max_per_ip=1),
+            self.clock,
+            exempt=Networks.parse("none"),
+            trusted=Networks.parse("10.0.0.9"),
+        )
+        self.factory.admission = admission
+
+        def upgrade(peer: str, forwarded: bytes | None) -> bytes:
+            protocol = self.factory.buildProtocol(address(peer))
+            transport = TCPLikeTransport()
+            protocol.makeConnection(transport)
+            header = b"" if forwarded is None else b"X-Forwarded-For: " + forwarded + b"\r\n"
+            protocol.dataReceived(HANDSHAKE[:-2] + header + b"\r\n")
+            return transport.value().split(b"\r\n", 1)[0]
+
+        self.assertEqual(upgrade("10.0.0.9", b"192.0.2.1"), b"HTTP/1.1 101 Switching Protocols")
+        self.assertEqual(
+            upgrade("10.0.0.9", b"192.0.2.2, 10.0.0.9"), b"HTTP/1.1 101 Switching Protocols"
+        )
+        self.assertTrue(upgrade("10.0.0.9", b"192.0.2.1").startswith(b"HTTP/1.1 503"))
+        self.assertEqual(dict(admission.per_host), {"192.0.2.1": 1, "192.0.2.2": 1})
+        self.assertEqual(upgrade("10.0.0.5", b"192.0.2.3"), b"HTTP/1.1 101 Switching Protocols")
+        self.assertTrue(upgrade("10.0.0.5", b"192.0.2.4").startswith(b"HTTP/1.1 503"))
+        self.assertTrue(upgrade("10.0.0.9", b"not-an-address").startswith(b"HTTP/1.1 400"))
+        self.assertEqual(self.door.counters["bad_forwarded"], 1)
 
     def test_websocket_session_kept(self) -> None:
         """

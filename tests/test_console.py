@@ -57,9 +57,13 @@ class ConsoleTests(SynchronousTestCase):
         self.console = Console(self.factory)
 
     def test_lists(self) -> None:
+        self.alice.client.address = "192.0.2.1"  # type: ignore[attr-defined]
         self.assertEqual(
             self.console.ask("users"),
-            ["alice account=- rooms=#lobby", "bob account=- rooms=#lobby,#den"],
+            [
+                "alice account=- rooms=#lobby from=192.0.2.1",
+                "bob account=- rooms=#lobby,#den from=-",
+            ],
         )
         self.assertEqual(
             self.console.ask("ROOMS"),

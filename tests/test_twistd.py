@@ -155,11 +155,13 @@ class RunningServerTests(SynchronousTestCase):
 
     def test_connection_cap_per_address_across_doors(self) -> None:
         """
-        With C{--max-per-ip 2}, a third connection from 127.0.0.1 is refused
-        with a reason, on either door, until one of the first two closes.
+        With C{--max-per-ip 2} and 127.0.0.1 not exempt, a third chat
+        connection from it is refused with a reason, on either door, until
+        one of the first two closes; loading the page is no chat connection
+        and still works.
         """
         server = self.start(
-            "--line", LOCAL_TCP0, "--web", LOCAL_TCP0, "--max-per-ip", "2"
+            "--line", LOCAL_TCP0, "--web", LOCAL_TCP0, "--max-per-ip", "2", "--exempt", "none"
         )  # fmt: skip
         line_port, web_port = server.port("line"), server.port("web")
         first = LineClient(self, line_port)
@@ -170,9 +172,11 @@ class RunningServerTests(SynchronousTestCase):
             refused.read_to_eof(),
             b"!!! Connection refused: too many connections from your address; try again later\r\n",
         )
-        status, _, body = http_get(web_port, "/")
-        self.assertEqual(status, 503)
-        self.assertIn(b"too many connections", body)
+        with self.assertRaises(AssertionError) as refusal:
+            WebSocketClient(self, web_port)
+        self.assertIn("HTTP/1.1 503", str(refusal.exception))
+        self.assertIn("too many connections", str(refusal.exception))
+        self.assertEqual(http_get(web_port, "/")[0], 200)
         first.close()
         # The server frees the place when it sees the close; allow it a moment.
         for _ in range(50):
@@ -182,6 +186,26 @@ class RunningServerTests(SynchronousTestCase):
             time.sleep(0.05)
         else:
             self.fail("the closed connection's place was never freed")
+        self.assertStopsCleanly(server)
+
+    def test_localhost_never_refused(self) -> None:
+        """
+        By default this machine is exempt: a developer reloading the page
+        and opening many sessions from 127.0.0.1 is never refused, even
+        with tight limits (issue #13).
+        """
+        server = self.start(
+            "--line", LOCAL_TCP0, "--web", LOCAL_TCP0, "--max-per-ip", "1",
+            "--connect-rate", "2/600", "--max-http-per-ip", "1",
+        )  # fmt: skip
+        line_port, web_port = server.port("line"), server.port("web")
+        for _ in range(10):
+            self.assertEqual(http_get(web_port, "/")[0], 200)
+        held = [WebSocketClient(self, web_port) for _ in range(5)]
+        lines = [LineClient(self, line_port) for _ in range(5)]
+        for i, client in enumerate(lines):
+            client.sign_on(f"dev{i}")
+        self.assertEqual(len(held), 5)
         self.assertStopsCleanly(server)
 
 

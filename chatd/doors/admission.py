@@ -2,6 +2,13 @@
 """
 Who may connect: a cap on connections per address and in total, and a cap
 on how often one address may connect.  Both doors share one L{Admission}.
+
+Chat connections (line connections and WebSocket sessions) count against
+the per-address cap and the connect rate; plain HTTP requests for the page
+and its files only against a per-address cap of their own, so that loading
+the page never uses up a user's connections.  Exempt addresses (localhost by
+default) and, for plain HTTP, trusted proxies are held to no per-address
+limit; every connection counts towards the total.
 """
 
 from __future__ import annotations
@@ -24,7 +31,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.doors.base import Session
+from chatd.doors.origin import Networks, normal_host
 from chatd.limits import Limits
+
+LOCALHOST = Networks.parse("127.0.0.0/8,::1")
+"""The default C{--exempt}: this machine."""
+LOCALHOST_PROXIES = Networks.parse("127.0.0.1,::1")
+"""The default C{--trusted-proxies}: a proxy on this machine."""
 
 TRACKED_ADDRESSES = 65536
 """How many addresses' recent connects are remembered (oldest forgotten)."""
@@ -33,42 +46,108 @@ TRACKED_ADDRESSES = 65536
 class Ticket:
     """
     One admitted connection; release it (once or more) when it closes.
+
+    @ivar host: the address it counts against, if any.
+    @ivar counts: the per-address count it is in (L{Admission.per_host} or
+        L{Admission.http_per_host}), if any.
     """
 
-    def __init__(self, admission: Admission, host: str | None) -> None:
-        self._admission = admission
+    __slots__ = ("_held", "admission", "counts", "host")
+
+    def __init__(self, admission: Admission, host: str | None, counts: Counter[str] | None) -> None:
+        self.admission = admission
         self.host = host
+        self.counts = counts
         self._held = True
 
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._admission._release(self.host)
+            self.admission._release(self)
 
 
 class Admission:
     """
     Counts live connections per address and in total, and recent connects
-    per address, against L{Limits} (C{max_per_ip}, C{max_clients},
-    C{connect_rate}); a limit of 0 is off.  Connections without an IP
-    address (unix sockets) count only towards the total.
+    per address, against L{Limits} (C{max_per_ip}, C{max_http_per_ip},
+    C{max_clients}, C{connect_rate}); a limit of 0 is off.  Connections
+    without an IP address (unix sockets) count only towards the total.
+
+    @ivar exempt: addresses no per-address limit applies to.
+    @ivar trusted: proxies whose word on their clients' addresses is taken
+        (see L{chatd.doors.origin}).
     """
 
-    def __init__(self, limits: Limits, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        clock: IReactorTime,
+        exempt: Networks = LOCALHOST,
+        trusted: Networks = LOCALHOST_PROXIES,
+    ) -> None:
         self.limits = limits
         self.clock = clock
+        self.exempt = exempt
+        self.trusted = trusted
         self.total = 0
         self.per_host: Counter[str] = Counter()
+        self.http_per_host: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self._recent: OrderedDict[str, deque[float]] = OrderedDict()
 
     def admit(self, address: IAddress | None) -> Ticket | str:
         """
-        Admit a connection from C{address}, or say why not.
+        Admit a chat connection from C{address}, or say why not.
         """
+        if 0 < self.limits.max_clients <= self.total:
+            return self._refuse("max_clients", "the server is full")
         host = _host(address)
+        if host is None or host in self.exempt:
+            return self._count(Ticket(self, host, None))
+        why = self._chat_refusal(host)
+        if why is not None:
+            return why
+        return self._count(Ticket(self, host, self.per_host))
+
+    def admit_http(self, address: IAddress | None) -> Ticket | str:
+        """
+        Admit a plain HTTP connection from C{address} (which may become a
+        chat connection: L{promote}), or say why not.
+        """
+        if 0 < self.limits.max_clients <= self.total:
+            return self._refuse("max_clients", "the server is full")
+        host = _host(address)
+        cap = self.limits.max_http_per_ip
+        if host is None or host in self.exempt or host in self.trusted:
+            return self._count(Ticket(self, host, None))
+        if 0 < cap <= self.http_per_host[host]:
+            return self._refuse("max_http_per_ip", "too many connections from your address")
+        return self._count(Ticket(self, host, self.http_per_host))
+
+    def promote(self, ticket: Ticket, host: str) -> str | None:
+        """
+        The plain HTTP connection of C{ticket} becomes a chat connection
+        (a WebSocket session) of the client at C{host}: count it so, or say
+        why not (it then stays as it was).
+        """
+        exempt = host in self.exempt
+        why = None if exempt else self._chat_refusal(host)
+        if why is not None:
+            return why
+        if ticket.counts is not None and ticket.host is not None:
+            self._uncount(ticket.counts, ticket.host)
+        ticket.host, ticket.counts = host, None if exempt else self.per_host
+        if not exempt:
+            self.per_host[host] += 1
+        return None
+
+    def _chat_refusal(self, host: str) -> str | None:
+        """
+        Why a chat connection from C{host} (not exempt) is refused, if it
+        is; a connect that is not refused is remembered for the rate.
+        """
         limits = self.limits
-        if host is not None and limits.connect_rate[0] > 0:
+        if limits.connect_rate[0] > 0:
             count, window = limits.connect_rate
             now = self.clock.seconds()
             recent = self._recent.pop(host, None) or deque(maxlen=count)
@@ -81,30 +160,35 @@ class Admission:
                 self._recent.popitem(last=False)
             if full:
                 return self._refuse("connect_rate", "too many connections from your address")
-        if 0 < limits.max_clients <= self.total:
-            return self._refuse("max_clients", "the server is full")
-        if host is not None and 0 < limits.max_per_ip <= self.per_host[host]:
+        if 0 < limits.max_per_ip <= self.per_host[host]:
             return self._refuse("max_per_ip", "too many connections from your address")
+        return None
+
+    def _count(self, ticket: Ticket) -> Ticket:
         self.total += 1
-        if host is not None:
-            self.per_host[host] += 1
-        return Ticket(self, host)
+        if ticket.counts is not None and ticket.host is not None:
+            ticket.counts[ticket.host] += 1
+        return ticket
 
     def _refuse(self, limit: str, why: str) -> str:
         self.refused[limit] += 1
         return f"Connection refused: {why}; try again later"
 
-    def _release(self, host: str | None) -> None:
+    def _release(self, ticket: Ticket) -> None:
         self.total -= 1
-        if host is not None:
-            self.per_host[host] -= 1
-            if not self.per_host[host]:
-                del self.per_host[host]
+        if ticket.counts is not None and ticket.host is not None:
+            self._uncount(ticket.counts, ticket.host)
+
+    @staticmethod
+    def _uncount(counts: Counter[str], host: str) -> None:
+        counts[host] -= 1
+        if not counts[host]:
+            del counts[host]
 
 
 def _host(address: IAddress | None) -> str | None:
     if isinstance(address, IPv4Address | IPv6Address):
-        return address.host
+        return normal_host(address.host)
     return None
 
 
@@ -189,7 +273,7 @@ class AdmittingFactory(WrappingFactory):
         return [b"http/1.1"]
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
-        ticket = self.admission.admit(addr)
+        ticket = self.admission.admit_http(addr)
         if isinstance(ticket, str):
             return Refusal(self.refusal(ticket))
         protocol = cast(AdmittedConnection, super().buildProtocol(addr))

@@ -73,6 +73,8 @@ class Session:
     methods below that raise C{NotImplementedError}.
 
     @ivar user: the hub's user for this connection, once it has a nickname.
+    @ivar address: the client's IP address (behind a trusted proxy, the one
+        the proxy names), if it has one.
     @ivar push: sends one payload by the shortest way there is at the
         moment: the door's L{direct} writer while the transport keeps up,
         the outbox while it is paused or closed (L{Outbox.push}).  The hub's
@@ -86,6 +88,7 @@ class Session:
     outbox: Outbox
     push: Callable[[Any], None]
     stream: Any  # the byte stream under the wire protocol: TCP, TLS or unix
+    address: str | None = None  # the client's IP address, as admission counts it
     _closing = False
     _reading_paused = False
     _pending: Deferred[Any] | None = None

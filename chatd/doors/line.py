@@ -335,6 +335,7 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
     def connectionMade(self) -> None:
         self.telnet = cast(TelnetServer, self.transport)
         self.stream = self.telnet.transport
+        self.address = self.telnet.ticket.host
         outbox = self.started(self.factory)
         self.stream.registerProducer(outbox, True)
         _keep_alive(self.stream, self.door.limits.probe_idle)

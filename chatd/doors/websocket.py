@@ -22,9 +22,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.doors.admission import AdmittedConnection
+from chatd.doors.admission import AdmittedConnection, Ticket
 from chatd.doors.base import Door, Session, no_delay
 from chatd.doors.flow import Throttle
+from chatd.doors.origin import MalformedOrigin, forwarded_client
 from chatd.errors import ChatError
 from chatd.hub import Hub
 from chatd.interfaces import IDoor, IEncoder
@@ -240,6 +241,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
 
     door: WebSocketDoor
     transport: Any  # TCP or TLS, taken over from the HTTP channel
+    _ticket: Ticket | None = None  # the connection's place, from admission
 
     def makeConnection(self, transport: Any) -> None:
         """
@@ -248,6 +250,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         transport itself (for channel binding), and writes skip a layer.
         """
         if isinstance(transport, AdmittedConnection):
+            self._ticket = transport.ticket
             transport = transport.transport
         super().makeConnection(transport)
 
@@ -276,6 +279,30 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         if not self.door.origins.allows(origin, request.headers.get("host")):
             self.door.count("bad_origin")
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
+        ticket = self._ticket
+        if ticket is not None and ticket.host is not None:
+            self._admit(ticket, ticket.host, request.headers)
+
+    def _admit(self, ticket: Ticket, peer: str, headers: dict[str, str]) -> None:
+        """
+        Count this session as a chat connection of its client (behind a
+        trusted proxy, the one its forwarding headers name), or refuse it.
+        """
+        admission = ticket.admission
+        try:
+            client = forwarded_client(peer, headers, admission.trusted)
+        except MalformedOrigin as e:
+            self.door.count("bad_forwarded")
+            self.door.log.warn(
+                "Refused a WebSocket session from proxy {peer}: bad forwarding header ({why})",
+                peer=peer,
+                why=str(e),
+            )
+            raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, "bad forwarding header") from None
+        why = admission.promote(ticket, client)
+        if why is not None:
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, why)
+        self.address = client
 
     def write(self, frame: bytes) -> None:
         if self.state == _OPEN:
