@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -46,6 +47,9 @@ LOCAL_TCP0 = f"tcp:0:interface={LOCALHOST}"
 _PORT_LINES = {
     "line": re.compile(r"LineDoor starting on (\d+)"),
     "web": re.compile(r"Site(?: \(\w+\))? starting on (\d+)"),
+    # The doors behind the PROXY protocol (haproxy:tcp:...):
+    "line (PROXY)": re.compile(r"LineDoor \(PROXY\) starting on (\d+)"),
+    "web (PROXY)": re.compile(r"Site(?: \(\w+\))? \(PROXY\) starting on (\d+)"),
 }
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -168,8 +172,9 @@ class TwistdProcess:
 
     def port(self, door: str) -> int:
         """
-        The port on which C{door} (C{"line"} or C{"web"}) listens, read from
-        the log once it has been logged.
+        The port on which C{door} (C{"line"} or C{"web"}, or C{"line (PROXY)"}
+        or C{"web (PROXY)"} on a C{haproxy:} endpoint) listens, read from the
+        log once it has been logged.
         """
         return int(self.wait_for_log(_PORT_LINES[door]).group(1))
 
@@ -221,11 +226,25 @@ def terminated_by_sigterm(status: int) -> bool:
 class _Connection:
     """
     A blocking TCP connection to 127.0.0.1 with a read buffer, whose reads
-    all have deadlines.
+    all have deadlines: from C{source} (another loopback address, such as
+    C{127.0.0.2}, to act as another person) if given, and over TLS if given
+    a client C{tls} context.
     """
 
-    def __init__(self, case: SynchronousTestCase, port: int) -> None:
-        self.sock = socket.create_connection((LOCALHOST, port), timeout=TIMEOUT)
+    def __init__(
+        self,
+        case: SynchronousTestCase,
+        port: int,
+        *,
+        source: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        bind = None if source is None else (source, 0)
+        sock = socket.create_connection((LOCALHOST, port), timeout=TIMEOUT, source_address=bind)
+        case.addCleanup(sock.close)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=LOCALHOST)
+        self.sock = sock
         self.buffer = b""
         self.eof = False
         case.addCleanup(self.sock.close)
@@ -322,9 +341,24 @@ class WebSocketClient(_Connection):
     in, pings answered.  Enough to hold a conversation with the web door.
     """
 
-    def __init__(self, case: SynchronousTestCase, port: int, path: str = "/ws") -> None:
-        super().__init__(case, port)
+    def __init__(
+        self,
+        case: SynchronousTestCase,
+        port: int,
+        path: str = "/ws",
+        *,
+        source: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        if source is None and tls is None:
+            # As before, for subclasses whose next __init__ takes no more
+            # (tests/test_tls.py's _OverTLS).
+            super().__init__(case, port)
+        else:
+            super().__init__(case, port, source=source, tls=tls)
         key = base64.b64encode(os.urandom(16))
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
         self.sock.sendall(
             f"GET {path} HTTP/1.1\r\n"
             f"Host: {LOCALHOST}:{port}\r\n"
@@ -332,6 +366,7 @@ class WebSocketClient(_Connection):
             "Connection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key.decode()}\r\n"
             "Sec-WebSocket-Version: 13\r\n"
+            f"{extra}"
             "\r\n".encode()
         )
         head = self.read_until(b"\r\n\r\n").decode("latin-1")

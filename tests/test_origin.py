@@ -10,7 +10,7 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -109,7 +109,7 @@ class ForwardedTests(SynchronousTestCase):
         """
         A hop naming the client that is no address is malformed.
         """
-        for value in ("unknown", "_hidden", "a.example", "", "1.2.3.4.5", "[::1"):
+        for value in ("a.example", "1.2.3.4.5", "[::1", "192.0.2.1, x"):
             self.assertRaises(
                 MalformedOrigin,
                 forwarded_client,
@@ -117,6 +117,23 @@ class ForwardedTests(SynchronousTestCase):
                 {"x-forwarded-for": value},
                 TRUSTED,
             )
+
+    def test_unknown(self) -> None:
+        """
+        A proxy that does not know its client (RFC 7239 C{unknown}, or an
+        obfuscated identifier) leaves the peer standing for it; empty hops
+        are skipped.
+        """
+        for headers in (
+            {"forwarded": "for=unknown"},
+            {"forwarded": 'for=192.0.2.9, for="_hidden"'},
+            {"x-forwarded-for": "unknown"},
+        ):
+            self.assertEqual(forwarded_client("127.0.0.1", headers, TRUSTED), "127.0.0.1")
+        self.assertEqual(
+            forwarded_client("127.0.0.1", {"x-forwarded-for": "192.0.2.1,, "}, TRUSTED),
+            "192.0.2.1",
+        )
 
     @FUZZ
     @given(st.text(max_size=80), st.sampled_from(("x-forwarded-for", "forwarded")))
@@ -266,6 +283,16 @@ class ProxiedDoorTests(SynchronousTestCase):
         self.assertIn("no PROXY header within", self.logged[3])
         self.assertEqual(self.factory.refused, 4)
         self.assertEqual(self.admission.total, 0)
+
+    def test_unix_socket_proxy_trusted(self) -> None:
+        """
+        A proxy on a unix socket (HAProxy's C{unix@}) is on this machine:
+        its header is taken.
+        """
+        header = b"PROXY TCP4 192.0.2.44 127.0.0.1 5555 1234\r\n"
+        transport = self.connect(header, peer=UNIXAddress(None))  # type: ignore[arg-type]
+        self.assertTrue(transport.value().startswith(DO_BINARY))
+        self.assertEqual(dict(self.admission.per_host), {"192.0.2.44": 1})
 
     def test_local_is_the_proxy(self) -> None:
         """

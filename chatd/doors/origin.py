@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
@@ -132,6 +132,9 @@ def forwarded_client(peer: str, headers: Mapping[str, str], trusted: Networks) -
 
     @param headers: the request's headers, by lower-case name (repeated
         headers joined with commas).
+    A hop that is C{unknown} or obfuscated (RFC 7239) leaves the client
+    unknown: the peer stands for it.
+
     @raise MalformedOrigin: if the hop that names the client is no address.
     """
     if peer not in trusted:
@@ -143,7 +146,9 @@ def forwarded_client(peer: str, headers: Mapping[str, str], trusted: Networks) -
     else:
         return peer
     client = peer
-    for hop in reversed(hops):
+    for hop in reversed([hop for hop in hops if hop.strip()]):
+        if hop.strip().strip('"').lower() == "unknown" or hop.strip().strip('"').startswith("_"):
+            return peer  # RFC 7239: the proxy does not know, or will not say
         client = _hop_address(hop)
         if client not in trusted:
             break
@@ -290,7 +295,8 @@ class ProxyHeaderReceiver(Protocol):
             return
         named, used = header
         peer_host = getattr(self._peer, "host", None)
-        if peer_host not in self.factory.trusted:
+        local = isinstance(self._peer, UNIXAddress)  # only this machine can connect
+        if not local and peer_host not in self.factory.trusted:
             self._refuse(f"a PROXY header from {peer_host}, which is no trusted proxy")
             return
         address = self._peer if named is None else tcp_address(*named)
