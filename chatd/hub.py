@@ -55,6 +55,7 @@ from chatd.model import (
     UserList,
     Welcome,
     check_nick,
+    check_number,
     check_room,
     check_text,
     fold,
@@ -168,6 +169,10 @@ class Room:
         return "+" + "".join(sorted(flags)) if flags else ""
 
 
+Place = tuple[Room, bool]
+"""A room a user is in, and whether it is a guest operator there."""
+
+
 class Hub:
     """
     The one place where chat state lives and chat rules are enforced.
@@ -258,22 +263,45 @@ class Hub:
         Admit C{client} as C{nick}: it is welcomed and joins C{#lobby}.
 
         A registered nickname needs its C{account} (from L{authenticate});
-        an older session holding it is closed and this one takes its rooms.
+        an older session holding it is closed and this one takes its place
+        in its rooms instead (L{_take_over}).  The welcome names the rooms
+        the user is in: none, if the lobby's rules keep it out (an error
+        then says why).
         """
         check_nick(nick)
         if self.closing:
             raise ChatError("shutting_down", "The server is shutting down")
         self._check_free(nick, account)
-        rooms = self._take_over(nick, "signed on again")
+        places = self._take_over(nick, "signed on again")
         user = User(nick, client, account, self._floor(nick, account))
         self.users[fold(nick)] = user
-        self._note("sign_on", "{nick} signed on", nick=nick, account=account)
-        entering = rooms or [LOBBY]
-        self._deliver(user, Welcome(nick, tuple(entering), account))
-        self._enter_rooms(user, entering)
+        self._note(
+            "sign_on", "{nick} signed on", nick=nick, account=account, address=_address(client)
+        )
+        if places:
+            entering = [room.name for room, _ in places[: self.max_rooms_per_user]]
+            self._deliver(user, Welcome(nick, tuple(entering), account))
+            self._inherit(user, places)
+        else:
+            self._enter_lobby(user)
         for line in self.motd:
             self._deliver(user, Notice(line))
         return user
+
+    def _enter_lobby(self, user: User) -> None:
+        """
+        Welcome a new C{user} and put it in C{#lobby}; or, if the lobby's
+        rules keep it out (an operator made it invite only, set a key or
+        banned the user), welcome it to no room and tell it why.
+        """
+        try:
+            room, new = self._entry(user, LOBBY, None, bypass=False)
+        except ChatError as error:
+            self._deliver(user, Welcome(user.nick, (), user.account))
+            self._deliver(user, Error.from_exception(error))
+            return
+        self._deliver(user, Welcome(user.nick, (room.name,), user.account))
+        self._enter(user, room, new)
 
     def disconnect(self, user: User, reason: str | None = None) -> None:
         """
@@ -286,7 +314,7 @@ class Hub:
         if self.users.get(fold(user.nick)) is not user:
             return
         del self.users[fold(user.nick)]
-        self._note("sign_off", "{nick} signed off", nick=user.nick)
+        self._note("sign_off", "{nick} signed off", nick=user.nick, address=_address(user.client))
         for room in list(user.rooms.values()):
             self._leave(user, room)
             if not self.closing:
@@ -299,10 +327,12 @@ class Hub:
         check_nick(new)
         if new == user.nick:
             return None
+        places: list[Place] = []
         if fold(new) != fold(user.nick):
             self._check_free(new, user.account)
-            self._take_over(new, f"{user.nick} took the nickname back")
+            places = self._take_over(new, f"{user.nick} took the nickname back")
         self._rename(user, new)
+        self._inherit(user, places)
         return None
 
     def _rename(self, user: User, new: str) -> None:
@@ -329,19 +359,44 @@ class Hub:
         if holder is not None and holder.account != key:
             raise ChatError("nick_taken", f"The nickname {nick} is already in use")
 
-    def _take_over(self, nick: str, why: str) -> list[str]:
+    def _take_over(self, nick: str, why: str) -> list[Place]:
         """
         Close the session holding C{nick}, if any (the caller has proved
-        the account), and return the rooms it was in.
+        the account), and return its places for its heir (L{_inherit}):
+        each room it was in, and whether it was a guest operator there.
+
+        The members see it leave; a room it leaves empty is kept as it is
+        (topic, modes, key, invitations) for the heir to enter.
         """
         holder = self.users.get(fold(nick))
         if holder is None:
             return []
-        rooms = [room.name for room in holder.rooms.values()]
+        places = [(room, holder in room.guest_ops) for room in holder.rooms.values()]
         self._deliver(holder, Error("taken_over", f"Your nickname was taken over: {why}"))
         self._disconnect(holder, why)
         holder.client.close()
-        return rooms
+        return places
+
+    def _inherit(self, heir: User, places: list[Place]) -> None:
+        """
+        Put C{heir}, which took over another session (L{_take_over}), in
+        that session's rooms, as it was there: past bans, keys and C{+i}
+        (it was let in before), a guest operator where it was one, each
+        room as it was even if its leaving emptied it.  A room the heir is
+        in already stays as it is for it.  Whatever cannot be joined (the
+        room limit) is told, not raised, since the user is in the hub
+        already.
+        """
+        for place, guest_op in places:
+            if fold(place.name) in heir.rooms:
+                continue
+            if len(heir.rooms) >= self.max_rooms_per_user:
+                self._deliver(heir, Error.from_exception(self._too_many_rooms()))
+                continue
+            room = self.rooms.setdefault(fold(place.name), place)
+            if guest_op:
+                room.guest_ops.add(heir)
+            self._enter(heir, room)
 
     # -- accounts -----------------------------------------------------------
 
@@ -369,7 +424,12 @@ class Hub:
 
         def checked(right: bool) -> str:
             if not right:
-                self._note("bad_password", "A wrong password was given for {nick}", nick=nick)
+                self._note(
+                    "bad_password",
+                    "A wrong password was given for {nick}",
+                    nick=nick,
+                    address=_address(client),
+                )
                 self.attempts.failed(key, client)
                 raise ChatError("bad_password", f"Wrong password for {nick}")
             self.attempts.succeeded(key)
@@ -383,31 +443,22 @@ class Hub:
         if C{nick} differs from its nickname, rename it to C{nick}.
         """
         user.account = account
-        self._note("identify", "{nick} identified as {account}", nick=user.nick, account=account)
-        rooms: list[str] = []
+        self._note(
+            "identify",
+            "{nick} identified as {account}",
+            nick=user.nick,
+            account=account,
+            address=_address(user.client),
+        )
+        places: list[Place] = []
         if fold(nick) != fold(user.nick):
-            rooms = self._take_over(nick, f"{user.nick} identified for it")
+            places = self._take_over(nick, f"{user.nick} identified for it")
             self._rename(user, nick)
         else:
             user.since = self._floor(nick, account)
         self._deliver(user, AccountChanged(account, "identified"))
-        self._enter_rooms(user, rooms)
+        self._inherit(user, places)
         return None
-
-    def _enter_rooms(self, user: User, rooms: list[str]) -> None:
-        """
-        Put C{user} in C{rooms}: a session taking over another's rooms
-        passes their bans and keys (it was let in before); whatever cannot
-        be joined (the lobby's rules, the room limit) is told, not raised,
-        since the user is in the hub already.
-        """
-        for name in rooms:
-            if fold(name) in user.rooms:
-                continue
-            try:
-                self._join(user, name, None, bypass=name != LOBBY)
-            except ChatError as error:
-                self._deliver(user, Error.from_exception(error))
 
     def register(self, user: User, password: str) -> Deferred[None]:
         """
@@ -415,9 +466,9 @@ class Hub:
         """
         nick = user.nick
         try:
-            check_password(password)
             if fold(nick) in self.accounts:
                 raise ChatError("nick_registered", f"The nickname {nick} is already registered")
+            check_password(password)
             hashed = self.passwords.hash(password)
         except ChatError:
             return fail()
@@ -440,7 +491,7 @@ class Hub:
         nickname, is identified for it.
         """
         self.accounts.add(fold(nick))
-        self._note("register", "{nick} registered", nick=nick)
+        self._note("register", "{nick} registered", nick=nick, address=_address(user.client))
         if self.users.get(fold(nick)) is user:
             user.account = fold(nick)
             self._deliver(user, AccountChanged(fold(nick), "registered"))
@@ -482,7 +533,7 @@ class Hub:
         """
         Put C{user} in room C{name}, creating it if needed, unless the room
         bans it, is invite-only or has another key (C{bypass} skips those
-        rules, for a session taking over another's rooms).
+        rules).
 
         The joiner gets its own join, then the member list, then the topic
         if one is set, then the room's recent history; every other member
@@ -493,20 +544,40 @@ class Hub:
         return None
 
     def _join(self, user: User, name: str, key: str | None, *, bypass: bool) -> None:
+        room, new = self._entry(user, name, key, bypass=bypass)
+        self._enter(user, room, new)
+
+    def _entry(self, user: User, name: str, key: str | None, *, bypass: bool) -> tuple[Room, bool]:
+        """
+        The room C{user} may join as C{name} (with C{key}), and whether it
+        is new; raise if it may not.  Nothing changes.
+        """
         check_room(name)
         folded = fold(name)
         if folded in user.rooms:
             raise ChatError("already_joined", f"You are already in {user.rooms[folded].name}")
         if len(user.rooms) >= self.max_rooms_per_user:
-            raise ChatError(
-                "too_many_rooms", f"You cannot be in more than {self.max_rooms_per_user} rooms"
-            )
+            raise self._too_many_rooms()
         room = self.rooms.get(folded)
         new = room is None
         if room is None:
             room = Room(name, self.registered.get(folded))
         if not bypass:
             self._check_entry(user, room, key)
+        return room, new
+
+    def _too_many_rooms(self) -> ChatError:
+        return ChatError(
+            "too_many_rooms", f"You cannot be in more than {self.max_rooms_per_user} rooms"
+        )
+
+    def _enter(self, user: User, room: Room, new: bool = False) -> None:
+        """
+        Put C{user} in C{room} (which L{_entry} let it join; if C{new}, it
+        creates the room): the joiner gets its join, the member list, the
+        topic and recent history, every other member the join.
+        """
+        folded = fold(room.name)
         if new:
             self.rooms[folded] = room
             if room.owner is None and folded != fold(LOBBY):
@@ -837,7 +908,7 @@ class Hub:
         (older than message id C{before}, if given), oldest first.
         """
         room = self._membership(user, name)
-        return self._send_history(user, room, self._page(limit), before)
+        return self._send_history(user, room, self._page(limit), self._before(before))
 
     def private_history(
         self, user: User, nick: str, limit: int | None = None, before: int | None = None
@@ -850,6 +921,7 @@ class Hub:
         """
         check_nick(nick)
         limit = self._page(limit)
+        before = self._before(before)
         after = user.since
         me = user.nick
 
@@ -904,6 +976,13 @@ class Hub:
         if limit < 1:
             raise ChatError("bad_request", "The history limit must be a positive number")
         return min(limit, self.max_history_page)
+
+    def _before(self, before: int | None) -> int | None:
+        """
+        C{before} if it can be a message id (the doors check it too: no
+        number from a client may reach the store out of range).
+        """
+        return None if before is None else check_number(before, "A message id")
 
     def _send_history(
         self, user: User, room: Room, limit: int, before: int | None, on_join: bool = False
@@ -1050,3 +1129,13 @@ class Hub:
 
     def _log_failure(self, failure: Failure, doing: str) -> None:
         self._log.failure("Failed {doing}", failure=failure, doing=doing)
+
+
+def _address(client: IClient) -> str | None:
+    """
+    The IP address of C{client}'s peer (the one admission counts, behind a
+    trusted proxy the client it names), for the account and admission
+    events: C{None} for a client with none (a user of another node).
+    """
+    address: str | None = getattr(client, "address", None)
+    return address

@@ -20,6 +20,10 @@ MAX_NICK_LENGTH = 24
 MAX_ROOM_LENGTH = 32
 MAX_TEXT_LENGTH = 2000
 MAX_TOPIC_LENGTH = 390
+MAX_ID = 2**63 - 1
+"""The largest number a request may carry (a message id, a page size): the
+largest integer SQLite stores, so that no number a client sends can overflow
+a store."""
 
 # The counts below are MAX_NICK_LENGTH - 1 and MAX_ROOM_LENGTH.
 _NICK = re.compile(r"[A-Za-z][A-Za-z0-9_\-\[\]\\^{}|]{0,23}\Z")
@@ -71,6 +75,16 @@ def check_text(text: str, limit: int = MAX_TEXT_LENGTH, what: str = "message") -
     if len(text) > limit:
         raise ChatError("text_too_long", f"The {what} is longer than {limit} characters")
     return text
+
+
+def check_number(value: int, what: str) -> int:
+    """
+    Return C{value} if it is a whole number from 1 to L{MAX_ID}, else raise
+    C{bad_request} naming it as C{what}.
+    """
+    if not 1 <= value <= MAX_ID:
+        raise ChatError("bad_request", f"{what} must be a whole number from 1 to {MAX_ID}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

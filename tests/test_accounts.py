@@ -15,9 +15,20 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatd.accounts import Attempts, Passwords
 from chatd.errors import ChatError
 from chatd.hub import Hub, User
-from chatd.model import AccountChanged, Error, Joined, Parted, Welcome
+from chatd.model import (
+    AccountChanged,
+    Error,
+    Joined,
+    ModeChanged,
+    Parted,
+    Topic,
+    TopicChanged,
+    UserList,
+    Welcome,
+)
 from chatd.store.memory import MemoryStore
 from tests.helpers import RecordingClient, events, make_hub, signed_on
+from tests.test_cluster import Cluster
 
 
 def refusal(case: SynchronousTestCase, d: Deferred[Any]) -> str:
@@ -56,9 +67,27 @@ class RegisterTests(SynchronousTestCase):
         self.assertNotIn("s3cret!", account.password_hash)
 
     def test_register_twice(self) -> None:
+        """
+        Registering a nickname that is registered already is refused.
+        """
         hub = make_hub()
         alice = registered(hub, "alice")
         self.assertEqual(refusal(self, hub.register(alice, "other-pass")), "nick_registered")
+
+    def test_register_twice_with_a_bad_password(self) -> None:
+        """
+        What is wrong with the state comes first: registering again with a
+        password that would not do is still "already registered", not a
+        lesson about passwords.
+        """
+        hub = make_hub()
+        alice = registered(hub, "alice")
+        for password in ("short", "has space", "x" * 129):
+            error = self.failureResultOf(hub.register(alice, password), ChatError).value
+            self.assertEqual(
+                (error.code, error.message),
+                ("nick_registered", "The nickname alice is already registered"),
+            )
 
     def test_password_rules(self) -> None:
         """
@@ -99,12 +128,19 @@ class SignOnTests(SynchronousTestCase):
         self.assertEqual(events(bob), [])
 
     def test_guest_cannot_rename_to_it(self) -> None:
+        """
+        A guest cannot change its nickname to a registered one.
+        """
         bob = signed_on(self.hub, "bob")
         error = self.assertRaises(ChatError, self.hub.change_nick, bob, "Alice")
         self.assertEqual(error.code, "nick_registered")
         self.assertEqual(bob.nick, "bob")
 
     def test_with_password(self) -> None:
+        """
+        The right password proves the account (named in any case); the user
+        signed on with it is identified, and its welcome says so.
+        """
         client = RecordingClient()
         account = self.successResultOf(self.hub.authenticate(client, "ALICE", "s3cret!"))
         self.assertEqual(account, "alice")
@@ -113,12 +149,18 @@ class SignOnTests(SynchronousTestCase):
         self.assertEqual(client.events[0], Welcome("Alice", ("#lobby",), "alice"))
 
     def test_wrong_password(self) -> None:
+        """
+        A wrong password is C{bad_password}, and nobody is signed on.
+        """
         client = RecordingClient()
         d = self.hub.authenticate(client, "alice", "wrong-one")
         self.assertEqual(refusal(self, d), "bad_password")
         self.assertNotIn("alice", self.hub.users)
 
     def test_unregistered(self) -> None:
+        """
+        A password for a nickname nobody registered is C{not_registered}.
+        """
         d = self.hub.authenticate(RecordingClient(), "carol", "whatever")
         self.assertEqual(refusal(self, d), "not_registered")
 
@@ -172,6 +214,10 @@ class SignOnTests(SynchronousTestCase):
 
 class PasswordChangeTests(SynchronousTestCase):
     def test_change(self) -> None:
+        """
+        Given the current password, the password changes: the new one
+        proves the account, the old one no longer does.
+        """
         hub = make_hub()
         alice = registered(hub, "alice")
         self.successResultOf(hub.change_password(alice, "s3cret!", "n3w-secret"))
@@ -184,6 +230,9 @@ class PasswordChangeTests(SynchronousTestCase):
         self.assertEqual(refusal(self, d), "bad_password")
 
     def test_wrong_old_password(self) -> None:
+        """
+        With a wrong current password nothing changes.
+        """
         hub = make_hub()
         alice = registered(hub, "alice")
         d = hub.change_password(alice, "not-it!", "n3w-secret")
@@ -191,6 +240,9 @@ class PasswordChangeTests(SynchronousTestCase):
         self.successResultOf(hub.authenticate(RecordingClient(), "alice", "s3cret!"))
 
     def test_guest(self) -> None:
+        """
+        A guest has no password to change: C{not_identified}.
+        """
         hub = make_hub()
         bob = signed_on(hub, "bob")
         self.assertEqual(refusal(self, hub.change_password(bob, "a", "bbbbbbbb")), "not_identified")
@@ -232,6 +284,10 @@ class GuessingTests(SynchronousTestCase):
         self.successResultOf(hub.authenticate(RecordingClient(), "frank", "s3cret!"))
 
     def test_attempts_bounded(self) -> None:
+        """
+        Failures are remembered for the C{max_keys} most recent nicknames
+        only.
+        """
         attempts = Attempts(Clock(), max_keys=3)
         for name in "abcde":
             attempts.failed(name, RecordingClient())
@@ -274,6 +330,9 @@ class PasswordsTests(SynchronousTestCase):
 
 class ErrorShapeTests(SynchronousTestCase):
     def test_errors_never_show_the_password(self) -> None:
+        """
+        Refusals of a password, wrong or unacceptable, never repeat it.
+        """
         hub = make_hub()
         registered(hub, "alice")
         for d in (
@@ -317,6 +376,10 @@ class PrivateHistoryOwnershipTests(SynchronousTestCase):
         self.assertEqual([m.text for m in page.messages], ["to the second alice", "to the account"])
 
     def test_identify_takes_the_old_sessions_rooms(self) -> None:
+        """
+        Identifying takes over the session holding the nickname, and its
+        rooms.
+        """
         store = MemoryStore()
         hub = make_hub(store=store)
         registered(hub, "alice")
@@ -324,3 +387,160 @@ class PrivateHistoryOwnershipTests(SynchronousTestCase):
         guest = signed_on(hub, "alice_")
         hub.identify(guest, "alice", "alice")
         self.assertEqual(list(guest.rooms), ["#lobby", "#den"])
+
+
+class TakeoverKeepsRoomsTests(SynchronousTestCase):
+    """
+    Taking over a session moves it: the new session takes the old one's
+    place in each of its rooms, and a room the old one opened as a guest
+    keeps its topic, modes and operator even though its leaving emptied it.
+    """
+
+    def setUp(self) -> None:
+        self.hub = make_hub()
+        self.gus = self.opened(self.hub, signed_on(self.hub, "gus"))
+
+    def opened(self, hub: Hub, gus: User) -> User:
+        """
+        The issue's steps: as a guest, gus opens #gusroom, sets its topic
+        and C{+t}, then registers.
+        """
+        hub.join(gus, "#gusroom")
+        hub.topic(gus, "#gusroom", "gus's own room")
+        hub.set_mode(gus, "#gusroom", "+t")
+        done: list[object] = []
+        hub.register(gus, "gus-password").addBoth(done.append)
+        assert done == [None], done
+        events(gus)
+        return gus
+
+    def check_room(self, hub: Hub, heir: User) -> None:
+        """
+        #gusroom is as gus left it, with C{heir} as its operator.
+        """
+        room = hub.rooms["#gusroom"]
+        self.assertEqual((room.topic, room.topic_by, room.modes), ("gus's own room", "gus", "t"))
+        self.assertEqual(list(room.members), [heir])
+        self.assertEqual(room.guest_ops, {heir})
+        self.assertIs(heir.rooms["#gusroom"], room)
+
+    def test_signing_on_again(self) -> None:
+        """
+        gus signs on again with its password: the old session is closed,
+        the new one is welcomed to both rooms and shown #gusroom's topic,
+        which C{/topic} still shows, and may set it in spite of C{+t}.
+        """
+        room = self.hub.rooms["#gusroom"]
+        client = RecordingClient()
+        account = self.successResultOf(self.hub.authenticate(client, "gus", "gus-password"))
+        new = self.hub.connect(client, "gus", account)
+        self.assertTrue(self.gus.client.closed)  # type: ignore[attr-defined]
+        self.assertEqual(
+            client.take(),
+            [
+                Welcome("gus", ("#lobby", "#gusroom"), "gus"),
+                Joined("#lobby", "gus"),
+                UserList("#lobby", ("gus",)),
+                Joined("#gusroom", "gus"),
+                UserList("#gusroom", ("gus",), ("gus",)),
+                Topic("#gusroom", "gus's own room", "gus"),
+            ],
+        )
+        self.assertIs(self.hub.rooms["#gusroom"], room)
+        self.check_room(self.hub, new)
+        self.hub.topic(new, "#gusroom")
+        self.assertEqual(client.take(), [Topic("#gusroom", "gus's own room", "gus")])
+        self.hub.topic(new, "#gusroom", "still mine")
+        self.assertEqual(client.take(), [TopicChanged("#gusroom", "still mine", "gus")])
+
+    def test_other_members_see_it_leave_and_come_back(self) -> None:
+        """
+        A member of the room sees the old session leave (with the reason)
+        and the new one come; the member list ends the same.
+        """
+        bob = signed_on(self.hub, "bob")
+        self.hub.join(bob, "#gusroom")
+        events(self.gus)
+        events(bob)
+        client = RecordingClient()
+        new = self.hub.connect(client, "gus", "gus")
+        self.assertEqual(
+            events(bob),
+            [
+                Parted("#lobby", "gus", "signed on again"),
+                Parted("#gusroom", "gus", "signed on again"),
+                Joined("#lobby", "gus"),
+                Joined("#gusroom", "gus"),
+            ],
+        )
+        self.assertEqual(list(self.hub.rooms["#gusroom"].members), [bob, new])
+        self.assertEqual(self.hub.rooms["#gusroom"].guest_ops, {new})
+
+    def test_identify(self) -> None:
+        """
+        Identifying from another session (a guest nickname) takes over the
+        same way: the room is kept, its operator moves.
+        """
+        guest = signed_on(self.hub, "gus_")
+        self.hub.identify(guest, "gus", "gus")
+        self.assertEqual(guest.nick, "gus")
+        self.assertEqual(list(guest.rooms), ["#lobby", "#gusroom"])
+        self.check_room(self.hub, guest)
+
+    def test_nick(self) -> None:
+        """
+        An identified session taking its nickname back with C{/nick} takes
+        the old session's rooms too, kept as they were.
+        """
+        other = self.hub.connect(RecordingClient(), "gus_away", "gus")
+        self.hub.change_nick(other, "gus")
+        self.assertTrue(self.gus.client.closed)  # type: ignore[attr-defined]
+        self.assertEqual(list(other.rooms), ["#lobby", "#gusroom"])
+        self.check_room(self.hub, other)
+
+    def test_room_limit(self) -> None:
+        """
+        An heir already in as many rooms as allowed is told so for each
+        room it cannot take, and a room the old session left empty then
+        goes, as any room that empties.
+        """
+        hub = make_hub(max_rooms_per_user=2)
+        gus = self.opened(hub, signed_on(hub, "gus"))
+        guest = signed_on(hub, "gus_")
+        hub.join(guest, "#elsewhere")
+        events(guest)
+        hub.identify(guest, "gus", "gus")
+        seen = events(guest)
+        self.assertIn(Error("too_many_rooms", "You cannot be in more than 2 rooms"), seen)
+        self.assertEqual(list(guest.rooms), ["#lobby", "#elsewhere"])
+        self.assertNotIn("#gusroom", hub.rooms)
+        self.assertTrue(gus.client.closed)  # type: ignore[attr-defined]
+
+    def test_across_nodes(self) -> None:
+        """
+        In a cluster, gus signing on again on another node keeps the room
+        on every node's replica, alike.
+        """
+        cluster = Cluster()
+        a, b = cluster.node("a"), cluster.node("b")
+        gus = cluster.connect(a, "gus")
+        for request in (
+            lambda: a.join(gus, "#gusroom"),
+            lambda: a.topic(gus, "#gusroom", "gus's own room"),
+            lambda: a.set_mode(gus, "#gusroom", "+t"),
+            lambda: a.register(gus, "gus-password"),
+        ):
+            done = request()
+            cluster.pump()
+            cluster.successResultOf(done)
+        client = RecordingClient()
+        again = b.connect(client, "gus", "gus")
+        cluster.pump()
+        new = cluster.successResultOf(again)
+        self.assertIn(Topic("#gusroom", "gus's own room", "gus"), client.take())
+        self.check_room(b, new)
+        self.check_room(a, a.users["gus"])
+        self.assertEqual(a.snapshot(), b.snapshot())
+        b.set_mode(new, "#gusroom", "+m")
+        cluster.pump()
+        self.assertIn(ModeChanged("#gusroom", "+m", "gus"), client.take())

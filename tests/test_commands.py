@@ -125,6 +125,10 @@ class LineAccountTests(DoorsTestCase):
         self.assertEqual(peer.lines(), ["!!! Wrong password for alice"])
 
     def test_usage(self) -> None:
+        """
+        Account and moderation commands missing their arguments answer
+        with their usage; a short password with what a password must be.
+        """
         peer = self.line("bob")
         for command, usage in (
             ("/register", "/register PASSWORD"),
@@ -142,6 +146,10 @@ class LineAccountTests(DoorsTestCase):
 
 class LineHistoryTests(DoorsTestCase):
     def test_history_on_join_and_private(self) -> None:
+        """
+        Signing on shows the lobby's recent history; C{/history NICK}
+        shows private messages with NICK, both ways.
+        """
         alice, bob = self.line("alice"), self.line("bob")
         alice.send("hi all")
         alice.send("/msg bob psst")
@@ -206,6 +214,11 @@ class LineModerationTests(DoorsTestCase):
 
 class WebSocketAccountTests(DoorsTestCase):
     def test_hello_with_password(self) -> None:
+        """
+        A registered nickname needs its password on C{hello}: without it
+        C{nick_registered}, a wrong one C{bad_password}; the right one
+        welcomes the account.
+        """
         self.registered_line("alice").disconnect()
         peer = self.ws()
         peer.send(type="hello", nick="alice")
@@ -221,6 +234,10 @@ class WebSocketAccountTests(DoorsTestCase):
         )
 
     def test_register_identify_password_frames(self) -> None:
+        """
+        C{register}, C{password} and C{identify} frames and their answers;
+        C{register} without a password is C{bad_request}.
+        """
         peer = self.ws("bob")
         peer.send(type="register", password="s3cret!")
         self.assertEqual(peer.received(), [{"type": "registered", "account": "bob"}])
@@ -238,6 +255,10 @@ class WebSocketAccountTests(DoorsTestCase):
 
 class WebSocketModerationTests(DoorsTestCase):
     def test_frames(self) -> None:
+        """
+        Every moderation request as a WebSocket frame, and what the other
+        member sees of each.
+        """
         alice = self.ws("alice")
         alice.send(type="register", password="s3cret!")
         bob = self.ws("bob")
@@ -289,6 +310,10 @@ class WebSocketModerationTests(DoorsTestCase):
         self.assertEqual(bob.received()[-1]["code"], "not_admin")
 
     def test_history_frames(self) -> None:
+        """
+        C{history} frames page back through a room's messages and a
+        private conversation.
+        """
         alice, bob = self.ws("alice"), self.ws("bob")
         for n in range(3):
             alice.send(type="say", room="#lobby", text=f"m{n}")
@@ -354,6 +379,10 @@ class RefusalMatrixTests(DoorsTestCase):
     ]  # fmt: skip
 
     def test_each_refusal_on_both_doors(self) -> None:
+        """
+        Each refusal in L{CASES} has the same code on both doors and the
+        same message, and closes no connection.
+        """
         for command, frame, code in self.CASES:
             self.line_guest.received()
             self.ws_guest.received()
@@ -381,6 +410,9 @@ class RefusalMatrixTests(DoorsTestCase):
             self.assertEqual(self.owner.lines(), [expected], command)
 
     def test_entry_and_talk_refusals(self) -> None:
+        """
+        Bans, keys and C{+m} refusals as the line door shows them.
+        """
         mallory = self.line("mallory")
         mallory.send("/join #den sesame")
         self.assertEqual(mallory.lines(), ["!!! You are banned from #den"])
@@ -414,3 +446,98 @@ class ClosingTests(DoorsTestCase):
         )
         self.assertEqual(frames[-1][0], CLOSE)
         self.assertEqual(struct.unpack("!H", frames[-1][1][:2])[0], 1000)
+
+
+class NewUserTests(DoorsTestCase):
+    """
+    Issue #14, "What a new user hit", through both doors.
+    """
+
+    def test_signing_on_again_keeps_the_room(self) -> None:
+        """
+        The issue's steps: as a guest gus opens #gusroom, sets its topic
+        and C{+t}, registers; signing on again from a new connection
+        (a takeover) finds the topic, the mode and gus's operator status
+        as they were.
+        """
+        gus = self.line("gus")
+        for line in ("/join #gusroom", "/topic #gusroom gus was here", "/mode #gusroom +t"):
+            gus.send(line)
+        gus.send("/register gus-pass1")
+        gus.received()
+        again = self.line()
+        again.send("gus gus-pass1")
+        lines = again.lines()
+        self.assertEqual(
+            lines[0],
+            "*** Welcome, gus! You are in #lobby, #gusroom. Type /help for commands."
+            " You are identified.",
+        )
+        self.assertIn("*** Topic for #gusroom: gus was here (set by gus)", lines)
+        self.assertIn("!!! Your nickname was taken over: signed on again", gus.lines())
+        again.send("/topic #gusroom")
+        self.assertEqual(again.lines(), ["*** Topic for #gusroom: gus was here (set by gus)"])
+        again.send("/mode #gusroom")
+        self.assertEqual(again.lines(), ["*** Modes of #gusroom: +t"])
+        again.send("/topic #gusroom new topic")
+        self.assertEqual(again.lines(), ["*** gus changed the topic of #gusroom to: new topic"])
+
+    def test_invite_only_lobby_line(self) -> None:
+        """
+        With #lobby C{+i}, a new line user is welcomed to no room and told
+        why; talking then says to join a room, and joining one works.
+        """
+        self.restart(admins=["root"])
+        root = self.registered_line("root")
+        root.send("/mode #lobby +i")
+        newbie = self.line()
+        newbie.send("newbie")
+        self.assertEqual(
+            newbie.lines(),
+            [
+                "*** Welcome, newbie! You are in no room. Type /help for commands.",
+                "!!! #lobby is invite only; ask an operator",
+            ],
+        )
+        newbie.send("hello?")
+        self.assertEqual(newbie.lines(), ["!!! You are not in any room; /join #room first"])
+        newbie.send("/join #newbies")
+        self.assertIn("*** newbie has joined #newbies", newbie.lines())
+        newbie.send("hello!")
+        self.assertEqual(newbie.lines(), ["[#newbies] <newbie> hello!"])
+
+    def test_invite_only_lobby_websocket(self) -> None:
+        """
+        On the WebSocket: a C{welcome} with no rooms, then the error.
+        """
+        self.restart(admins=["root"])
+        self.registered_line("root").send("/mode #lobby +i")
+        peer = self.ws()
+        peer.send(type="hello", nick="newbie")
+        self.assertEqual(
+            peer.received(),
+            [
+                {"type": "welcome", "nick": "newbie", "rooms": []},
+                {
+                    "type": "error",
+                    "code": "invite_only",
+                    "message": "#lobby is invite only; ask an operator",
+                },
+            ],
+        )
+
+    def test_register_again(self) -> None:
+        """
+        C{/register} by a registered user says it is registered already,
+        whatever the password looks like.
+        """
+        alice = self.registered_line("alice")
+        alice.send("/register short")
+        self.assertEqual(alice.lines(), ["!!! The nickname alice is already registered"])
+        peer = self.ws()
+        peer.send(type="hello", nick="bob")
+        peer.received()
+        peer.send(type="register", password="bob-pass-1")
+        peer.received()
+        peer.send(type="register", password="x")
+        self.assertEqual(peer.received()[0]["code"], "nick_registered")

@@ -13,6 +13,7 @@ from chatd.model import (
     BanChanged,
     Error,
     Invited,
+    Joined,
     Kicked,
     ModeChanged,
     Modes,
@@ -21,6 +22,7 @@ from chatd.model import (
     Topic,
     TopicChanged,
     UserList,
+    Welcome,
 )
 from chatd.store.memory import MemoryStore
 from tests.helpers import RecordingClient, events, make_hub, signed_on
@@ -65,6 +67,10 @@ class Case(SynchronousTestCase):
 
 class OwnershipTests(Case):
     def test_first_registered_joiner_owns(self) -> None:
+        """
+        The first identified user to enter a room owns it; C{who} marks
+        the owner as an operator.
+        """
         self.assertEqual(self.hub.registered["#den"].owner, "alice")
         self.hub.who(self.carol, "#den")
         self.assertEqual(
@@ -72,6 +78,11 @@ class OwnershipTests(Case):
         )
 
     def test_guest_creator_is_operator_only_while_there(self) -> None:
+        """
+        A guest who opens a room is its operator (and may kick), but the
+        room is not registered; once it empties, the next identified user
+        to open it owns it.
+        """
         self.hub.join(self.carol, "#tmp")
         self.hub.join(self.bob, "#tmp")
         events(self.bob)
@@ -107,6 +118,10 @@ class OwnershipTests(Case):
 
 class OpTests(Case):
     def test_op_and_deop(self) -> None:
+        """
+        Every member sees an operator change; an operator may kick, and
+        no longer once deopped.
+        """
         self.hub.set_op(self.alice, "#den", "carol")
         seen = self.everyone()
         for each in seen:
@@ -117,11 +132,19 @@ class OpTests(Case):
         self.refused("not_op", self.hub.kick, self.carol, "#den", "alice")
 
     def test_account_op_is_kept_guest_op_is_not(self) -> None:
+        """
+        In a registered room, an identified operator is kept by account;
+        a guest operator is not kept.
+        """
         self.hub.set_op(self.alice, "#den", "bob")
         self.hub.set_op(self.alice, "#den", "carol")
         self.assertEqual(self.hub.registered["#den"].ops, frozenset({"bob"}))
 
     def test_members_cannot(self) -> None:
+        """
+        A member who is no operator is refused every operator request
+        (C{not_op}), and nobody hears of it.
+        """
         for request, args in (
             (self.hub.set_op, ("#den", "carol")),
             (self.hub.kick, ("#den", "alice")),
@@ -133,6 +156,10 @@ class OpTests(Case):
         self.assertEqual(self.everyone(), [[], [], []])
 
     def test_owner_protected(self) -> None:
+        """
+        Nobody may kick, deop or ban the owner; nor may the owner deop
+        itself.
+        """
         self.hub.set_op(self.alice, "#den", "bob")
         self.refused("not_allowed", self.hub.kick, self.bob, "#den", "alice")
         self.refused("not_allowed", self.hub.set_op, self.bob, "#den", "alice", False)
@@ -140,12 +167,20 @@ class OpTests(Case):
         self.refused("not_allowed", self.hub.set_op, self.alice, "#den", "alice", False)
 
     def test_target_must_be_present(self) -> None:
+        """
+        The target of an operator request must be a member, and a valid
+        nickname.
+        """
         self.refused("no_such_nick", self.hub.set_op, self.alice, "#den", "zed")
         self.refused("bad_nick", self.hub.kick, self.alice, "#den", "#den")
 
 
 class KickBanTests(Case):
     def test_kick_seen_by_all(self) -> None:
+        """
+        Every member, the kicked one included, sees a kick; the kicked
+        member may join again.
+        """
         self.hub.kick(self.alice, "#den", "carol", "be nice")
         for each in self.everyone():
             self.assertEqual(each, [Kicked("#den", "carol", "alice", "be nice")])
@@ -170,11 +205,17 @@ class KickBanTests(Case):
         self.hub.join(self.bob, "#den")
 
     def test_unban_not_banned(self) -> None:
+        """
+        Lifting a ban that is not there is C{not_banned}.
+        """
         self.refused("not_banned", self.hub.ban, self.alice, "#den", "carol", False)
 
 
 class ModeTests(Case):
     def test_show(self) -> None:
+        """
+        C{mode} without a change shows the room's modes and key.
+        """
         self.hub.set_mode(self.carol, "#den", None)
         self.assertEqual(events(self.carol), [Modes("#den", "", None)])
         self.hub.set_mode(self.alice, "#den", "+mik", "k3y")
@@ -183,6 +224,10 @@ class ModeTests(Case):
         self.assertEqual(events(self.carol), [Modes("#den", "+ikm", "k3y")])
 
     def test_changes_seen_once_each(self) -> None:
+        """
+        Each flag that changes is announced once, to every member; a
+        change that changes nothing answers the asker with the modes.
+        """
         self.hub.set_mode(self.alice, "#den", "+mtm")
         expected = [ModeChanged("#den", "+m", "alice"), ModeChanged("#den", "+t", "alice")]
         self.assertEqual(self.everyone(), [expected] * 3)
@@ -190,6 +235,10 @@ class ModeTests(Case):
         self.assertEqual(self.everyone(), [[Modes("#den", "+mt", None)], [], []])
 
     def test_moderated(self) -> None:
+        """
+        In a C{+m} room only operators talk; a refused message reaches
+        nobody.
+        """
         self.hub.set_mode(self.alice, "#den", "+m")
         self.everyone()
         self.refused("moderated", self.hub.say, self.carol, "#den", "hello?")
@@ -197,12 +246,18 @@ class ModeTests(Case):
         self.hub.say(self.alice, "#den", "ops only")
 
     def test_topic_lock(self) -> None:
+        """
+        In a C{+t} room only operators set the topic.
+        """
         self.hub.set_mode(self.alice, "#den", "+t")
         self.refused("not_op", self.hub.topic, self.carol, "#den", "mine")
         self.hub.topic(self.alice, "#den", "ours")
         self.assertIn(TopicChanged("#den", "ours", "alice"), events(self.carol))
 
     def test_invite_only(self) -> None:
+        """
+        A C{+i} room lets in whoever an operator invited, once.
+        """
         self.hub.set_mode(self.alice, "#den", "+i")
         dave = signed_on(self.hub, "dave")
         self.refused("invite_only", self.hub.join, dave, "#den")
@@ -213,6 +268,10 @@ class ModeTests(Case):
         self.refused("invite_only", self.hub.join, dave, "#den")
 
     def test_key(self) -> None:
+        """
+        A C{+k} room needs its key, which every member is shown; C{-k}
+        removes it.
+        """
         self.hub.set_mode(self.alice, "#den", "+k", "sesame")
         self.assertEqual(events(self.carol), [ModeChanged("#den", "+k sesame", "alice")])
         dave = signed_on(self.hub, "dave")
@@ -223,6 +282,10 @@ class ModeTests(Case):
         self.assertIsNone(self.hub.rooms["#den"].key)
 
     def test_bad_modes(self) -> None:
+        """
+        Unknown flags, a missing sign or letters, and a missing or spaced
+        key are refused, and change nothing.
+        """
         for change, key in (("+x", None), ("m", None), ("+", None), ("+k", None), ("+k", "a b")):
             self.refused(
                 "bad_key" if "k" in change else "bad_mode",
@@ -237,6 +300,11 @@ class ModeTests(Case):
 
 class AdminTests(Case):
     def test_admin_moderates_anywhere_and_kills(self) -> None:
+        """
+        A server operator cannot be banned by a room's owner, joins past
+        C{+i} and C{+k}, kicks the owner, and kills users, who are told
+        why and closed.
+        """
         root = account(self.hub, "root")
         self.hub.set_mode(self.alice, "#den", "+ik", "sesame")
         self.refused("not_allowed", self.hub.ban, self.alice, "#den", "root")
@@ -250,6 +318,9 @@ class AdminTests(Case):
         self.assertNotIn("carol", self.hub.users)
 
     def test_only_admins_kill(self) -> None:
+        """
+        Anyone else's C{kill} is C{not_admin}.
+        """
         self.refused("not_admin", self.hub.kill, self.alice, "carol")
         self.assertIn("carol", self.hub.users)
 
@@ -276,7 +347,89 @@ class BanTakesOpTests(Case):
         self.refused("banned", self.hub.join, self.bob, "#den")
 
     def test_op_twice_answers(self) -> None:
+        """
+        Making an operator of an operator changes nothing and says so to
+        the asker alone.
+        """
         self.hub.set_op(self.alice, "#den", "bob")
         self.everyone()
         self.hub.set_op(self.alice, "#den", "bob")
         self.assertEqual(self.everyone(), [[Notice("bob is already an operator of #den")], [], []])
+
+
+class LobbyRulesTests(SynchronousTestCase):
+    """
+    A server operator may set modes on #lobby or ban from it; whoever signs
+    on then is welcomed to the rooms it is really in.
+    """
+
+    def setUp(self) -> None:
+        self.hub = make_hub(admins=["root"])
+        self.root = account(self.hub, "root")
+
+    def signing_on(self, nick: str) -> tuple[User, list[object]]:
+        client = RecordingClient()
+        user = self.hub.connect(client, nick)
+        return user, client.take()
+
+    def test_invite_only_lobby(self) -> None:
+        """
+        After a server operator sets #lobby C{+i}, a new user is welcomed
+        to no room and told why, and is in no room; the lobby's members do
+        not see it come.  A user it invites (by nickname, once online)
+        gets in.
+        """
+        self.hub.set_mode(self.root, "#lobby", "+i")
+        events(self.root)
+        user, seen = self.signing_on("newbie")
+        self.assertEqual(
+            seen,
+            [
+                Welcome("newbie", ()),
+                Error("invite_only", "#lobby is invite only; ask an operator"),
+            ],
+        )
+        self.assertEqual(user.rooms, {})
+        self.assertIs(self.hub.users["newbie"], user)
+        self.assertEqual(events(self.root), [])
+        self.hub.invite(self.root, "#lobby", "newbie")
+        self.hub.join(user, "#lobby")
+        self.assertEqual(list(user.rooms), ["#lobby"])
+
+    def test_banned_and_keyed_lobby(self) -> None:
+        """
+        A nickname banned from #lobby, or a lobby with a key, gets the
+        same: a welcome to no room, then the reason.
+        """
+        troll, _ = self.signing_on("troll")
+        self.hub.ban(self.root, "#lobby", "troll")
+        self.hub.disconnect(troll)
+        _, seen = self.signing_on("troll")
+        self.assertEqual(
+            seen, [Welcome("troll", ()), Error("banned", "You are banned from #lobby")]
+        )
+        self.hub.set_mode(self.root, "#lobby", "+k", "sesame")
+        _, seen = self.signing_on("visitor")
+        self.assertEqual(seen[0], Welcome("visitor", ()))
+        self.assertEqual([type(e) for e in seen], [Welcome, Error])
+        self.assertEqual(seen[1].code, "bad_key")
+
+    def test_server_operators_are_exempt(self) -> None:
+        """
+        A server operator signing on with its password enters an
+        invite-only #lobby as ever.
+        """
+        self.hub.set_mode(self.root, "#lobby", "+i")
+        self.hub.disconnect(self.root)
+        client = RecordingClient()
+        account_name = self.successResultOf(self.hub.authenticate(client, "root", "pass-root"))
+        root = self.hub.connect(client, "root", account_name)
+        self.assertEqual(client.events[0], Welcome("root", ("#lobby",), "root"))
+        self.assertEqual(list(root.rooms), ["#lobby"])
+
+    def test_welcome_names_the_lobby_as_spelled(self) -> None:
+        """
+        An open lobby: the welcome names it, then the joins follow.
+        """
+        _, seen = self.signing_on("plain")
+        self.assertEqual(seen[:2], [Welcome("plain", ("#lobby",)), Joined("#lobby", "plain")])

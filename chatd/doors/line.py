@@ -42,6 +42,7 @@ from chatd.interfaces import IDoor, IEncoder
 from chatd.limits import Limits
 from chatd.model import (
     LOBBY,
+    MAX_ID,
     AccountChanged,
     BanChanged,
     Error,
@@ -264,8 +265,8 @@ def _rooms(event: RoomList) -> bytes:
 
 _RENDER: dict[type, Callable[[Any], bytes]] = {
     Welcome: lambda e: _lines(
-        f"*** Welcome, {e.nick}! You are in {', '.join(e.rooms)}. Type /help for commands."
-        + (" You are identified." if e.account else "")
+        f"*** Welcome, {e.nick}! You are in {', '.join(e.rooms) or 'no room'}."
+        " Type /help for commands." + (" You are identified." if e.account else "")
     ),
     Message: lambda e: _lines(_said(e)),
     HistoryPage: _history,
@@ -562,6 +563,10 @@ class LineChatProtocol(Session, LineReceiver, TelnetProtocol):
         target = words.pop(0) if words and not _is_number(words[0]) else None
         if len(words) > 2 or not all(_is_number(w) for w in words):
             raise ChatError("usage", "Usage: /history [#room|NICK] [N] [BEFORE]")
+        if not all(_in_range(w) for w in words):
+            raise ChatError(
+                "usage", f"Usage: /history [#room|NICK] [N] [BEFORE], each at most {MAX_ID}"
+            )
         numbers = [int(w) for w in words]
         limit = numbers[0] if numbers else None
         before = numbers[1] if len(numbers) > 1 else None
@@ -667,6 +672,17 @@ def _required(args: str, usage: str) -> str:
 
 def _is_number(word: str) -> bool:
     return word.isascii() and word.isdigit()
+
+
+def _in_range(digits: str) -> bool:
+    """
+    Whether C{digits} (ASCII digits) is a number no store overflows on,
+    counted without making a huge C{int} (Python refuses over 4300 digits).
+    """
+    digits = digits.lstrip("0")
+    return len(digits) < len(str(MAX_ID)) or (
+        len(digits) == len(str(MAX_ID)) and int(digits) <= MAX_ID
+    )
 
 
 def _room_and_rest(args: str) -> tuple[str | None, str]:

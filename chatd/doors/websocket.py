@@ -31,6 +31,7 @@ from chatd.hub import Hub
 from chatd.interfaces import IDoor, IEncoder
 from chatd.limits import Limits
 from chatd.model import (
+    MAX_ID,
     AccountChanged,
     BanChanged,
     Error,
@@ -201,7 +202,9 @@ class WebSocketEncoder:
 
 class _Field:
     """
-    Reads typed fields of a request, refusing missing or mistyped ones.
+    Reads typed fields of a request, refusing missing or mistyped ones, and
+    numbers out of range: every integer field (a page size, a message id)
+    is from 1 to L{MAX_ID}, which no store overflows on.
     """
 
     def __init__(self, request: dict[str, Any]) -> None:
@@ -214,6 +217,8 @@ class _Field:
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             expected = {str: "a string", int: "an integer"}.get(kind, kind.__name__)
             raise ChatError("bad_request", f"Field {name!r} must be {expected}")
+        if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= MAX_ID:
+            raise ChatError("bad_request", f"Field {name!r} must be an integer from 1 to {MAX_ID}")
         if isinstance(value, str):
             try:
                 value.encode("utf-8")
