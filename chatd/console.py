@@ -1,12 +1,15 @@
 # -*- test-case-name: tests.test_console -*-
 """
 The admin console: a small line protocol for the server's operator, on a
-unix socket or a loopback port (C{--admin unix:/run/chatd/admin.sock:mode=600}).
+unix socket or a loopback port (C{--admin unix:/run/chatd/admin.sock}).
 
 It is not a door: nobody on it is a user.  It lists users and rooms, puts
 people out of rooms or off the server, sends a notice to everyone, and
-reloads the message of the day.  TCP connections from anywhere but the
-loopback interface are refused, whatever the endpoint says.
+reloads the message of the day.  It asks for no password: who can connect
+is who may operate.  So TCP connections from anywhere but the loopback
+interface are refused, whatever the endpoint says, and a unix socket is
+made mode 0600 (chatd's own user only) unless its description gives a
+C{mode=} (L{chatd.tap.private_socket}).
 """
 
 from __future__ import annotations

@@ -5,15 +5,22 @@ C{twistd chatd}: command-line options and the service they describe.
 
 from __future__ import annotations
 
+import errno
+import os
+import platform
 import resource
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
+from twisted.application.service import IService, Service
+from twisted.copyright import version as twisted_version
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.python import usage
 
+from chatd import __version__
 from chatd.cluster import ClusterHub
 from chatd.console import ConsoleFactory, read_motd
 from chatd.doors.admission import (
@@ -42,6 +49,7 @@ from chatd.store.memory import MemoryStore
 from chatd.store.redis import RedisStore
 from chatd.store.sqlite import SQLiteStore
 from chatd.workers import (
+    PROXIED,
     WorkerPool,
     check_options,
     door_listener,
@@ -99,6 +107,145 @@ def _limit_options() -> list[list[Any]]:
         name = limit.name.replace("_", "-")
         options.append([name, None, default, limit.metadata["help"], coerce])
     return options
+
+
+ADMIN_MODE = "0600"
+"""
+The permissions of an C{--admin unix:} socket whose description gives none:
+only chatd's own user may connect (Twisted's default, 0666, lets everyone).
+"""
+
+
+def _fields(description: str) -> list[tuple[str | None, str]]:
+    """
+    The fields of an endpoint description, split as Twisted splits them:
+    C{(None, value)} for a positional one, C{(key, value)} for C{key=value};
+    a backslash escapes the next character.
+    """
+    fields: list[tuple[str | None, str]] = []
+    key: str | None = None
+    current = ""
+    chars = iter(description)
+    for char in chars:
+        if char == "\\":
+            current += next(chars, "")
+        elif char == ":":
+            fields.append((key, current))
+            key, current = None, ""
+        elif char == "=" and key is None:
+            key, current = current, ""
+        else:
+            current += char
+    fields.append((key, current))
+    return fields
+
+
+def unix_path(description: str) -> str | None:
+    """
+    The path of the socket of a C{unix:} endpoint description (or of a
+    C{haproxy:unix:} one); C{None} for any other kind of endpoint.
+    """
+    if description.startswith(PROXIED):
+        description = description[len(PROXIED) :]
+    kind, *rest = _fields(description)
+    if kind != (None, "unix"):
+        return None
+    for key, value in rest:
+        if key == "address":
+            return value
+    positional = [value for key, value in rest if key is None]
+    return positional[0] if positional else None
+
+
+def private_socket(description: str) -> str:
+    """
+    C{description}, with C{:mode=0600} added if it is a C{unix:} endpoint
+    that does not choose its mode itself.
+    """
+    if unix_path(description) is None or any(k == "mode" for k, _ in _fields(description)):
+        return description
+    return f"{description}:mode={ADMIN_MODE}"
+
+
+def _why(error: BaseException, description: str) -> str:
+    """
+    Why listening on C{description} failed with C{error}, in a few words.
+    """
+    if isinstance(error, CannotListenError):
+        reason = error.socketError
+        if isinstance(reason, BaseException):
+            error = reason
+        else:  # Twisted says so for a unix: socket whose lock file is held.
+            return f"another process holds its lock file ({unix_path(description)}.lock)"
+    path = unix_path(description)
+    if isinstance(error, OSError) and error.errno == errno.ENOENT and path is not None:
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            return f"the directory {directory} does not exist; create it first"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
+
+
+class CannotListen(SystemExit, Exception):
+    """
+    A door (or the admin console, or the metrics) cannot listen where it was
+    told to; the message says which, where and why, in one line.
+
+    An L{Exception}, so that C{twistd} cleans up as after any failed start
+    (removes its pid file; a daemonizing C{twistd} passes the message to
+    the shell that started it); a L{SystemExit}, so that what reaches the
+    top prints as that one line, without a traceback, and exits with
+    status 1.
+    """
+
+
+def cannot_listen(what: str, description: str, error: BaseException) -> CannotListen:
+    """
+    The one-line failure of C{what} (C{"the line door"}...) to listen on
+    C{description} with C{error}.
+    """
+    return CannotListen(
+        f"chatd: cannot listen for {what} on {description}: {_why(error, description)}"
+    )
+
+
+class ChatServer(ChatService):
+    """
+    The chat service as C{twistd} runs it: if a door (or the admin console,
+    or the metrics) cannot listen -- the port is taken, the address is not
+    this host's, the directory of a C{unix:} socket does not exist -- it
+    stops C{twistd} with one line naming the door, the address and the
+    reason, and exit status 1 (L{CannotListen}), instead of Twisted's
+    traceback.
+
+    (C{twistd} binds every port in C{privilegedStartService}, before it
+    runs the reactor; this does what C{MultiService} does there, but for
+    naming the listener that failed.)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._addresses: dict[IService, tuple[str, str]] = {}
+
+    def listening(self, listener: IService, what: str, description: str) -> IService:
+        """
+        Note that C{listener} listens for C{what} (C{"the line door"}...) on
+        C{description}; return it.
+        """
+        self._addresses[listener] = (what, description)
+        return listener
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        for service in self:
+            try:
+                service.privilegedStartService()
+            except (CannotListenError, OSError) as e:
+                if service not in self._addresses:
+                    raise
+                what, description = self._addresses[service]
+                raise cannot_listen(what, description, e) from None
 
 
 class Options(usage.Options):
@@ -174,9 +321,9 @@ class Options(usage.Options):
             "admin",
             None,
             OFF,
-            "Endpoint of the admin console, a line protocol for the operator "
-            "(e.g. unix:/run/chatd/admin.sock:mode=600); loopback only; or "
-            f"'{OFF}'.",
+            "Endpoint of the admin console, a line protocol for the operator, "
+            "without passwords (e.g. unix:/run/chatd/admin.sock, made mode "
+            f"{ADMIN_MODE} unless given :mode=...); TCP from loopback only; or '{OFF}'.",
         ],
         ["motd", None, None, "File whose lines are shown to every user on sign-on."],
         [
@@ -229,9 +376,33 @@ class Options(usage.Options):
     ]
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}.  Run by C{twistd} (a subcommand, with a parent),
+        a mistake stops it with the synopsis and the error, rather than
+        C{twistd}'s whole C{--help} text followed by the error.
+
+        @raise usage.UsageError: if C{options} are wrong, when not run by
+            C{twistd}.
+        """
         # Kept so that --workers can start each worker with the same options.
         self["argv"] = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            raise SystemExit(
+                f"{self.getSynopsis()}  ('twistd chatd --help' lists them)\nchatd: {e}"
+            ) from None
+
+    def opt_version(self) -> None:
+        """
+        Display chatd's version (and Twisted's) and exit.
+        """
+        print(
+            f"chatd {__version__} (Twisted {twisted_version}, Python {platform.python_version()})"
+        )
+        sys.exit(0)
 
     def postOptions(self) -> None:
         from twisted.internet import endpoints, reactor
@@ -280,7 +451,7 @@ class Options(usage.Options):
         check_options(self, reactor)
 
 
-def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatService | WorkerPool:
+def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatServer | WorkerPool:
     """
     Build the hub and the doors that C{options} ask for.
     """
@@ -320,7 +491,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
             hub = Hub(reactor, store, **hub_options)
         except StoreError as e:
             raise SystemExit(f"chatd: {e}") from None
-    service = ChatService(
+    service = ChatServer(
         hub, reactor, history_days=options["history-days"], motd_path=options["motd"]
     )
     throttle = Throttle()
@@ -329,21 +500,25 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
     )
     if options["line"] != OFF:
         line = LineDoor(hub, reactor, limits, throttle, admission)
-        service.add_door(line, door_listener(options, "line", line, reactor))
+        port = door_listener(options, "line", line, reactor)
+        service.add_door(line, service.listening(port, "the line door", options["line"]))
     if options["web"] != OFF:
         websocket = WebSocketDoor(hub, reactor, limits, throttle, options["origins"])
         site = AdmittingFactory(
             make_site(websocket), admission, http_refusal, reactor, limits.sign_on_timeout
         )
+        port = door_listener(options, "web", site, reactor)
         service.add_door(
             websocket,
-            door_listener(options, "web", site, reactor),
+            service.listening(port, "the web door", options["web"]),
             served_by_site=True,
         )
     if options["admin"] != OFF:
         console = ConsoleFactory(hub, options["motd"])
-        listener(options["admin"], console, reactor, "admin").setServiceParent(service)
+        port = listener(private_socket(options["admin"]), console, reactor, "admin")
+        service.listening(port, "the admin console", options["admin"]).setServiceParent(service)
     if options["metrics"] != OFF:
         metrics = make_metrics_site(hub, service.doors, reactor)
-        listener(options["metrics"], metrics, reactor, "metrics").setServiceParent(service)
+        port = listener(options["metrics"], metrics, reactor, "metrics")
+        service.listening(port, "the metrics", options["metrics"]).setServiceParent(service)
     return service

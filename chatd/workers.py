@@ -514,7 +514,10 @@ class WorkerPool(Service):
             listening.addBoth(result.append)
             (outcome,) = result  # these endpoints listen synchronously
             if isinstance(outcome, Failure):
-                outcome.raiseException()
+                from chatd.tap import cannot_listen  # the tap imports this module
+
+                assert outcome.value is not None
+                raise cannot_listen(f"the {door} door", description, outcome.value)
             assert isinstance(outcome, FileDescriptor)
             outcome.stopReading()  # the workers accept, not the pool
             port = self.ports[door] = IListeningPort(outcome)

@@ -4,6 +4,11 @@ The admin console, and the message of the day it reloads.
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import stat
+
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -15,7 +20,14 @@ from chatd.console import ConsoleFactory, ConsoleProtocol
 from chatd.model import Error, Kicked, Notice
 from chatd.tap import Options, makeService
 from tests.helpers import RecordingClient, events, make_hub, signed_on
-from tests.processes import scratch_dir
+from tests.processes import (
+    LOCAL_TCP0,
+    TIMEOUT,
+    TwistdProcess,
+    checkout_env,
+    scratch_dir,
+    terminated_by_sigterm,
+)
 
 LOCAL = IPv4Address("TCP", "127.0.0.1", 50000)
 
@@ -57,6 +69,10 @@ class ConsoleTests(SynchronousTestCase):
         self.console = Console(self.factory)
 
     def test_lists(self) -> None:
+        """
+        C{users} lists every user with account, rooms and address; C{rooms}
+        every room; C{help} the commands.  Commands are case-insensitive.
+        """
         self.alice.client.address = "192.0.2.1"  # type: ignore[attr-defined]
         self.assertEqual(
             self.console.ask("users"),
@@ -72,6 +88,10 @@ class ConsoleTests(SynchronousTestCase):
         self.assertIn("kill NICK [REASON]         disconnect NICK", self.console.ask("help"))
 
     def test_kick_kill_notice(self) -> None:
+        """
+        C{kick} puts a user out of a room, C{notice} tells every user, and
+        C{kill} disconnects a user with the reason.
+        """
         self.assertEqual(self.console.ask("kick bob #den spam"), ["kicked bob from #den"])
         self.assertEqual(events(self.bob), [Kicked("#den", "bob", "console", "spam")])
         self.assertEqual(self.console.ask("notice back in 5"), ["told 2 users"])
@@ -84,6 +104,9 @@ class ConsoleTests(SynchronousTestCase):
         self.assertNotIn("bob", self.hub.users)
 
     def test_errors_keep_the_console(self) -> None:
+        """
+        Mistakes are answered with an error, and the console stays open.
+        """
         self.assertEqual(self.console.ask("kill ghost"), ["error: There is no user named ghost"])
         self.assertEqual(self.console.ask("kick bob"), ["error: usage: kick NICK #ROOM [REASON]"])
         self.assertEqual(self.console.ask("frobnicate"), ["unknown command 'frobnicate'; try help"])
@@ -116,10 +139,17 @@ class ConsoleTests(SynchronousTestCase):
         self.assertIn(b"alice account=-", console.transport.value())
 
     def test_no_motd_file(self) -> None:
+        """
+        Without C{--motd}, C{motd} says there is no file to reload.
+        """
         console = Console(ConsoleFactory(self.hub))
         self.assertEqual(console.ask("motd"), ["no message of the day file (--motd)"])
 
     def test_loopback_only(self) -> None:
+        """
+        TCP connections from the loopback interface (and unix socket ones)
+        get the console; others are told why and closed.
+        """
         for address in (
             IPv4Address("TCP", "127.0.0.2", 1),
             IPv6Address("TCP", "::1", 1),
@@ -141,6 +171,9 @@ class ConsoleTests(SynchronousTestCase):
 
 class OptionTests(SynchronousTestCase):
     def test_motd_and_admin(self) -> None:
+        """
+        C{--motd} gives the hub its lines; C{--admin} listens for the console.
+        """
         motd = scratch_dir(self) / "motd.txt"
         motd.write_text("Welcome to our server\nBe nice\n")
         options = Options()
@@ -155,8 +188,63 @@ class OptionTests(SynchronousTestCase):
         self.assertIsInstance(reactor.tcpServers[1][1], ConsoleFactory)
 
     def test_missing_motd(self) -> None:
+        """
+        A C{--motd} file that cannot be read is a usage error naming the option.
+        """
         options = Options()
         error = self.assertRaises(
             UsageError, options.parseOptions, ["--motd", "/nonexistent/motd.txt"]
         )
         self.assertIn("--motd", str(error))
+
+
+class SocketTests(SynchronousTestCase):
+    """
+    C{twistd chatd --admin unix:PATH} as an operator starts it: the socket
+    is for chatd's own user unless the operator says otherwise.
+    """
+
+    def serve(self, admin: str) -> tuple[TwistdProcess, str]:
+        """
+        Start twistd with the console on C{admin} (C{{dir}} standing for a
+        scratch directory); return it, once the console listens, and the
+        socket's path.
+        """
+        directory = scratch_dir(self)
+        server = TwistdProcess(
+            self,
+            ["-n", "--pidfile=", "chatd", "--db", ":memory:", "--line", LOCAL_TCP0,
+             "--web", "none", "--admin", admin.format(dir=directory)],
+            cwd=directory,
+            env=checkout_env(),
+        )  # fmt: skip
+        match = server.wait_for_log(re.compile(r"ConsoleFactory starting on '([^']+)'"))
+        return server, match.group(1)
+
+    def test_only_chatds_user(self) -> None:
+        """
+        Without C{mode=} the socket is C{srw-------}, not Twisted's
+        C{srw-rw-rw-}; chatd's own user gets the console.
+        """
+        server, path = self.serve("unix:{dir}/admin.sock")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(TIMEOUT)
+            client.connect(path)
+            banner = b""
+            while not banner.endswith(b".\r\n"):
+                data = client.recv(1024)
+                self.assertTrue(data, banner)
+                banner += data
+        self.assertEqual(banner, b"chatd admin console; 'help' lists the commands\r\n.\r\n")
+        self.assertTrue(terminated_by_sigterm(server.terminate()), server.output())
+        self.assertFalse(os.path.exists(path))
+
+    def test_operators_mode(self) -> None:
+        """
+        A C{mode=} in the description is kept (here, for a group of
+        operators).
+        """
+        server, path = self.serve("unix:{dir}/admin.sock:mode=0660")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
+        self.assertTrue(terminated_by_sigterm(server.terminate()), server.output())

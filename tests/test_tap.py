@@ -4,22 +4,29 @@ C{twistd chatd}'s options, the service they build, and plugin discovery.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.application.service import IServiceMaker
+from twisted.copyright import version as twisted_version
+from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python.usage import UsageError
+from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
+from chatd import __version__
 from chatd.doors.admission import AdmittingFactory
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.store.sqlite import SQLiteStore
-from chatd.tap import Options, makeService
+from chatd.tap import CannotListen, Options, makeService, private_socket, unix_path
 from tests.helpers import CLOSE, LinePeer, RecordingClient, WebSocketPeer
 from tests.processes import scratch_dir
 
@@ -80,6 +87,156 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(parse()["admin-list"], [])
         error = self.assertRaises(UsageError, parse, "--admins", "alice,#ops")
         self.assertIn("--admins", str(error))
+
+    def test_version(self) -> None:
+        """
+        C{--version} prints chatd's version, with Twisted's and Python's,
+        and exits with status 0.
+        """
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        exit = self.assertRaises(SystemExit, parse, "--version")
+        self.assertIn(exit.code, (None, 0))
+        self.assertTrue(
+            out.getvalue().startswith(f"chatd {__version__} (Twisted {twisted_version}, Python "),
+            out.getvalue(),
+        )
+
+    def test_mistake_under_twistd(self) -> None:
+        """
+        Run by C{twistd}, a wrong option stops it with the synopsis, a
+        pointer to C{--help} and the error, not with the whole help text.
+        """
+        error = self.assertRaises(
+            SystemExit, ServerOptions().parseOptions, ["-n", "chatd", "--line", "bogus:1"]
+        )
+        message = str(error.code)
+        first, last = message.splitlines()
+        self.assertTrue(first.startswith("Usage: twistd [options] chatd [options]"), message)
+        self.assertIn("twistd chatd --help", first)
+        self.assertTrue(last.startswith("chatd: --line: 'bogus:1'"), message)
+
+
+class AdminSocketTests(SynchronousTestCase):
+    """
+    A unix socket for the admin console is for chatd's own user only,
+    unless its description says otherwise.
+    """
+
+    def test_private_socket(self) -> None:
+        """
+        C{:mode=0600} is added to a C{unix:} description that has no
+        C{mode=}, however the address is written; nothing else changes.
+        """
+        for description in (
+            "unix:/run/chatd/admin.sock",
+            "unix:address=/run/chatd/admin.sock:lockfile=0",
+            r"unix:/tmp/odd\:name.sock",
+        ):
+            self.assertEqual(private_socket(description), f"{description}:mode=0600")
+        for description in (
+            "unix:/run/chatd/admin.sock:mode=0660",
+            "unix:mode=644:address=/run/chatd/admin.sock",
+            "tcp:9999:interface=127.0.0.1",
+            "tcp6:9999:interface=\\:\\:1",
+            "ssl:9999:privateKey=unix.pem",
+        ):
+            self.assertEqual(private_socket(description), description)
+
+    def test_unix_path(self) -> None:
+        """
+        L{unix_path} finds the socket's path in a C{unix:} (or
+        C{haproxy:unix:}) description, escaped colons and all.
+        """
+        self.assertEqual(unix_path("unix:/run/chatd/admin.sock:mode=600"), "/run/chatd/admin.sock")
+        self.assertEqual(unix_path("unix:lockfile=0:address=/a/b.sock"), "/a/b.sock")
+        self.assertEqual(unix_path(r"haproxy:unix:/tmp/a\:b.sock"), "/tmp/a:b.sock")
+        self.assertIsNone(unix_path("tcp:1234"))
+
+    def listened_mode(self, admin: str) -> int:
+        reactor = MemoryReactorClock()
+        options = parse("--db", ":memory:", "--web", "none", "--admin", admin)
+        makeService(options, reactor).startService()
+        ((_, _, _, mode, _),) = reactor.unixServers
+        return int(mode)
+
+    def test_mode(self) -> None:
+        """
+        The console listens with mode 0600 by default, and with the mode
+        the operator gives if any.
+        """
+        self.assertEqual(self.listened_mode("unix:/run/chatd/admin.sock"), 0o600)
+        self.assertEqual(self.listened_mode("unix:/run/chatd/admin.sock:mode=0660"), 0o660)
+
+    def test_doors_keep_their_mode(self) -> None:
+        """
+        A door on a unix socket is left as Twisted makes it: a reverse proxy
+        running as another user has to reach it.
+        """
+        reactor = MemoryReactorClock()
+        service = makeService(
+            parse("--db", ":memory:", "--line", "none", "--web", "unix:/run/chatd/web.sock"),
+            reactor,
+        )
+        service.startService()
+        ((_, _, _, mode, _),) = reactor.unixServers
+        self.assertEqual(mode, 0o666)
+
+
+class _Refusing(MemoryReactorClock):
+    """
+    A reactor on which listening fails as it does on a real one when the
+    port is taken, or the directory of a unix socket does not exist.
+    """
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        if port == 4322:
+            raise CannotListenError(
+                interface, port, OSError(errno.EADDRINUSE, "Address already in use")
+            )
+        return super().listenTCP(port, factory, backlog, interface)
+
+    def listenUNIX(self, address: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
+        raise CannotListenError(None, address, OSError(errno.ENOENT, "No such file or directory"))
+
+
+class ListenFailureTests(SynchronousTestCase):
+    """
+    A port that cannot be listened on stops the server with one line that
+    names the door, the address and the reason.
+    """
+
+    def failure(self, *argv: str) -> CannotListen:
+        service = makeService(parse("--db", ":memory:", *argv), _Refusing())
+        error = self.assertRaises(CannotListen, service.privilegedStartService)
+        return error
+
+    def test_port_taken(self) -> None:
+        """
+        A taken port: which door, where, and that the address is in use;
+        a L{SystemExit} (one line, status 1) that is also an L{Exception}
+        (so that twistd removes its pid file).
+        """
+        error = self.failure("--line", "tcp:4321", "--web", "tcp:4322")
+        self.assertEqual(
+            str(error), "chatd: cannot listen for the web door on tcp:4322: Address already in use"
+        )
+        self.assertIsInstance(error, SystemExit)
+        self.assertIsInstance(error, Exception)
+        self.assertEqual(error.code, str(error))
+
+    def test_missing_directory(self) -> None:
+        """
+        A unix socket in a directory that does not exist: the line says
+        which directory to create.
+        """
+        missing = scratch_dir(self) / "run" / "chatd"
+        error = self.failure("--web", "none", "--admin", f"unix:{missing}/admin.sock")
+        self.assertEqual(
+            str(error),
+            f"chatd: cannot listen for the admin console on unix:{missing}/admin.sock: "
+            f"the directory {missing} does not exist; create it first",
+        )
 
 
 class ServiceTests(SynchronousTestCase):

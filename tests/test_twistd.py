@@ -228,16 +228,36 @@ class StartupFailureTests(SynchronousTestCase):
 
     def assertUsageError(self, door_args: list[str], *fragments: str) -> None:
         """
-        twistd refuses C{door_args} with the usage text, an error line that
-        holds every one of C{fragments}, a non-zero status and no traceback.
+        twistd refuses C{door_args} with a non-zero status, no traceback and
+        two lines: the synopsis with a pointer to C{--help} (not the whole
+        help text), then the error, holding every one of C{fragments}.
         """
         status, output = self.run_chatd(*door_args)
         self.assertNotEqual(status, 0, output)
-        self.assertIn("Usage: twistd", output)
         self.assertNotIn("Traceback", output)
-        last = output.strip().splitlines()[-1]
+        lines = output.strip().splitlines()
+        self.assertEqual(len(lines), 2, output)
+        synopsis, error = lines
+        self.assertTrue(synopsis.startswith("Usage: twistd [options] chatd [options]"), output)
+        self.assertIn("'twistd chatd --help'", synopsis)
+        self.assertTrue(error.startswith("chatd: "), output)
         for fragment in fragments:
-            self.assertIn(fragment, last, output)
+            self.assertIn(fragment, error, output)
+
+    def test_unknown_option(self) -> None:
+        """
+        An option chatd does not have is refused the same way, naming it.
+        """
+        self.assertUsageError(["--lien", LOCAL_TCP0], "--lien")
+
+    def test_version(self) -> None:
+        """
+        C{twistd chatd --version} shows chatd's version (and Twisted's).
+        """
+        status, output = self.run_chatd("--version")
+        self.assertEqual(status, 0, output)
+        self.assertEqual(len(output.strip().splitlines()), 1, output)
+        self.assertRegex(output, r"^chatd \d+\.\d+\S* \(Twisted \d+\.\d+\S*, Python \S+\)$")
 
     def test_both_doors_off(self) -> None:
         """
@@ -259,30 +279,86 @@ class StartupFailureTests(SynchronousTestCase):
         """
         self.assertUsageError(["--line", LOCAL_TCP0, "--web", "bogus:1"], "--web", "bogus:1")
 
-    def assertPortInUseFails(self, door_args: list[str]) -> None:
+    def assertCannotListen(self, door_args: list[str], expected: str) -> str:
         """
-        Starting with C{door_args}, one of which names a busy port, exits
-        with a non-zero status and says why, instead of running without
-        that door.
+        Starting with C{door_args} exits with status 1, no traceback and
+        one line saying which door cannot listen where, and why: the
+        C{expected} line (after the log prefix).  Returns the output.
         """
         status, output = self.run_chatd(*door_args)
-        self.assertNotEqual(status, 0, output)
-        self.assertIn("Address already in use", output)
+        self.assertEqual(status, 1, output)
+        self.assertNotIn("Traceback", output)
+        (line,) = [line for line in output.splitlines() if "cannot listen" in line]
+        self.assertTrue(line.endswith(f" {expected}"), output)
+        self.assertEqual(output.strip().splitlines()[-1], line, output)
+        return output
 
     def test_line_port_in_use(self) -> None:
         """
-        A busy line door port makes startup fail loudly.
+        A busy line door port makes startup fail in one line.
         """
-        port = busy_port(self)
-        self.assertPortInUseFails(
-            ["--line", f"tcp:{port}:interface=127.0.0.1", "--web", LOCAL_TCP0]
+        door = f"tcp:{busy_port(self)}:interface=127.0.0.1"
+        self.assertCannotListen(
+            ["--line", door, "--web", LOCAL_TCP0],
+            f"chatd: cannot listen for the line door on {door}: Address already in use",
         )
 
     def test_web_port_in_use(self) -> None:
         """
-        A busy web door port makes startup fail loudly.
+        A busy web door port makes startup fail in one line, after the
+        line door has started listening.
         """
-        port = busy_port(self)
-        self.assertPortInUseFails(
-            ["--line", LOCAL_TCP0, "--web", f"tcp:{port}:interface=127.0.0.1"]
+        door = f"tcp:{busy_port(self)}:interface=127.0.0.1"
+        output = self.assertCannotListen(
+            ["--line", LOCAL_TCP0, "--web", door],
+            f"chatd: cannot listen for the web door on {door}: Address already in use",
+        )
+        self.assertIn("LineDoor starting on", output)
+
+    def test_worker_pool_port_in_use(self) -> None:
+        """
+        A C{--workers} pool, which opens the shared ports itself, fails in
+        one line too when a port is busy (before it ever needs its Redis).
+        """
+        door = f"tcp:{busy_port(self)}:interface=127.0.0.1"
+        self.assertCannotListen(
+            ["--redis", "redis://127.0.0.1:1/0", "--workers", "2", "--line", door, "--web", "none"],
+            f"chatd: cannot listen for the line door on {door}: Address already in use",
+        )
+
+    def test_pid_file_removed(self) -> None:
+        """
+        With twistd's default C{--pidfile}, a busy port leaves no
+        C{twistd.pid} behind, as any other failure to start.
+        """
+        cwd = scratch_dir(self)
+        door = f"tcp:{busy_port(self)}:interface=127.0.0.1"
+        result = run_twistd(
+            ["-n", "chatd", "--db", ":memory:", "--line", door, "--web", "none"],
+            cwd=cwd,
+            env=checkout_env(),
+        )
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertIn("Address already in use", result.stdout)
+        self.assertNotIn("Traceback", result.stdout)
+        self.assertFalse((cwd / "twistd.pid").exists())
+
+    def test_missing_socket_directory(self) -> None:
+        """
+        A unix socket in a directory that does not exist (the README's
+        C{/run/chatd/...} before anyone made C{/run/chatd}): one line naming
+        the directory, for the admin console as for a door.
+        """
+        missing = scratch_dir(self) / "run" / "chatd"
+        admin = f"unix:{missing}/admin.sock"
+        self.assertCannotListen(
+            ["--db", ":memory:", "--line", LOCAL_TCP0, "--web", "none", "--admin", admin],
+            f"chatd: cannot listen for the admin console on {admin}: "
+            f"the directory {missing} does not exist; create it first",
+        )
+        line = f"unix:{missing}/line.sock:lockfile=0"
+        self.assertCannotListen(
+            ["--db", ":memory:", "--line", line, "--web", "none"],
+            f"chatd: cannot listen for the line door on {line}: "
+            f"the directory {missing} does not exist; create it first",
         )
