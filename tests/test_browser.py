@@ -9,9 +9,33 @@ what to install.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.browser import ChatPage, ChatServer, expect, launch
+from tests.processes import WebSocketClient
+
+# Where each of the four letters of the first "bidi" in a line's body is on
+# screen, which element isolates it, and the body's text.
+_BIDI_LAYOUT = """(body) => {
+  const walker = document.createTreeWalker(body, NodeFilter.SHOW_TEXT);
+  let node = walker.nextNode();
+  while (node && !node.data.includes('bidi')) node = walker.nextNode();
+  const at = node.data.indexOf('bidi');
+  const left = (i) => {
+    const range = document.createRange();
+    range.setStart(node, at + i);
+    range.setEnd(node, at + i + 1);
+    return range.getBoundingClientRect().left;
+  };
+  const isolate = node.parentElement.closest('bdi');
+  return {
+    lefts: [0, 1, 2, 3].map(left),
+    isolate: isolate && getComputedStyle(isolate).unicodeBidi,
+    text: body.textContent,
+  };
+}"""
 
 
 class ConversationTests(SynchronousTestCase):
@@ -125,6 +149,40 @@ class ConversationTests(SynchronousTestCase):
         expect(links).to_have_text("https://example.com/a?b=1&c=2")
         alice.check_clean(self)
 
+    def test_bidi_controls_are_shown_not_applied(self) -> None:
+        """
+        A right-to-left override in a message is shown as a visible tag and
+        not applied: "bidi" reads left to right on screen, in a <bdi> that
+        isolates it from the nick.  The same goes for a topic.
+        """
+        alice = ChatPage(self, self.browser, self.server)
+        alice.sign_on("alice")
+        mallory = WebSocketClient(self, self.server.web_port)
+        mallory.sign_on("mallory")
+        mallory.send_json({"type": "say", "room": "#lobby", "text": "see \u202ebidi.exe"})
+        line = alice.line("mallory see U+202Ebidi.exe")
+        expect(line).to_have_count(1)
+        tag = line.locator(".ctl")
+        expect(tag).to_have_text("U+202E")
+        expect(tag).to_have_attribute("title", "RIGHT-TO-LEFT OVERRIDE (shown, not applied)")
+        layout: dict[str, Any] = line.evaluate(_BIDI_LAYOUT)
+        self.assertEqual(layout["isolate"], "isolate", layout)
+        self.assertEqual(layout["lefts"], sorted(layout["lefts"]), layout)
+        self.assertEqual(len(set(layout["lefts"])), 4, layout)
+        self.assertNotIn("\u202e", layout["text"])
+
+        mallory.send_json({"type": "join", "room": "#mirror"})
+        mallory.send_json({"type": "topic", "room": "#mirror", "text": "\u202ebidi topic"})
+        mallory.expect("topic", room="#mirror")
+        alice.join("#mirror")
+        topic = alice.locator("#topic")
+        expect(topic).to_have_text("U+202Ebidi topic")
+        expect(topic).to_have_attribute("title", "[U+202E]bidi topic — set by mallory")
+        layout = topic.evaluate(_BIDI_LAYOUT)
+        self.assertEqual(layout["isolate"], "isolate", layout)
+        self.assertEqual(layout["lefts"], sorted(layout["lefts"]), layout)
+        alice.check_clean(self)
+
 
 class HistoryTests(SynchronousTestCase):
     """
@@ -170,6 +228,68 @@ class HistoryTests(SynchronousTestCase):
         alice.expect_lines(["carol python one"])
         alice.open("#lobby")
         alice.expect_lines(said[-20:])
+        alice.check_clean(self)
+
+    def test_history_command_and_help(self) -> None:
+        """
+        /help says that /history loads 20 older messages by default, the
+        server's page, and it does; /history N loads N.
+        """
+        carol = self.server.line_client("carol")
+        said = [f"carol m{i}" for i in range(1, 46)]
+        for text in said:
+            carol.send_line(text.removeprefix("carol "))
+        carol.read_until(b"<carol> m45\r\n")
+        alice = ChatPage(self, self.browser, self.server, viewport={"width": 900, "height": 400})
+        alice.sign_on("alice")
+        alice.expect_lines(said[-20:])
+        alice.send("/help")
+        help_line = "/history [N] — load N older messages here (default 20, at most 200)"
+        expect(alice.sys_line(help_line)).to_have_count(1)
+        alice.send("/history")
+        alice.expect_lines(said[-40:])
+        alice.send("/history 3")
+        alice.expect_lines(said[-43:])
+        alice.check_clean(self)
+
+    def test_private_conversations_survive_reload(self) -> None:
+        """
+        After a reload, the private conversations are back in the sidebar
+        with what was said in them (although a guest's private history on
+        the server starts anew), one still unread with its badge and one
+        read without; a new message counts from there.
+        """
+        alice = ChatPage(self, self.browser, self.server)
+        alice.sign_on("alice")
+        carol = self.server.line_client("carol")
+        dave = self.server.line_client("dave")
+        dave.send_line("/msg alice did you read this?")
+        expect(alice.view_item("@dave")).to_have_count(1)
+        alice.open("@dave")
+        alice.send("yes")
+        dave.read_until(b"*alice* yes\r\n")
+        alice.expect_lines(["dave did you read this?", "alice yes"])
+        alice.open("#lobby")
+        carol.send_line("/msg alice one")
+        carol.send_line("/msg alice two")
+        expect(alice.view_item("@carol").locator(".badge")).to_have_text("2")
+
+        alice.page.reload()
+        expect(alice.locator("#nick-input")).to_have_value("alice")
+        alice.page.press("#nick-input", "Enter")
+        expect(alice.locator("#conn-state")).to_have_text("online")
+        expect(alice.view_item("@carol").locator(".badge")).to_have_text("2")
+        expect(alice.view_item("@dave")).to_have_count(1)
+        alice.open("@carol")
+        alice.expect_lines(["carol one", "carol two"])
+        expect(alice.view_item("@carol").locator(".badge")).to_have_count(0)
+        expect(alice.view_item("@dave").locator(".badge")).to_have_count(0)
+        alice.open("@dave")
+        alice.expect_lines(["dave did you read this?", "alice yes"])
+        carol.send_line("/msg alice three")
+        expect(alice.view_item("@carol").locator(".badge")).to_have_text("1")
+        alice.open("@carol")
+        alice.expect_lines(["carol one", "carol two", "carol three"])
         alice.check_clean(self)
 
     def test_account_sign_on(self) -> None:
@@ -260,6 +380,27 @@ class ReconnectTests(SynchronousTestCase):
         bob.expect_lines([*expected, "alice back again"])
         alice.check_clean(self)
         bob.check_clean(self)
+
+    def test_restart_forgets_topic(self) -> None:
+        """
+        A guest's room and its topic do not outlive a server restart: once
+        the page has reconnected and rejoined, no topic is shown, although
+        no topic frame said so.
+        """
+        alice = ChatPage(self, self.browser, self.server)
+        alice.sign_on("alice")
+        alice.join("#python")
+        alice.send("/topic Old news")
+        expect(alice.locator("#topic")).to_have_text("Old news")
+        self.server.restart()
+        expect(alice.sys_line("You joined #python.")).to_have_count(2)
+        expect(alice.locator("#conn-state")).to_have_text("online")
+        alice.expect_view("#python")
+        expect(alice.locator("#topic")).to_have_text("No topic set")
+        expect(alice.locator("#topic")).to_have_attribute("title", "")
+        alice.send("/topic")
+        expect(alice.sys_line("No topic is set.")).to_have_count(1)
+        alice.check_clean(self)
 
 
 class SmallScreenTests(SynchronousTestCase):

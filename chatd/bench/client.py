@@ -402,8 +402,8 @@ class Loop:
             self.clients[client.fd] = client
             self.epoll.register(client.fd, select.EPOLLIN | select.EPOLLOUT)
 
-    def _count_error(self, why: str) -> None:
-        self.errors[why] = self.errors.get(why, 0) + 1
+    def _count_error(self, why: str, count: int = 1) -> None:
+        self.errors[why] = self.errors.get(why, 0) + count
 
     def want_write(self, client: Client, wanted: bool) -> None:
         mask = select.EPOLLIN | (select.EPOLLOUT if wanted else 0)
@@ -434,6 +434,17 @@ class Loop:
     @property
     def setting_up(self) -> bool:
         return bool(self.pending or self.opening)
+
+    def give_up_setting_up(self) -> None:
+        """
+        The setup time is over: count every client not yet in its room as an
+        error, and close it.
+        """
+        if self.pending:
+            self._count_error("not opened within --setup-timeout", len(self.pending))
+            self.pending.clear()
+        for client in [c for c in self.clients.values() if c.state not in (READY, CLOSED)]:
+            client.fail("not signed on within --setup-timeout")
 
     # -- counting -----------------------------------------------------------
 

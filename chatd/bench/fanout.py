@@ -23,7 +23,7 @@ from typing import Any
 
 from chatd.bench.client import Loop
 from chatd.bench.runner import Settings, Workers, proc_cpu
-from chatd.bench.stats import CpuClock, Histogram, cpu_summary, ms, table
+from chatd.bench.stats import CpuClock, Histogram, cpu_summary, errors_text, ms, table
 
 GRACE = 5.0
 """Seconds to wait, after the run, for messages still on their way."""
@@ -43,15 +43,21 @@ def run(settings: Settings, warmup: float, duration: float, pid: int | None) -> 
         _worker(settings, warmup, duration, pipe, index)
 
     workers = Workers(settings.workers, body)
+    results: list[dict[str, Any]] = []
+    server_cpu = None
     try:
         setup_started = time.monotonic()
         ready = workers.gather("ready", settings.setup_timeout + 30)
         setup_seconds = time.monotonic() - setup_started
+        if not any(r["ready"] for r in ready):
+            # Nobody is in a room: there is nothing to measure.
+            return _merge(
+                settings, warmup, duration, ready, results, setup_seconds, server_cpu, parent_cpu
+            )
         go = time.monotonic_ns() + 200_000_000
         measure = go + int(warmup * 1e9)
         end = measure + int(duration * 1e9)
         workers.tell(("go", (go, measure, end)))
-        server_cpu = None
         if pid is not None:
             _sleep_until(measure)
             cpu0 = proc_cpu(pid)
@@ -84,6 +90,7 @@ def _worker(
     cpu = CpuClock()
     loop.open(specs, max(1, settings.concurrency // settings.workers))
     loop.run(lambda: not loop.setting_up, time.monotonic() + settings.setup_timeout)
+    loop.give_up_setting_up()
     setup_cpu = cpu.read()
     pipe.send(("ready", {"ready": len(loop.ready), "errors": loop.errors, "cpu": setup_cpu}))
     kind, times = loop.message(time.monotonic() + settings.setup_timeout + 60)
@@ -223,7 +230,7 @@ def render(result: dict[str, Any]) -> str:
         ("senders / size", f"{result['senders']} / {result['size']} bytes"),
         ("warm-up / measured", f"{result['warmup_s']:g} s / {result['duration_s']:g} s"),
         ("connected", f"{result['connected']} in {result['setup_s']} s"),
-        ("connect errors", _errors(result)),
+        ("connect errors", errors_text(result["connect_errors"], result["connect_error_kinds"])),
         ("messages/s", f"{result['messages_per_s']:,}"),
         ("deliveries/s", f"{result['deliveries_per_s']:,}"),
         (
@@ -242,14 +249,32 @@ def render(result: dict[str, Any]) -> str:
     return table(rows)
 
 
-def _errors(result: dict[str, Any]) -> str:
-    kinds = result["connect_error_kinds"]
-    if not kinds:
-        return "0"
-    return f"{result['connect_errors']} (" + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + ")"
+def problems(result: dict[str, Any]) -> list[str]:
+    """
+    What makes a fan-out result a failure: clients that did not connect,
+    sign on and join; nothing measured; messages missing or duplicated.
+    """
+    found = []
+    failed = result["clients"] - result["connected"]
+    if failed:
+        found.append(
+            f"{failed} of {result['clients']} clients did not connect, sign on and join: "
+            + errors_text(result["connect_errors"], result["connect_error_kinds"])
+        )
+    if not result["connected"]:
+        found.append("nothing was measured: no client was ready")
+    elif not result["messages"]:
+        found.append(
+            f"nothing was measured: no message made a round trip in {result['duration_s']:g} s"
+        )
+    if result["missing"] or result["duplicates"]:
+        found.append(f"{result['missing']} missing and {result['duplicates']} duplicate deliveries")
+    return found
 
 
 def _cpu(cpu: dict[str, Any]) -> str:
+    if not cpu["workers"]:
+        return "-"
     each = ", ".join(
         f"{w['cpu_pct']}% = {w['user_s']}+{w['sys_s']} s user+sys / {w['wall_s']} s"
         for w in cpu["workers"]

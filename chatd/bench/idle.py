@@ -21,7 +21,7 @@ from typing import Any
 from chatd.bench import wire
 from chatd.bench.client import LOBBY, READY, Loop
 from chatd.bench.runner import Settings, Workers, proc_status
-from chatd.bench.stats import CpuClock, cpu_summary, table
+from chatd.bench.stats import CpuClock, cpu_summary, errors_text, table
 
 PROBE_TIMEOUT = 30.0
 
@@ -36,12 +36,15 @@ def run(settings: Settings, hold: float, pid: int | None) -> dict[str, Any]:
         _worker(settings, pipe, index)
 
     workers = Workers(settings.workers, body)
+    results: list[dict[str, Any]] = []
+    rss_after = None
     try:
         ready = workers.gather("ready", settings.setup_timeout + 30)
-        time.sleep(hold)
-        rss_after = proc_status(pid, "VmRSS") if pid is not None else None
-        workers.tell(("probe", None))
-        results = workers.gather("result", PROBE_TIMEOUT + 30)
+        if any(r["ready"] for r in ready):  # else there is nothing to hold or probe
+            time.sleep(hold)
+            rss_after = proc_status(pid, "VmRSS") if pid is not None else None
+            workers.tell(("probe", None))
+            results = workers.gather("result", PROBE_TIMEOUT + 30)
     finally:
         workers.tell(("stop", None))
         workers.finish()
@@ -96,6 +99,7 @@ def _worker(settings: Settings, pipe: Connection, index: int) -> None:
     started = time.monotonic_ns()
     loop.open(specs, max(1, settings.concurrency // settings.workers))
     loop.run(lambda: not loop.setting_up, time.monotonic() + settings.setup_timeout)
+    loop.give_up_setting_up()
     pipe.send(
         (
             "ready",
@@ -131,6 +135,29 @@ def _worker(settings: Settings, pipe: Connection, index: int) -> None:
     loop.close_all()
 
 
+def problems(result: dict[str, Any]) -> list[str]:
+    """
+    What makes an idle result a failure: connections that did not sign on;
+    nothing measured; a probe that did not reach every connection.
+    """
+    found = []
+    failed = result["connections"] - result["signed_on"]
+    if failed:
+        found.append(
+            f"{failed} of {result['connections']} connections did not connect and sign on: "
+            + errors_text(result["connect_errors"], result["connect_error_kinds"])
+        )
+    if not result["signed_on"]:
+        found.append("nothing was measured: no connection signed on")
+    elif not result["probe_received"]:
+        found.append("nothing was measured: no connection received the probe")
+    elif result["probe_received"] != result["signed_on"]:
+        found.append(
+            f"the probe reached {result['probe_received']} of {result['signed_on']} connections"
+        )
+    return found
+
+
 def render(result: dict[str, Any]) -> str:
     """
     The human-readable table of an idle result.
@@ -147,10 +174,13 @@ def render(result: dict[str, Any]) -> str:
             "signed on",
             f"{result['signed_on']} ({result['sign_ons_per_s']}/s, {result['setup_s']} s)",
         ),
-        ("connect errors", result["connect_errors"]),
+        ("connect errors", errors_text(result["connect_errors"], result["connect_error_kinds"])),
         ("probe received by", f"{result['probe_received']} of {result['signed_on']}"),
         ("dropped by server", result["dropped"]),
-        ("tool CPU (% of a core)", f"{result['tool_cpu']['total_pct']}%"),
+        (
+            "tool CPU (% of a core)",
+            f"{result['tool_cpu']['total_pct']}%" if result["tool_cpu"]["workers"] else "-",
+        ),
     ]
     if per is not None:
         rows.append(

@@ -131,5 +131,14 @@ def table(rows: list[tuple[str, Any]]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def errors_text(total: int, kinds: dict[str, int]) -> str:
+    """
+    A count of errors and what they were: C{3 (connect: ECONNREFUSED: 3)}.
+    """
+    if not kinds:
+        return str(total)
+    return f"{total} (" + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + ")"
+
+
 def ms(us: int | None) -> str:
     return "-" if us is None else f"{us / 1000:.2f} ms"

@@ -5,7 +5,11 @@
  * /ws of the page's own host.  Everything the server or other users supply is
  * rendered as text nodes (textContent / Node.append(string)); the only markup
  * ever built from user text is <a> elements for http(s) links, whose href is
- * checked with the URL parser and whose label is a text node.
+ * checked with the URL parser and whose label is a text node.  User text is
+ * isolated in <bdi> elements, so that right-to-left text cannot reorder the
+ * nick or the words around it, and the bidirectional controls in it
+ * (overrides, embeddings, isolates, marks) are shown as visible tags rather
+ * than applied, as the line door does: "\u202Ebidi" never reads "idib".
  *
  * Message ids come from one increasing sequence for rooms and private
  * messages alike, so every view keeps the ids it shows: history pages, pages
@@ -18,6 +22,7 @@
   const MAX_LINES = 1000;      // lines kept per view while new ones arrive
   const HISTORY_LIMIT = 50;    // messages asked for per history request
   const HISTORY_MAX = 200;     // the most the server returns at once
+  const HISTORY_PAGE = 20;     // what the server returns when no limit is given
   const MAX_BACKOFF = 30;      // seconds between reconnect attempts, at most
   const GAP_WAIT = 2500;       // ms to wait for a rejoined room's history page
   const STATUS = '*';          // key of the status view (shown when in no room)
@@ -80,7 +85,10 @@
                 loading: false,    // a request for older history is on its way
                 gapFloor: null,    // after a reconnect: the newest id we had before it
                 gapMark: null,     // ... and the line after which missed messages go
-                pageSinceJoin: false, gapTimer: null };
+                pageSinceJoin: false, gapTimer: null,
+                seen: null,        // a PM with unread messages: the id before the first of them
+                restoring: undefined,  // a PM restored after a reload: the id read up to
+                log: new Map() };  // a PM: its newest messages by id, kept over a reload
     if (kind !== 'status') {
       v.olderBtn = el('button', { type: 'button', className: 'linkish' }, 'Load older messages');
       v.olderBtn.addEventListener('click', () => loadOlder(v));
@@ -136,6 +144,63 @@
     if (S.everWelcomed) stored('sessionStorage', 'chatd.rooms', JSON.stringify(rooms().map((v) => v.name)));
   }
 
+  // So do its private conversations, with what was said in them and the id
+  // of the newest message read in each: after the reload, what the peer said
+  // after that is unread again.  The server's private history would not do
+  // for a guest, who sees only what was said since it (re)took its nickname.
+  // All of it belongs to the nickname: signing on as another forgets it.
+  const PM_KEPT = 50;          // messages kept per private conversation
+  function savePms() {
+    if (!S.everWelcomed) return;
+    const read = (v) => {
+      const id = v.restoring !== undefined ? v.restoring : v.unread && v.seen !== null ? v.seen : v.maxId;
+      return Number.isFinite(id) ? id : null;
+    };
+    const list = pms().map((v) => ({ name: v.name, read: read(v), unread: v.unread }));
+    stored('sessionStorage', 'chatd.pms', JSON.stringify({ nick: S.nick, pms: list }));
+  }
+
+  // The messages themselves are only written when the page goes away.
+  function savePmMessages() {
+    if (!S.everWelcomed) return;
+    savePms();
+    const log = {};
+    for (const v of pms()) log[v.key] = [...v.log.values()].sort((a, b) => a.id - b.id).slice(-PM_KEPT);
+    stored('sessionStorage', 'chatd.pm-messages', null);   // rather nothing than a stale copy
+    stored('sessionStorage', 'chatd.pm-messages', JSON.stringify({ nick: S.nick, log }));
+  }
+  window.addEventListener('pagehide', savePmMessages);
+  document.addEventListener('visibilitychange', () => { if (document.hidden) savePmMessages(); });
+
+  // After a reload: the private conversations this tab had with this nick.
+  // Their history is asked for once we are welcomed (see historyPage).
+  function restorePms() {
+    const load = (key) => {
+      try {
+        const saved = JSON.parse(stored('sessionStorage', key) || 'null');
+        return saved && typeof saved.nick === 'string' && isMe(saved.nick) ? saved : null;
+      } catch (e) { return null; }
+    };
+    const saved = load('chatd.pms');
+    const logs = (load('chatd.pm-messages') || {}).log || {};
+    if (!saved || !Array.isArray(saved.pms)) return;
+    for (const p of saved.pms) {
+      if (!p || typeof p.name !== 'string' || !p.name || isMe(p.name)) continue;
+      const key = '@' + fold(p.name);
+      if (S.views.has(key)) continue;
+      const v = makeView('pm', p.name, key);
+      v.users = new Map([[fold(p.name), p.name], [fold(S.nick), S.nick]]);
+      v.unread = Number.isInteger(p.unread) && p.unread > 0 ? p.unread : 0;
+      v.mention = v.unread > 0;
+      v.restoring = typeof p.read === 'number' ? p.read : -Infinity;
+      S.views.set(key, v);
+      const said = Object.hasOwn(logs, key) && Array.isArray(logs[key]) ? logs[key] : [];
+      for (const m of said) {
+        if (m && typeof m.id === 'number' && typeof m.text === 'string') addChat(v, m, 'history');
+      }
+    }
+  }
+
   /* -------------------------------------------------------- rendering lines */
 
   const pad = (n) => String(n).padStart(2, '0');
@@ -162,6 +227,34 @@
     return s;
   }
 
+  // Bidirectional formatting characters: the ones the line door shows as
+  // U+FFFD (ALM, LRM, RLM, LRE..RLO, LRI..PDI).  Here each is a small tag
+  // naming it, so that it is seen rather than applied.
+  const BIDI_NAMES = {
+    0x061C: 'ARABIC LETTER MARK', 0x200E: 'LEFT-TO-RIGHT MARK', 0x200F: 'RIGHT-TO-LEFT MARK',
+    0x202A: 'LEFT-TO-RIGHT EMBEDDING', 0x202B: 'RIGHT-TO-LEFT EMBEDDING',
+    0x202C: 'POP DIRECTIONAL FORMATTING', 0x202D: 'LEFT-TO-RIGHT OVERRIDE',
+    0x202E: 'RIGHT-TO-LEFT OVERRIDE', 0x2066: 'LEFT-TO-RIGHT ISOLATE',
+    0x2067: 'RIGHT-TO-LEFT ISOLATE', 0x2068: 'FIRST STRONG ISOLATE', 0x2069: 'POP DIRECTIONAL ISOLATE',
+  };
+  const BIDI_RE = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+  const codePoint = (c) => 'U+' + c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0');
+
+  // `text` with its bidirectional controls spelled out, for attributes.
+  const shown = (text) => String(text).replace(BIDI_RE, (c) => '[' + codePoint(c) + ']');
+
+  // Append `text` as text nodes, its bidirectional controls as tags.
+  function appendPlain(parent, text) {
+    let last = 0;
+    for (const m of text.matchAll(BIDI_RE)) {
+      const tag = span('ctl', codePoint(m[0]));
+      tag.title = BIDI_NAMES[m[0].codePointAt(0)] + ' (shown, not applied)';
+      parent.append(text.slice(last, m.index), tag);
+      last = m.index + 1;
+    }
+    parent.append(text.slice(last));
+  }
+
   // Append `text` to `parent` as text nodes, turning http(s) URLs into links.
   const URL_RE = /\bhttps?:\/\/[^\s<>"]+/gi;
   function appendText(parent, text) {
@@ -179,11 +272,21 @@
         const u = new URL(url);
         if (u.protocol === 'http:' || u.protocol === 'https:') href = u.href;
       } catch (e) { /* not a URL after all */ }
-      parent.append(text.slice(last, m.index));
-      parent.append(href ? el('a', { href, rel: 'noopener noreferrer', target: '_blank' }, url) : url);
+      appendPlain(parent, text.slice(last, m.index));
+      const link = href ? el('a', { href, rel: 'noopener noreferrer', target: '_blank' }) : parent;
+      appendPlain(link, url);
+      if (link !== parent) parent.append(link);
       last = m.index + url.length;
     }
-    parent.append(text.slice(last));
+    appendPlain(parent, text.slice(last));
+  }
+
+  // Text written by a user (a message, a topic, a reason), isolated from
+  // what is around it, links clickable, bidirectional controls shown.
+  function userText(text) {
+    const b = el('bdi');
+    appendText(b, String(text));
+    return b;
   }
 
   // A line skeleton: <div class="line CLS"><time>HH:MM</time><span class="body"/></div>
@@ -253,6 +356,7 @@
   // Forget message ids shown so far (they belong to an earlier server run).
   function resetIds(v) {
     v.ids.clear();
+    v.log.clear();
     v.maxId = -Infinity;
     v.gapFloor = null;
     for (const node of v.pane.querySelectorAll('[data-id]')) delete node.dataset.id;
@@ -291,9 +395,12 @@
     const [div, body] = makeLine((m.action ? 'action' : 'msg') + (own ? ' own' : '') +
                                  (mention && !fromHistory ? ' mention' : ''), m.ts);
     if (m.action) body.append('* ');
-    body.append(nickSpan(m.from), ' ');
-    appendText(body, m.text);
+    body.append(nickSpan(m.from), ' ', userText(m.text));
     if (hasId) { div.dataset.id = m.id; v.ids.set(m.id, m.ts); }
+    if (hasId && v.kind === 'pm') {
+      v.log.set(m.id, { id: m.id, ts: m.ts, from: m.from, text: m.text, action: Boolean(m.action) });
+      if (v.log.size > 2 * PM_KEPT) v.log.delete(Math.min(...v.log.keys()));
+    }
 
     withScroll(v, fromHistory, () => {
       const slot = fromHistory && hasId ? historySlot(v, m.id, how === 'fresh') : 'end';
@@ -303,9 +410,12 @@
     if (own && v === cur() && !fromHistory) ui.messages.scrollTop = ui.messages.scrollHeight;
     if (!fromHistory) trim(v);
     if (!fromHistory && v !== cur() && !own) {
+      if (!v.unread && hasId) v.seen = m.id - 1;
       v.unread++;
       v.mention = v.mention || mention || v.kind === 'pm';
       renderSidebar();
+    } else if (v.kind === 'pm') {
+      savePms();
     }
     return true;
   }
@@ -340,6 +450,7 @@
     ui.pmEmpty.hidden = pms().length > 0;
     ui.roomsEmpty.hidden = rooms().length > 0;
     const total = [...S.views.values()].reduce((n, v) => n + v.unread, 0);
+    savePms();
     document.title = (total ? '(' + total + ') ' : '') + (cur().kind === 'status' ? '' : label(cur()) + ' — ') + 'chatd';
   }
 
@@ -347,10 +458,13 @@
     const v = cur();
     ui.title.textContent = label(v);
     let topic = '';
-    if (v.kind === 'room') topic = v.topic ? v.topic : 'No topic set';
+    if (v.kind === 'room' && v.topic) {
+      topic = el('bdi');
+      appendPlain(topic, v.topic);
+    } else if (v.kind === 'room') topic = 'No topic set';
     else if (v.kind === 'pm') topic = 'Private conversation with ' + v.name;
-    ui.topic.textContent = topic;
-    ui.topic.title = v.kind === 'room' && v.topic ? v.topic + (v.topicBy ? ' — set by ' + v.topicBy : '') : '';
+    ui.topic.replaceChildren(topic);
+    ui.topic.title = v.kind === 'room' && v.topic ? shown(v.topic) + (v.topicBy ? ' — set by ' + v.topicBy : '') : '';
     ui.input.placeholder = v.kind === 'status' ? 'Type /join #room — /help for commands'
       : 'Message ' + label(v) + ' — /help for commands';
   }
@@ -399,10 +513,11 @@
 
   /* ---------------------------------------------------------------- history */
 
-  // Ask for a page of a view's history (older than `before` if given).
+  // Ask for a page of a view's history (older than `before` if given; of
+  // `limit` messages, or the server's default page if null).
   function requestHistory(v, before, limit) {
     const frame = v.kind === 'pm' ? { type: 'history', with: v.name } : { type: 'history', room: v.name };
-    frame.limit = limit;
+    if (limit !== null) frame.limit = limit;
     if (before !== null) frame.before = before;
     return sendQuiet(frame);
   }
@@ -442,6 +557,19 @@
     }
     v.loading = false;
     renderTop(v);
+    if (v.restoring !== undefined) {
+      // The first page of a conversation restored after a reload: what the
+      // peer said after the last message read is unread.
+      const read = v.restoring;
+      v.restoring = undefined;
+      if (v !== cur()) {
+        const ids = [...v.pane.querySelectorAll('.line[data-id]:not(.own)')].map((n) => Number(n.dataset.id));
+        v.unread = ids.filter((id) => id > read).length;
+        v.mention = v.unread > 0;
+        v.seen = read;
+      }
+      renderSidebar();
+    }
   }
 
   /* ------------------------------------------------------------ connection */
@@ -605,8 +733,10 @@
   /* ------------------------------------------------------- server → client */
 
   const roomOf = (f) => S.views.get(fold(f.room));
-  const topicLine = (t, by) => t ? ['Topic: ', t].concat(by ? [' (set by ', nickSpan(by), ')'] : []) : 'No topic is set.';
+  const topicLine = (t, by) => t ? ['Topic: ', userText(t)].concat(by ? [' (set by ', nickSpan(by), ')'] : []) : 'No topic is set.';
   const by = (f) => nickSpan(f.by || '?');
+  // " (reason)", the reason isolated, or nothing.
+  const because = (reason) => (reason ? [' (', userText(reason), ')'] : []);
 
   // A room event shown in that room, or (if we are not there) where we are.
   const roomSys = (f, parts, cls) => sys(parts, cls, roomOf(f) || cur());
@@ -643,6 +773,7 @@
         for (const name of Array.isArray(saved) ? saved : []) {
           if (typeof name === 'string' && !have.has(fold(name))) send({ type: 'join', room: name });
         }
+        restorePms();
       }
       (f.rooms || []).forEach(ensureRoom);
       // After a reconnect, re-join the rooms we were in, and catch up on
@@ -668,14 +799,16 @@
 
     error(f) {
       if (!S.welcomed) {           // our nick or password was refused
-        const retry = ['nick_taken', 'shutting_down', 'busy'].includes(f.code);
+        const retry = ['nick_taken', 'shutting_down', 'busy', 'degraded'].includes(f.code);
         if (S.everWelcomed && retry && S.refused < 6) {
           // Our old connection still holds the nick until the server sees it
-          // is gone: keep trying (with backoff) for a while.
+          // is gone, or a restarted node has not reached its cluster yet:
+          // keep trying (with backoff) for a while.
           S.refused++;
           const ws = S.ws;
           if (ws) { ws.onclose = null; ws.close(); }
-          sys('Your nickname is still held by the old connection; retrying…', 'err');
+          sys(f.code === 'degraded' ? 'The server is not ready yet; retrying…'
+            : 'Your nickname is still held by the old connection; retrying…', 'err');
           lost();
           return;
         }
@@ -715,7 +848,10 @@
       if (isMe(f.nick)) {
         const v = ensureRoom(f.room);
         v.name = f.room;
+        // A topic frame follows only if one is set: forget the one we
+        // showed (a restarted server may have lost it).
         v.topic = undefined;
+        v.topicBy = '';
         v.joined = true;
         v.users = new Map([[fold(f.nick), f.nick]]);
         v.pageSinceJoin = false;
@@ -733,6 +869,7 @@
         }
         if (S.pendingSwitch === v.key) { S.pendingSwitch = null; switchTo(v.key); }
         else renderSidebar();
+        if (v === cur()) renderHeader();
         return;
       }
       const v = roomOf(f);
@@ -753,15 +890,15 @@
       }
       const v = roomOf(f);
       if (!v) return;
-      const why = f.reason ? ' (' + f.reason + ')' : '';
+      const why = because(f.reason);
       if (isMe(f.nick)) {
         removeView(v);
-        sys('You left ' + f.room + why + '.');
+        sys(['You left ' + f.room, ...why, '.']);
         return;
       }
       v.users.delete(fold(f.nick));
       v.ops.delete(fold(f.nick));
-      sys([nickSpan(f.nick), ' left ' + f.room + why + '.'], '', v);
+      sys([nickSpan(f.nick), ' left ' + f.room, ...why, '.'], '', v);
       if (v === cur()) renderUsers();
     },
 
@@ -817,7 +954,7 @@
       for (const r of list) {
         const b = el('button', { type: 'button', className: 'linkish' }, String(r.room));
         b.addEventListener('click', () => { joinRoom(r.room); focusInput(); });
-        sys([b, ' — ' + r.users + (r.users === 1 ? ' user' : ' users')].concat(r.topic ? [' — ', r.topic] : []));
+        sys([b, ' — ' + r.users + (r.users === 1 ? ' user' : ' users')].concat(r.topic ? [' — ', userText(r.topic)] : []));
       }
     },
 
@@ -830,7 +967,7 @@
       v.topic = t;
       v.topicBy = f.by || '';
       if (asked || first) sys(topicLine(t, f.by), '', v);
-      else if (t) sys([by(f), ' changed the topic to: ', t], '', v);
+      else if (t) sys([by(f), ' changed the topic to: ', userText(t)], '', v);
       else sys([by(f), ' cleared the topic.'], '', v);
       if (v === cur()) renderHeader();
     },
@@ -842,16 +979,16 @@
 
     kick(f) {
       const v = roomOf(f);
-      const why = f.reason ? ' (' + f.reason + ')' : '';
+      const why = because(f.reason);
       if (isMe(f.nick)) {
         if (v) removeView(v);
-        sys(['You were kicked from ' + f.room + ' by ', by(f), why + '.'], 'notice');
+        sys(['You were kicked from ' + f.room + ' by ', by(f), ...why, '.'], 'notice');
         return;
       }
       if (!v) return;
       v.users.delete(fold(f.nick));
       v.ops.delete(fold(f.nick));
-      sys([nickSpan(f.nick), ' was kicked by ', by(f), why + '.'], 'mod', v);
+      sys([nickSpan(f.nick), ' was kicked by ', by(f), ...why, '.'], 'mod', v);
       if (v === cur()) renderUsers();
     },
 
@@ -955,7 +1092,7 @@
     '/nick NEW — change your nickname',
     '/topic [TEXT] — show or set the room topic',
     '/who [#room] — list users;  /rooms — list all rooms',
-    '/history [N] — load N older messages here (default 50, at most 200)',
+    '/history [N] — load N older messages here (default ' + HISTORY_PAGE + ', at most ' + HISTORY_MAX + ')',
     'Accounts: /register PASSWORD — register your nickname;  /identify [NICK] PASSWORD — sign in to it;  /password OLD NEW',
     'Operators ([#room] defaults to this room): /op NICK, /deop NICK, /kick NICK [REASON], /ban NICK, /unban NICK, /invite NICK',
     '/mode [+|-FLAGS] [KEY] — show or change modes: i invite only, k KEY needed, m only operators speak, t only operators set the topic',
@@ -997,7 +1134,7 @@
       const n = parseInt(args[0], 10);
       const oldest = oldestId(v);
       if (v.more === false && oldest !== null) { sys('No older messages.', '', v); return; }
-      if (requestHistory(v, oldest, n > 0 ? Math.min(n, HISTORY_MAX) : HISTORY_LIMIT)) {
+      if (requestHistory(v, oldest, n > 0 ? Math.min(n, HISTORY_MAX) : null)) {
         v.loading = true;
         renderTop(v);
       } else {
