@@ -20,10 +20,7 @@ writes what must be kept to the shared store.
 
 A node starting up asks the log for a live peer; that peer writes a
 snapshot of its replica as of the start-up operation, and the new node
-applies the operations that follow it.  Start order does not matter: a node
-whose Redis does not answer yet keeps trying (with a capped backoff), refuses
-sign-ons meanwhile with a clear C{degraded} error instead of keeping users
-waiting, and joins as soon as Redis answers.  A node that misses part of the log
+applies the operations that follow it.  A node that misses part of the log
 (its place was trimmed away, or the others declared it dead) cannot know
 what it missed: it tells its users to reconnect, closes their connections,
 and starts again from a snapshot.
@@ -64,13 +61,6 @@ REAP_EVERY = 2.0
 SNAPSHOT_TIMEOUT = 10.0
 MAX_HELD = 100_000
 LEAVE_TIMEOUT = 2.0
-JOIN_RETRY_FIRST = 0.5
-JOIN_RETRY_MAX = 2.0
-"""Joining the cluster is tried again after JOIN_RETRY_FIRST seconds, then
-twice as long each time, but never more than JOIN_RETRY_MAX apart (like the
-Redis connections themselves, L{chatd.redis.lazy_connection})."""
-
-NOT_READY = "Not ready: the server cannot reach its cluster yet; try again in a moment"
 
 _log = Logger(namespace="chatd.cluster")
 
@@ -107,15 +97,6 @@ def degraded(why: str = "Cross-node delivery is interrupted; try again shortly")
     return ChatError("degraded", why)
 
 
-def not_ready() -> ChatError:
-    """
-    The refusal of a request made before this node has joined the cluster
-    (it is starting, or starting again): the same code as any other request
-    the cluster cannot take right now, so clients need nothing new.
-    """
-    return degraded(NOT_READY)
-
-
 class ClusterHub(Hub):
     """
     A hub that is one node of a cluster: its public requests are appended
@@ -127,8 +108,7 @@ class ClusterHub(Hub):
         (C{NODE.SERIAL}), which unlike a nickname never passes to someone
         else.
     @ivar ready: whether the replica is complete and current.
-    @ivar connected: whether the log can be reached (as far as is known: a
-        node that has just started assumes so until the log says otherwise).
+    @ivar connected: whether the log can be reached.
     @ivar operations: operations of the log applied since start.
     """
 
@@ -157,16 +137,6 @@ class ClusterHub(Hub):
         self._held: list[tuple[int, str]] | None = None
         self._snapshot_timer: Any = None
         self._on_ready: list[Deferred[None]] = []
-        self._admitting: list[Deferred[None]] = []
-        self._hellos = 0
-        self._retry: Any = None
-        self._failures = 0
-        self._trouble: str | None = None
-        self._loaded = False
-        self._loading: list[Callable[[], object]] | None = None
-        self._unusable = False
-        self._joined = False
-        self._leaving = False
         self._op_node = ""
         self._op_ts = 0.0
         self._op_seq = 0
@@ -178,18 +148,23 @@ class ClusterHub(Hub):
 
     def start(self) -> Deferred[None]:
         """
-        Follow the log, load what the store keeps and get a replica; fire
+        Load what the store keeps, follow the log and get a replica; fire
         once this node serves.
-
-        Nothing needs Redis to be up yet: the log's connections wait for it
-        (and come back after it went away), joining is tried again until it
-        works, and the store is opened once the log has answered, so that it
-        is known to answer too.
         """
-        self.log.watch(self._connection_changed)
-        self._reaping.start(REAP_EVERY, now=False)
-        self._hello()
-        return self.when_ready()
+
+        def loaded(state: StoreState) -> Deferred[None]:
+            self._last_id = max(self._last_id, state.last_id)
+            self.accounts = set(state.accounts)
+            self.registered = {fold(r.name): r for r in state.rooms}
+            lobby = fold(LOBBY)
+            self.rooms = {lobby: Room(LOBBY, self.registered.get(lobby))}
+            self.log.watch(self._connection_changed)
+            self._reaping.start(REAP_EVERY, now=False)
+            self._hello()
+            return self.when_ready()
+
+        opened: Deferred[StoreState] = self.store.open()  # type: ignore[union-attr]
+        return opened.addCallback(loaded)
 
     def when_ready(self) -> Deferred[None]:
         if self.ready:
@@ -201,127 +176,27 @@ class ClusterHub(Hub):
     def _hello(self) -> None:
         """
         Announce this node in the log and hold what follows until the
-        replica is complete; if the log cannot be reached, try again later.
+        replica is complete.
         """
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        if self._leaving:
-            return
         self.ready = False
         self._held = []
-        self._hellos += 1
-        hello = self._hellos
 
         def answered(result: tuple[int, str | None]) -> None:
-            if hello != self._hellos or self._leaving:
-                return
             seq, responder = result
             self._applied = seq
-            if self._failures:
-                _log.info(
-                    "Joining the cluster: the log answered, after {n} tries", n=self._failures + 1
-                )
-            self._failures = 0
-            self._trouble = None
-            self._load(lambda: self._answered(hello, seq, responder))
+            if responder is None:
+                self.nodes = {self.node}
+                self._last_id = max(self._last_id, seq)
+                self._release()
+            else:
+                self._snapshot_timer = self.clock.callLater(SNAPSHOT_TIMEOUT, self._no_snapshot)
 
         def failed(failure: Failure) -> None:
-            if hello != self._hellos or self._leaving:
-                return
+            _log.warn("Joining the cluster failed ({why}); retrying", why=failure.getErrorMessage())
             self._held = None
-            self._join_failed(failure.getErrorMessage())
+            self.clock.callLater(1.0, self._hello)
 
         self.log.hello(self.node, self.receive).addCallbacks(answered, failed)
-
-    def _answered(self, hello: int, seq: int, responder: str | None) -> None:
-        """
-        The log has answered hello number C{hello} and the store is loaded:
-        serve at once if this node is alone, or wait for a snapshot.
-        """
-        if hello != self._hellos:
-            return
-        if responder is None:
-            self.nodes = {self.node}
-            self._last_id = max(self._last_id, seq)
-            self._release()
-        else:
-            self._snapshot_timer = self.clock.callLater(SNAPSHOT_TIMEOUT, self._no_snapshot)
-
-    def _join_failed(self, why: str) -> None:
-        """
-        Try joining again after a capped backoff.  Only the first failure
-        of a series is logged: the series ends when the log answers.
-        """
-        self._failures += 1
-        self._trouble = f"joining failed: {why}"
-        delay = min(JOIN_RETRY_MAX, JOIN_RETRY_FIRST * 2 ** min(self._failures - 1, 16))
-        if self._failures == 1:
-            _log.warn(
-                "Joining the cluster failed ({why}); trying again every {max:g} s at most,"
-                " refusing sign-ons meanwhile",
-                why=why,
-                max=JOIN_RETRY_MAX,
-            )
-        self._refuse_waiting()
-        self._retry = self.clock.callLater(delay, self._hello)
-
-    def _refuse_waiting(self) -> None:
-        """
-        Answer the sign-ons waiting for this node to join: it cannot say
-        when it will.
-        """
-        waiting, self._admitting = self._admitting, []
-        for d in waiting:
-            d.errback(not_ready())
-
-    def _load(self, then: Callable[[], object]) -> None:
-        """
-        Call C{then} once the store is open and what it keeps is loaded
-        (opening it the first time).  A store that cannot be opened leaves
-        this node unable to serve: it says why, and refuses sign-ons.
-        """
-        if self._loaded:
-            then()
-            return
-        if self._unusable:
-            return
-        if self._loading is not None:
-            self._loading.append(then)
-            return
-        self._loading = [then]
-
-        def loaded(state: StoreState) -> None:
-            self._last_id = max(self._last_id, state.last_id)
-            self.accounts = set(state.accounts)
-            self.registered = {fold(r.name): r for r in state.rooms}
-            lobby = fold(LOBBY)
-            self.rooms = {lobby: Room(LOBBY, self.registered.get(lobby))}
-            self._loaded = True
-            waiting, self._loading = self._loading or [], None
-            for call in waiting:
-                call()
-
-        def unusable(failure: Failure) -> None:
-            self._loading = None
-            self._unusable = True
-            self._trouble = f"its store cannot be read: {failure.getErrorMessage()}"
-            _log.critical(
-                "This node cannot serve: its store cannot be read ({why}); restart it",
-                why=failure.getErrorMessage(),
-            )
-            self._refuse_waiting()
-            waiting, self._on_ready = self._on_ready, []
-            for d in waiting:
-                d.errback(failure)
-
-        opened: Deferred[StoreState] = self.store.open()  # type: ignore[union-attr]
-        opened.addCallbacks(loaded, unusable)
-
-    def _fetch_snapshot(self) -> None:
-        self.log.get_snapshot(self.node).addCallbacks(
-            self._take_snapshot, lambda f: self._take_snapshot(None)
-        )
 
     def _no_snapshot(self) -> None:
         self._snapshot_timer = None
@@ -348,10 +223,6 @@ class ClusterHub(Hub):
             self.receive(seq, op)
         if self._held is None:
             self.ready = True
-            self._joined = True
-            # Others' heartbeats are judged only after a full period in the
-            # cluster (see _reap), however long joining took.
-            self._connected_since = self.clock.seconds()
             _log.info(
                 "Node {node} joined the cluster: {nodes} nodes, {users} users",
                 node=self.node,
@@ -359,8 +230,6 @@ class ClusterHub(Hub):
                 users=len(self.users),
             )
             waiting, self._on_ready = self._on_ready, []
-            waiting += self._admitting
-            self._admitting = []
             for d in waiting:
                 d.callback(None)
             self._send_departures()
@@ -370,9 +239,6 @@ class ClusterHub(Hub):
         Tell the cluster this node and its users are going, then stop
         following the log.
         """
-        self._leaving = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
         if self._reaping.running:
             self._reaping.stop()
         if not self.ready:
@@ -395,7 +261,9 @@ class ClusterHub(Hub):
                 return
             self._held.append((seq, op))
             if op.startswith('["snapshot",') and json.loads(op)[4] == self.node:
-                self._load(self._fetch_snapshot)
+                self.log.get_snapshot(self.node).addCallbacks(
+                    self._take_snapshot, lambda f: self._take_snapshot(None)
+                )
             return
         if seq <= self._applied:
             return
@@ -464,48 +332,27 @@ class ClusterHub(Hub):
         if not self.connected:
             return "cannot reach the cluster's Redis"
         if not self.ready:
-            if self._trouble is not None:
-                return f"not yet part of the cluster ({self._trouble})"
             return "not yet part of the cluster"
         return None
 
     def _connection_changed(self, connected: bool) -> None:
-        """
-        The log became reachable, or stopped being.  A node that has not
-        joined yet says so once in its log (it has no users to tell) and
-        refuses the sign-ons that were waiting for it; once it has joined,
-        every local user is told too.
-        """
         if connected == self.connected:
             return
         self.connected = connected
         if connected:
             self._connected_since = self.clock.seconds()
-            if self._joined:
-                _log.info("The cluster's Redis is reachable again")
-            else:
-                _log.info("The cluster's Redis answers; joining the cluster")
+            _log.info("The cluster's Redis is reachable again")
             for user in self._local_users():
                 self._deliver(user, Notice("Cross-node delivery is back"))
             if self.ready:
                 self._send_departures()
-            if self._retry is not None:  # waiting to try joining again: try now
-                self._hello()
-            return
-        self._refuse_waiting()
-        if not self._joined:
-            _log.warn(
-                "The cluster's Redis cannot be reached yet; trying again every {max:g} s at"
-                " most, refusing sign-ons meanwhile",
-                max=JOIN_RETRY_MAX,
-            )
-            return
-        _log.warn("The cluster's Redis cannot be reached; reconnecting")
-        for user in self._local_users():
-            self._deliver(
-                user,
-                Error("degraded", "Cross-node delivery is interrupted; reconnecting"),
-            )
+        else:
+            _log.warn("The cluster's Redis cannot be reached; reconnecting")
+            for user in self._local_users():
+                self._deliver(
+                    user,
+                    Error("degraded", "Cross-node delivery is interrupted; reconnecting"),
+                )
 
     def _reap(self) -> Deferred[None] | None:
         """
@@ -599,9 +446,7 @@ class ClusterHub(Hub):
     # -- requests: each is an operation, answered once applied ---------------
 
     def _submit(self, kind: str, *args: object) -> Deferred[Any]:
-        if not (self.ready or kind == "gone"):
-            return fail(not_ready())
-        if not self.connected:
+        if not self.connected or not (self.ready or kind == "gone"):
             return fail(degraded())
         ref = next(self._serial)
 
@@ -624,11 +469,8 @@ class ClusterHub(Hub):
         self, client: IClient, nick: str, account: str | None = None
     ) -> Deferred[User]:
         check_nick(nick)
-        if not self.ready and self.connected and self._trouble is None and not self._leaving:
-            # Joining the cluster, which takes moments: wait for it.  (With
-            # trouble joining, or no Redis, refuse at once: see _submit.)
-            waited: Deferred[None] = Deferred()
-            self._admitting.append(waited)
+        if self.connected and not self.ready:  # joining the cluster: wait for it
+            waited = self.when_ready()
             return waited.addCallback(lambda _: self.connect(client, nick, account))
         sid = f"{self.node}.{next(self._serial)}"
         self._clients[sid] = client

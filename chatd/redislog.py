@@ -10,11 +10,6 @@ a key with a time-to-live as its heartbeat.
 
 The stream is capped (C{MAXLEN ~}): a node that falls further behind than
 that finds a gap in the numbers and starts again from a snapshot.
-
-Redis need not be up when a node starts: the connections are lazy and
-reconnecting, commands wait for them, and the connection's state is watched
-from the first attempt on, so that the node can tell its users that it
-cannot reach the cluster yet rather than keep them waiting.
 """
 
 from __future__ import annotations
@@ -120,20 +115,13 @@ class RedisLog:
         self._deliver: Callable[[int, str], None] | None = None
         self._following = 0
         self._stopped = False
-        self._announced = False
         self._beating = LoopingCall(self._beat)
         self._beating.clock = clock
 
     def _open(self) -> None:
-        """
-        Make the connections (which then connect, and reconnect, by
-        themselves) and start watching them.
-        """
         if self.commands is None:
             self.commands = self._connect()
             self.reader = self._connect()
-        if not self._beating.running and not self._stopped:
-            self._beating.start(HEARTBEAT_EVERY, now=False)
 
     # -- IOpLog -------------------------------------------------------------
 
@@ -146,24 +134,12 @@ class RedisLog:
         ttl = str(int(self.heartbeat_ttl * 1000))
         args = [self.prefix, node, ttl, str(self.max_log)]
 
-        def said(reply: list[Any]) -> Deferred[tuple[int, str | None]]:
+        def said(reply: list[Any]) -> tuple[int, str | None]:
             seq, responder = int(reply[0]), str(reply[1]) or None
             self.last_seen = max(self.last_seen, seq)
-            self._announced = True
-            if self.reader._factory.size:
-                return succeed(following(seq, responder))
-            # Each connection retries on its own schedule: answer once the
-            # reader is up too, so that the node can serve at once.
-            reading: Deferred[Any] = self.reader.execute_command("PING")
-            reading.addErrback(lambda f: None)
-            return reading.addCallback(lambda _: following(seq, responder))
-
-        def following(seq: int, responder: str | None) -> tuple[int, str | None]:
             self._follow(seq, deliver)
-            if not self.connected and self._is_connected():
-                # Redis answered before a beat noticed that it is back.
-                self._set_connected(True)
-                self._recovered()
+            if not self._beating.running:
+                self._beating.start(HEARTBEAT_EVERY, now=False)
             return seq, responder
 
         hello: Deferred[list[Any]] = self.commands.eval(_HELLO, keys, args)
@@ -210,12 +186,10 @@ class RedisLog:
         if self.commands is None:
             return succeed(None)
         cleanup: Deferred[Any] = succeed(None)
-        if self._announced and self.connected and self.node is not None:
+        if self.connected and self.node is not None:
             key = self.prefix + "node:" + self.node
             cleanup = self.commands.delete(key)
             cleanup.addCallback(lambda _: self.commands.srem(self.nodes_key, self.node))
-            # Commands wait for a connection: do not wait for ever.
-            cleanup.addTimeout(COMMAND_TIMEOUT, self.clock)
             cleanup.addErrback(lambda f: None)
         return cleanup.addCallback(lambda _: self._disconnect())
 
@@ -275,19 +249,14 @@ class RedisLog:
 
     def _beat(self) -> Deferred[None] | None:
         """
-        Notice the connection's state; once this node has said hello,
-        renew its heartbeat.
-
-        (A node that has just started counts as connected, like one that
-        has not noticed an outage yet: its first beat says otherwise if
-        Redis does not answer.)
+        Renew this node's heartbeat; notice the connection's state.
         """
         alive = self._is_connected()
         if alive != self.connected:
             self._set_connected(alive)
             if alive:
                 return self._recovered()
-        if not alive or not self._announced or self.node is None:
+        if not alive or self.node is None:
             return None
         key = self.prefix + "node:" + self.node
         beat: Deferred[Any] = self.commands.set(key, "1", pexpire=int(self.heartbeat_ttl * 1000))

@@ -75,10 +75,7 @@ class ChatService(MultiService):
         Start the doors once the hub is ready to serve: at once for a lone
         hub, once it holds a copy of the cluster for a cluster node.  (twistd
         may have bound the ports already, in C{privilegedStartService}; a
-        cluster node holds sign-ons that arrive while it joins until it is
-        ready, and refuses them, saying so, while its Redis does not answer.
-        It keeps trying to join meanwhile, so the hub's C{start} fails only
-        if the node can never serve.)
+        cluster node holds sign-ons that arrive meanwhile until it is ready.)
         """
         Service.startService(self)
         self.reloader.start()
@@ -128,12 +125,8 @@ class ChatService(MultiService):
         if self._starting is not None:
             self._starting.cancel()
         if not self._serving:
-            # A cluster node that never joined may have users at the
-            # nickname prompt (twistd listens before the node is ready):
-            # they are told too.
             Service.stopService(self)
             await self.hub.leave()
-            await gatherResults([door.shutdown() for door in self.doors])
             await self.hub.store.close()
             return
         await super().stopService()
