@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import ssl
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import make_self_signed
 from tests.processes import (
@@ -631,9 +630,7 @@ class DeployFilesTests(SynchronousTestCase):
         C{systemd-analyze verify} takes the unit without a complaint (its
         twistd path pointed at this one, which exists).
         """
-        analyze = shutil.which("systemd-analyze")
-        if analyze is None:
-            raise SkipTest("systemd-analyze is not installed (apt-get install systemd)")
+        analyze = require_program(self, "systemd-analyze", "systemd")
         twistd = Path(sys.executable).with_name("twistd")
         unit = (DEPLOY / "chatd.service").read_text("utf-8")
         self.assertIn("/opt/chatd/bin/twistd", unit)
