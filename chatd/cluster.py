@@ -34,7 +34,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -97,6 +97,9 @@ def degraded(why: str = "Cross-node delivery is interrupted; try again shortly")
     return ChatError("degraded", why)
 
 
+NOT_READY = "Not ready: the server cannot reach its cluster yet; try again in a moment"
+
+
 class ClusterHub(Hub):
     """
     A hub that is one node of a cluster: its public requests are appended
@@ -109,6 +112,8 @@ class ClusterHub(Hub):
         else.
     @ivar ready: whether the replica is complete and current.
     @ivar connected: whether the log can be reached.
+    @ivar unreachable: whether the last L{start} could not open the store
+        (sign-ons are refused until one does).
     @ivar operations: operations of the log applied since start.
     """
 
@@ -128,6 +133,7 @@ class ClusterHub(Hub):
         self.sessions: dict[str, User] = {}
         self.ready = False
         self.connected = True
+        self.unreachable = False
         self._serial = itertools.count(1)
         self._waiting: dict[int, Deferred[Any]] = {}
         self._clients: dict[str, IClient] = {}
@@ -150,9 +156,23 @@ class ClusterHub(Hub):
         """
         Load what the store keeps, follow the log and get a replica; fire
         once this node serves.
+
+        If the store cannot be opened, the node is L{unreachable}: sign-ons
+        waiting for it, and those that come until a later C{start} opens the
+        store, are refused (the caller may call C{start} again).
         """
 
+        def not_opened(failure: Failure) -> Failure:
+            if not failure.check(CancelledError):
+                self.unreachable = True
+                waiting, self._on_ready = self._on_ready, []
+                for d in waiting:
+                    d.errback(degraded(NOT_READY))
+            return failure
+
         def loaded(state: StoreState) -> Deferred[None]:
+            self.unreachable = False
+            self._connected_since = self.clock.seconds()
             self._last_id = max(self._last_id, state.last_id)
             self.accounts = set(state.accounts)
             self.registered = {fold(r.name): r for r in state.rooms}
@@ -164,7 +184,7 @@ class ClusterHub(Hub):
             return self.when_ready()
 
         opened: Deferred[StoreState] = self.store.open()  # type: ignore[union-attr]
-        return opened.addCallback(loaded)
+        return opened.addErrback(not_opened).addCallback(loaded)
 
     def when_ready(self) -> Deferred[None]:
         if self.ready:
@@ -329,7 +349,7 @@ class ClusterHub(Hub):
     # -- liveness -----------------------------------------------------------
 
     def trouble(self) -> str | None:
-        if not self.connected:
+        if self.unreachable or not self.connected:
             return "cannot reach the cluster's Redis"
         if not self.ready:
             return "not yet part of the cluster"
@@ -469,6 +489,8 @@ class ClusterHub(Hub):
         self, client: IClient, nick: str, account: str | None = None
     ) -> Deferred[User]:
         check_nick(nick)
+        if self.unreachable:  # the store could not be opened: not yet
+            return fail(degraded(NOT_READY))
         if self.connected and not self.ready:  # joining the cluster: wait for it
             waited = self.when_ready()
             return waited.addCallback(lambda _: self.connect(client, nick, account))

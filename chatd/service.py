@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -19,6 +19,7 @@ from chatd.hub import Hub
 from chatd.reload import Reloader, TLSEndpoint
 
 PRUNE_EVERY = 3600.0
+START_RETRY_DELAYS = (0.5, 1.0, 2.0)  # then every 2 s
 
 
 class ChatService(MultiService):
@@ -53,6 +54,8 @@ class ChatService(MultiService):
         self.doors: list[Door] = []
         self._unlistened: list[Factory] = []
         self._starting: Deferred[None] | None = None
+        self._retry: IDelayedCall | None = None
+        self._failed_starts = 0
         self._serving = False
         self._pruning = LoopingCall(self._prune)
         self._pruning.clock = clock
@@ -76,14 +79,25 @@ class ChatService(MultiService):
         hub, once it holds a copy of the cluster for a cluster node.  (twistd
         may have bound the ports already, in C{privilegedStartService}; a
         cluster node holds sign-ons that arrive meanwhile until it is ready.)
+        If the hub cannot start (a cluster node whose Redis does not answer),
+        start it again after 0.5 s, 1 s, 2 s, then every 2 s, until it does.
         """
         Service.startService(self)
         self.reloader.start()
+        self._start_hub()
+
+    def _start_hub(self) -> None:
+        self._retry = None
         self._starting = self.hub.start()
         self._starting.addCallbacks(self._serve, self._not_started)
 
     def _serve(self, _: object) -> None:
         self._starting = None
+        if self._failed_starts:
+            self._log.info(
+                "The chat service started after {count} failed attempts", count=self._failed_starts
+            )
+            self._failed_starts = 0
         if not self.running:
             return
         for factory in self._unlistened:
@@ -96,8 +110,15 @@ class ChatService(MultiService):
 
     def _not_started(self, failure: Failure) -> None:
         self._starting = None
-        if not failure.check(CancelledError):
-            self._log.failure("The chat service could not start", failure)
+        if failure.check(CancelledError) or not self.running or self.hub.closing:
+            return  # stopping
+        delay = START_RETRY_DELAYS[min(self._failed_starts, len(START_RETRY_DELAYS) - 1)]
+        if not self._failed_starts:  # said once per series of attempts
+            self._log.failure(
+                "The chat service could not start; trying again until it does", failure
+            )
+        self._failed_starts += 1
+        self._retry = self.clock.callLater(delay, self._start_hub)
 
     def _tls_endpoints(self) -> list[TLSEndpoint]:
         endpoints = (getattr(service, "endpoint", None) for service in self)
@@ -122,6 +143,9 @@ class ChatService(MultiService):
     async def _stop(self) -> None:
         self.reloader.stop()
         self.hub.closing = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
         if self._starting is not None:
             self._starting.cancel()
         if not self._serving:

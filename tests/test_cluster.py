@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from chatd.cluster import REMOTE, ClusterHub
-from chatd.errors import ChatError
+from chatd.errors import ChatError, StoreError
 from chatd.hub import User
 from chatd.interfaces import IOpLog
 from chatd.metrics import ChatCollector
@@ -421,6 +421,40 @@ class StartingTests(SynchronousTestCase):
         self.assertNoResult(entering)
         cluster.pump()
         self.assertIsNone(self.successResultOf(started))
+        cluster.pump()
+        self.assertEqual(self.successResultOf(entering).nick, "early")
+
+    def test_sign_ons_are_refused_while_the_store_cannot_be_opened(self) -> None:
+        """
+        If the store cannot be opened, a user who was waiting and one who
+        comes later are refused with C{degraded}, saying so; the node says
+        why it is not ready, and a later C{start} that opens the store
+        admits them again.
+        """
+        cluster = Cluster()
+        store = cluster.store
+        opening: list[Deferred[Any]] = []
+        store.open = lambda: opening.append(Deferred()) or opening[-1]  # type: ignore[method-assign]
+        b = ClusterHub(
+            cluster.clock, store, MemoryLog(cluster.log), node="b", passwords=quick_passwords()
+        )
+        started = b.start()
+        waiting = b.connect(RecordingClient(), "early")
+        self.assertNoResult(waiting)
+        opening[0].errback(StoreError("Cannot use Redis: no answer within 5 s"))
+        self.failureResultOf(started, StoreError)
+        for refused in (waiting, b.connect(RecordingClient(), "late")):
+            error = self.failureResultOf(refused, ChatError).value
+            self.assertEqual(error.code, "degraded")
+            self.assertIn("Not ready", error.message)
+        self.assertEqual(b.trouble(), "cannot reach the cluster's Redis")
+
+        started = b.start()
+        opening[1].callback(store.load())
+        cluster.pump()
+        self.assertIsNone(self.successResultOf(started))
+        self.assertIsNone(b.trouble())
+        entering = b.connect(RecordingClient(), "early")
         cluster.pump()
         self.assertEqual(self.successResultOf(entering).nick, "early")
 

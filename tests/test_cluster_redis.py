@@ -17,10 +17,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.processes import (
     LOCAL_TCP0,
+    TIMEOUT,
     LineClient,
     TwistdProcess,
     WebSocketClient,
     checkout_env,
+    http_get,
     scratch_dir,
     terminated_by_sigterm,
 )
@@ -223,6 +225,89 @@ class FaultTests(ClusterCase):
         b.sigterm()
         alice.read_until(b"bob has left #lobby (server shutting down)", timeout=5)
         self.assertTrue(terminated_by_sigterm(b.wait()) or b.wait() == 0)
+
+
+class StartOrderTests(SynchronousTestCase):
+    def test_a_node_started_before_its_redis_joins_when_it_comes(self) -> None:
+        """
+        A node whose Redis is not up yet listens, answers /healthz, says
+        why it is not ready, refuses sign-ons with a clear error (the
+        connections stay up: both one that was waiting when its first
+        attempt failed and one that came after), keeps trying, and joins
+        once Redis starts.
+        """
+        redis = redis_server(self)
+        redis.stop()  # its port is ours, and nobody answers on it
+        node = TwistdProcess(
+            self,
+            [
+                "-n",
+                "--pidfile=",
+                "chatd",
+                "--redis",
+                redis.url,
+                "--line",
+                LOCAL_TCP0,
+                "--web",
+                LOCAL_TCP0,
+            ],
+            cwd=scratch_dir(self),
+            env=checkout_env(),
+        )
+        web = node.port("web")
+        # Most likely while the first attempt is still waiting for Redis.
+        line = LineClient(self, node.port("line"))
+        line.read_until(b"nickname:\r\n")
+        line.send_line("early")
+        self.assertEqual(http_get(web, "/healthz")[0], 200)
+        line.read_until(
+            b"!!! Not ready: the server cannot reach its cluster yet; try again in a moment\r\n"
+            b"Choose a nickname:\r\n"
+        )
+        self.assertEqual(
+            readiness(web, until="cannot reach"), (503, "cannot reach the cluster's Redis")
+        )
+
+        browser = WebSocketClient(self, web)
+        browser.send_json({"type": "hello", "nick": "webby"})
+        refusal = browser.expect("error", code="degraded")
+        self.assertIn("Not ready", refusal["message"])
+        line.send_line("again")
+        line.read_until(b"!!! Not ready: the server cannot reach its cluster yet")
+        line.read_until(b"Choose a nickname:\r\n")
+
+        redis.start()
+        started = time.monotonic()
+        self.assertEqual(readiness(web, until="ready"), (200, "ready"), node.output())
+        self.assertLess(time.monotonic() - started, 8)
+
+        # The same connections, trying again, get in and talk.
+        line.send_line("early")
+        line.read_until(b"*** Welcome, early!")
+        browser.sign_on("webby")
+        line.send_line("hello-from-telnet")
+        said = browser.expect("message", room="#lobby", text="hello-from-telnet")
+        self.assertEqual(said["from"], "early")
+        browser.send_json({"type": "say", "room": "#lobby", "text": "hello-from-the-web"})
+        line.read_until(b"[#lobby] <webby> hello-from-the-web\r\n")
+        # The failure was logged once, not at every attempt.
+        output = node.output()
+        self.assertEqual(output.count("could not start; trying again"), 1, output)
+        self.assertIn("started after", output)
+
+
+def readiness(port: int, until: str) -> tuple[int, str]:
+    """
+    C{/readyz}'s status and text, asked again until the text has C{until}
+    (or L{TIMEOUT} has passed).
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        status, _, body = http_get(port, "/readyz")
+        text = body.decode().strip()
+        if until in text or time.monotonic() > deadline:
+            return status, text
+        time.sleep(0.05)
 
 
 def history(client: WebSocketClient, room: str, until: str) -> list[str]:

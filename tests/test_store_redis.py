@@ -345,6 +345,22 @@ class RedisOutageTests(RedisTestCase):
         self.assertIn(f"127.0.0.1:{self.server.port}/0", str(caught.exception))
         await store.close()
 
+    async def test_open_again_after_failing(self) -> None:
+        """
+        A store that failed to open may be opened again (a node started
+        before its Redis keeps trying), and then works.
+        """
+        self.server.stop()
+        store = RedisStore(self.server.url, CLOCK, timeout=0.3, commit_window=0.002)
+        self.addCleanup(store.close)
+        with self.assertRaises(StoreError):
+            await store.open()
+        self.assertIsNone(store._redis)
+        self.server.start()
+        self.assertEqual(await store.open(), StoreState())
+        await store.create_account(Account("bob", "h", 1.0))
+        self.assertEqual(self.server.command("SMEMBERS", "chatd:accounts"), ["bob"])
+
 
 class RedisPasswordTests(RedisTestCase):
     server_options = {"password": "s3cret", "unix": True}

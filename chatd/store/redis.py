@@ -260,12 +260,19 @@ class RedisStore:
 
         @return: fires with that (also kept for L{load}), or fails with
             L{StoreError} if Redis cannot be reached or read within
-            C{timeout} seconds (having then disconnected).
+            C{timeout} seconds (having then disconnected; it may then be
+            called again).
         """
         if self._opening:
             return fail(RuntimeError("RedisStore.open() may be called only once"))
         self._opening = True
-        return Deferred.fromCoroutine(self._open())
+
+        def failed(failure: Failure) -> Failure:
+            # Nothing is left connected: it may be tried again.
+            self._opening = False
+            return failure
+
+        return Deferred.fromCoroutine(self._open()).addErrback(failed)
 
     async def _open(self) -> StoreState:
         try:
