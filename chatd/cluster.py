@@ -538,9 +538,7 @@ class ClusterHub(Hub):
     def _registered(self, user: User, nick: str) -> Deferred[None]:
         return self._submit("registered", user.sid, nick)
 
-    def join(
-        self, user: User, name: str, key: str | None = None, *, bypass: bool = False
-    ) -> Deferred[None]:
+    def join(self, user: User, name: str, key: str | None = None) -> Deferred[None]:
         return self._submit("join", user.sid, name, key)
 
     def part(self, user: User, name: str, reason: str | None = None) -> Deferred[None]:
@@ -678,7 +676,7 @@ def _apply_registered(hub: ClusterHub, node: str, sid: str, nick: str) -> None:
 
 
 def _apply_join(hub: ClusterHub, node: str, sid: str, name: str, key: str | None) -> None:
-    Hub._join(hub, hub._session(sid), name, key, bypass=False)
+    Hub._join(hub, hub._session(sid), name, key)
 
 
 def _apply_hello(hub: ClusterHub, node: str, responder: str | None) -> None:

@@ -14,7 +14,6 @@ C{mode=} (L{chatd.tap.private_socket}).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from chatd.doors.origin import ip_address
 from chatd.errors import ChatError
 from chatd.hub import Hub
 
@@ -209,9 +209,8 @@ class ConsoleFactory(ServerFactory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         if isinstance(addr, (IPv4Address, IPv6Address)):
-            ip = ipaddress.ip_address(addr.host.split("%")[0])
-            mapped = getattr(ip, "ipv4_mapped", None)
-            if not (mapped or ip).is_loopback:
+            ip = ip_address(addr.host)
+            if ip is None or not ip.is_loopback:
                 self.log.warn("Refused an admin console connection from {host}", host=addr.host)
                 return _Refused()
         console = ConsoleProtocol()

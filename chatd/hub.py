@@ -295,7 +295,7 @@ class Hub:
         banned the user), welcome it to no room and tell it why.
         """
         try:
-            room, new = self._entry(user, LOBBY, None, bypass=False)
+            room, new = self._entry(user, LOBBY, None)
         except ChatError as error:
             self._deliver(user, Welcome(user.nick, (), user.account))
             self._deliver(user, Error.from_exception(error))
@@ -527,27 +527,24 @@ class Hub:
         """
         return fold(room) in user.rooms
 
-    def join(
-        self, user: User, name: str, key: str | None = None, *, bypass: bool = False
-    ) -> Answer:
+    def join(self, user: User, name: str, key: str | None = None) -> Answer:
         """
         Put C{user} in room C{name}, creating it if needed, unless the room
-        bans it, is invite-only or has another key (C{bypass} skips those
-        rules).
+        bans it, is invite-only or has another key.
 
         The joiner gets its own join, then the member list, then the topic
         if one is set, then the room's recent history; every other member
         gets the join.  The first to enter a new room is its operator, and
         its owner if identified: the room is then registered.
         """
-        self._join(user, name, key, bypass=bypass)
+        self._join(user, name, key)
         return None
 
-    def _join(self, user: User, name: str, key: str | None, *, bypass: bool) -> None:
-        room, new = self._entry(user, name, key, bypass=bypass)
+    def _join(self, user: User, name: str, key: str | None) -> None:
+        room, new = self._entry(user, name, key)
         self._enter(user, room, new)
 
-    def _entry(self, user: User, name: str, key: str | None, *, bypass: bool) -> tuple[Room, bool]:
+    def _entry(self, user: User, name: str, key: str | None) -> tuple[Room, bool]:
         """
         The room C{user} may join as C{name} (with C{key}), and whether it
         is new; raise if it may not.  Nothing changes.
@@ -562,8 +559,7 @@ class Hub:
         new = room is None
         if room is None:
             room = Room(name, self.registered.get(folded))
-        if not bypass:
-            self._check_entry(user, room, key)
+        self._check_entry(user, room, key)
         return room, new
 
     def _too_many_rooms(self) -> ChatError:

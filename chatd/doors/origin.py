@@ -76,7 +76,7 @@ class Networks:
         return cls(tuple(networks))
 
     def __contains__(self, host: object) -> bool:
-        address = _ip(host) if isinstance(host, str) else None
+        address = ip_address(host) if isinstance(host, str) else None
         return address is not None and any(address in net for net in self.networks)
 
     def __str__(self) -> str:
@@ -88,7 +88,7 @@ class Networks:
         )
 
 
-def _ip(host: str) -> IPAddress | None:
+def ip_address(host: str) -> IPAddress | None:
     """
     C{host} as an IP address (an IPv4-mapped IPv6 address as IPv4, without
     an IPv6 zone), or None if it is none.
@@ -107,7 +107,7 @@ def normal_host(host: str) -> str:
     C{host} as chatd counts it: an IPv4-mapped IPv6 address as IPv4, no
     IPv6 zone, one spelling per address; anything else as it is.
     """
-    address = _ip(host)
+    address = ip_address(host)
     return host if address is None else str(address)
 
 
@@ -167,7 +167,7 @@ def _hop_address(hop: str) -> str:
             text = ""
     elif text.count(":") == 1:
         text = text.partition(":")[0]
-    address = _ip(text)
+    address = ip_address(text)
     if address is None:
         raise MalformedOrigin(f"{hop[:64]!r} is no IP address")
     return str(address)
@@ -230,7 +230,7 @@ def _parse_v1(data: bytes) -> tuple[tuple[str, int] | None, int] | None:
         raise MalformedOrigin("a PROXY v1 header with a bad address") from None
     if source.version != (4 if words[1] == b"TCP4" else 6) or not 0 <= port <= 65535:
         raise MalformedOrigin("a PROXY v1 header with a bad address")
-    return (str(_ip(str(source))), port), end + 2
+    return (str(ip_address(str(source))), port), end + 2
 
 
 def _parse_v2(data: bytes) -> tuple[tuple[str, int] | None, int] | None:
@@ -259,7 +259,7 @@ def _parse_v2(data: bytes) -> tuple[tuple[str, int] | None, int] | None:
         raise MalformedOrigin("a PROXY v2 header too short for its addresses")
     source = str(ipaddress.ip_address(body[:size]))
     (port,) = struct.unpack("!H", body[2 * size : 2 * size + 2])
-    return (str(_ip(source)), port), used
+    return (str(ip_address(source)), port), used
 
 
 class ProxyHeaderReceiver(Protocol):
