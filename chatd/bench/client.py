@@ -159,7 +159,9 @@ class Client:
             self.write(greeting)
         else:
             self.state = HANDSHAKE
-            host, port, path = self.loop.target.ws  # type: ignore[misc]
+            address = self.loop.target.ws
+            assert address is not None  # what this client connected to
+            host, port, path = address
             request, self.expect_ws_accept = wire.ws_handshake(host, port, path)
             self.write(request)
         self.loop.connected += 1
@@ -217,31 +219,12 @@ class Client:
     def _ws_walk(self, data: bytes) -> int:
         """
         Where the complete frames in C{data} end; control frames (pings,
-        close) are acted on along the way.
+        close) are acted on.
         """
-        pos = 0
-        size = len(data)
-        while pos + 2 <= size:
-            length = data[pos + 1] & 0x7F
-            if length < 126:
-                start = pos + 2
-            elif length == 126:
-                if pos + 4 > size:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 4
-            else:
-                if pos + 10 > size:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            end = start + length
-            if end > size:
-                break
-            if data[pos] & 0x08:
-                self._ws_control(data[pos] & 0x0F, data[start:end])
-            pos = end
-        return pos
+        controls, end = wire.ws_frames(data, 0, control_only=True)
+        for opcode, start, stop in controls:
+            self._ws_control(opcode, data[start:stop])
+        return end
 
     def _ws_control(self, opcode: int, payload: bytes) -> None:
         if opcode == wire.WS_PING:

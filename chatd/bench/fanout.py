@@ -23,7 +23,7 @@ from typing import Any
 
 from chatd.bench.client import Loop
 from chatd.bench.runner import Settings, Workers, proc_cpu
-from chatd.bench.stats import CpuClock, Histogram, cpu_summary, errors_text, ms, table
+from chatd.bench.stats import CpuClock, Histogram, cpu_summary, errors_text, ms, not_ready, table
 
 GRACE = 5.0
 """Seconds to wait, after the run, for messages still on their way."""
@@ -254,13 +254,7 @@ def problems(result: dict[str, Any]) -> list[str]:
     What makes a fan-out result a failure: clients that did not connect,
     sign on and join; nothing measured; messages missing or duplicated.
     """
-    found = []
-    failed = result["clients"] - result["connected"]
-    if failed:
-        found.append(
-            f"{failed} of {result['clients']} clients did not connect, sign on and join: "
-            + errors_text(result["connect_errors"], result["connect_error_kinds"])
-        )
+    found = not_ready(result, "clients", "connected", "connect, sign on and join")
     if not result["connected"]:
         found.append("nothing was measured: no client was ready")
     elif not result["messages"]:

@@ -21,7 +21,7 @@ from typing import Any
 from chatd.bench import wire
 from chatd.bench.client import LOBBY, READY, Loop
 from chatd.bench.runner import Settings, Workers, proc_status
-from chatd.bench.stats import CpuClock, cpu_summary, errors_text, table
+from chatd.bench.stats import CpuClock, cpu_summary, errors_text, not_ready, table
 
 PROBE_TIMEOUT = 30.0
 
@@ -140,13 +140,7 @@ def problems(result: dict[str, Any]) -> list[str]:
     What makes an idle result a failure: connections that did not sign on;
     nothing measured; a probe that did not reach every connection.
     """
-    found = []
-    failed = result["connections"] - result["signed_on"]
-    if failed:
-        found.append(
-            f"{failed} of {result['connections']} connections did not connect and sign on: "
-            + errors_text(result["connect_errors"], result["connect_error_kinds"])
-        )
+    found = not_ready(result, "connections", "signed_on", "connect and sign on")
     if not result["signed_on"]:
         found.append("nothing was measured: no connection signed on")
     elif not result["probe_received"]:

@@ -140,5 +140,18 @@ def errors_text(total: int, kinds: dict[str, int]) -> str:
     return f"{total} (" + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + ")"
 
 
+def not_ready(result: dict[str, Any], total: str, ready: str, doing: str) -> list[str]:
+    """
+    The problem, if any, of a result in which only C{result[ready]} of the
+    C{result[total]} clients (counted under their own name: C{"clients"},
+    C{"connections"}) managed to C{doing}, with the connect errors.
+    """
+    failed = result[total] - result[ready]
+    if not failed:
+        return []
+    errors = errors_text(result["connect_errors"], result["connect_error_kinds"])
+    return [f"{failed} of {result[total]} {total} did not {doing}: {errors}"]
+
+
 def ms(us: int | None) -> str:
     return "-" if us is None else f"{us / 1000:.2f} ms"

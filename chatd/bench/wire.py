@@ -115,11 +115,15 @@ def ws_handshake(host: str, port: int, path: str) -> tuple[bytes, bytes]:
     return request, accept
 
 
-def ws_frames(buf: bytes, pos: int) -> tuple[list[tuple[int, int, int]], int]:
+def ws_frames(
+    buf: bytes, pos: int, control_only: bool = False
+) -> tuple[list[tuple[int, int, int]], int]:
     """
     The complete server (unmasked) frames in C{buf} from C{pos}: a list of
     C{(opcode, payload start, payload end)} and where the first incomplete
-    frame starts.
+    frame starts.  With C{control_only}, only control frames (pings,
+    close) are listed: what a client in its room acts on, at about the
+    cost of the walk alone.
     """
     frames = []
     size = len(buf)
@@ -140,6 +144,7 @@ def ws_frames(buf: bytes, pos: int) -> tuple[list[tuple[int, int, int]], int]:
         end = start + length
         if end > size:
             break
-        frames.append((buf[pos] & 0x0F, start, end))
+        if not control_only or buf[pos] & 0x08:
+            frames.append((buf[pos] & 0x0F, start, end))
         pos = end
     return frames, pos

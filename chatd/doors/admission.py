@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocolNegotiationFactory,
     IReactorTime,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -220,6 +221,7 @@ class AdmittedConnection(ProtocolWrapper):
     """
 
     factory: AdmittingFactory
+    transport: ITCPTransport  # from makeConnection on: TCP, TLS or a unix socket
     ticket: Ticket
     _deadline: IDelayedCall | None = None
 
@@ -237,7 +239,7 @@ class AdmittedConnection(ProtocolWrapper):
         self._deadline = None
         if not isinstance(self.wrappedProtocol, Session):
             self.factory.admission.refused["http_deadline"] += 1
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.abortConnection()
 
 
 @implementer(IProtocolNegotiationFactory)

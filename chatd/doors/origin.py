@@ -31,6 +31,7 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IReactorTime,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -271,6 +272,7 @@ class ProxyHeaderReceiver(Protocol):
     """
 
     factory: ProxyHeaderFactory
+    transport: ITCPTransport  # from makeConnection on: TCP, TLS or a unix socket
     _inner: IProtocol | None = None
     _deadline: IDelayedCall | None = None
 
@@ -306,7 +308,6 @@ class ProxyHeaderReceiver(Protocol):
             return
         self._cancel_deadline()
         self._inner = inner
-        assert self.transport is not None
         inner.makeConnection(self.transport)
         rest, self._buffer = self._buffer[used:], b""
         if rest:
@@ -335,8 +336,7 @@ class ProxyHeaderReceiver(Protocol):
             why=why,
         )
         self.factory.refused += 1
-        assert self.transport is not None
-        self.transport.abortConnection()  # type: ignore[attr-defined]
+        self.transport.abortConnection()
 
 
 @implementer(IProtocolFactory, ILoggingContext)
