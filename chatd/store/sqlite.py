@@ -19,8 +19,8 @@ import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
+from dataclasses import dataclass, replace
+from typing import ParamSpec, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
@@ -34,9 +34,7 @@ from chatd.errors import StoreError
 from chatd.interfaces import IStore
 from chatd.model import Account, Message, PrivateMessage, RoomRecord, StoreState, fold
 from chatd.store.memory import newest, pair_key
-
-if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall
+from chatd.store.queue import QueuedStore, Registered, Rekeyed, WriteQueue, fail_waiters
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -128,26 +126,12 @@ class _Whispered:
 
 
 @dataclass(frozen=True, slots=True)
-class _Registered:
-    key: str
-    account: Account
-    done: Deferred[bool] = field(default_factory=Deferred)
-
-
-@dataclass(frozen=True, slots=True)
-class _Rekeyed:
-    key: str
-    password_hash: str
-    done: Deferred[None] = field(default_factory=Deferred)
-
-
-@dataclass(frozen=True, slots=True)
 class _Saved:
     key: str
     room: RoomRecord
 
 
-_Write = _Said | _Whispered | _Registered | _Rekeyed | _Saved
+_Write = _Said | _Whispered | Registered | Rekeyed | _Saved
 
 
 @dataclass(slots=True)
@@ -222,7 +206,7 @@ class _Readers:
 
 
 @implementer(IStore)
-class SQLiteStore:
+class SQLiteStore(QueuedStore):
     """
     Keep everything in the SQLite database at C{path}.
 
@@ -284,7 +268,6 @@ class SQLiteStore:
         self._reactor = reactor
         self.commits = 0
         self.commit_seconds = 0.0
-        self.dropped = 0
         self._loaded = False
         self._closed = False
         self._closing: Deferred[None] | None = None
@@ -294,17 +277,14 @@ class SQLiteStore:
         self._reader: ThreadPool | None = None
         self._db: sqlite3.Connection | None = None
         self._readers = _Readers(self._connect_reader)
-        self._queue: list[_Write] = []
-        self._queued_messages = 0
+        self._queue: WriteQueue[_Write] = WriteQueue(
+            clock, commit_window, max_queued, self._flush, "The disk"
+        )
         self._inflight: list[_Write] | None = None
-        self._timer: IDelayedCall | None = None
-        self._due = False
-        self._written = 0
         self._committed = 0
         self._commit_waiters: list[Deferred[None]] = []
         self._jobs = 0
         self._idle_waiters: list[Deferred[None]] = []
-        self._warned = False
         self._cache: OrderedDict[str, _Ring] = OrderedDict()
         self._evictions = 0
         self._epoch = 0
@@ -506,21 +486,11 @@ class SQLiteStore:
     # -- writing -------------------------------------------------------------
 
     def record(self, message: Message | PrivateMessage) -> None:
-        if self._refused():
+        if self._refused() or not self._queue.admit(self.log):
             return
-        if self._queued_messages >= self.max_queued:
-            self.dropped += 1
-            if not self._warned:
-                self._warned = True
-                self.log.warn(
-                    "The disk is not keeping up: messages are not being stored ({dropped} so far)",
-                    dropped=self.dropped,
-                )
-            return
-        self._queued_messages += 1
         if isinstance(message, Message):
             key = fold(message.room)
-            self._enqueue(_Said(key, message))
+            self._queue.put(_Said(key, message), message=True)
             ring = self._cache.get(key)
             if ring is None:
                 ring = self._cache_ring(key)
@@ -528,55 +498,29 @@ class SQLiteStore:
                 self._cache.move_to_end(key)
             ring.add(message)
         else:
-            self._enqueue(_Whispered(pair_key(message.sender, message.recipient), message))
-
-    def create_account(self, account: Account) -> Deferred[bool]:
-        if self._closed:
-            return fail(StoreError("The store is closed"))
-        write = _Registered(fold(account.name), account)
-        self._enqueue(write)
-        return write.done
-
-    def set_password(self, name: str, password_hash: str) -> Deferred[None]:
-        if self._closed:
-            return fail(StoreError("The store is closed"))
-        write = _Rekeyed(fold(name), password_hash)
-        self._enqueue(write)
-        return write.done
+            pair = pair_key(message.sender, message.recipient)
+            self._queue.put(_Whispered(pair, message), message=True)
 
     def save_room(self, room: RoomRecord) -> None:
         if not self._refused():
-            self._enqueue(_Saved(fold(room.name), room))
+            self._queue.put(_Saved(fold(room.name), room))
 
     def _refused(self) -> bool:
         if self._closed:
             self.log.warn("A write to the closed store {path} was ignored", path=self.path)
         return self._closed
 
-    def _enqueue(self, write: _Write) -> None:
-        self._queue.append(write)
-        self._written += 1
-        if self._timer is None and not self._due:
-            self._timer = self.clock.callLater(self.commit_window, self._window_over)
-
-    def _window_over(self) -> None:
-        self._timer = None
-        self._due = True
-        self._flush()
-
     def _flush(self) -> None:
         """
         Commit what is queued, unless a commit is running (its end will).
+        Messages count against C{max_queued} only while queued.
         """
         if self._inflight is not None or not self._queue:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._due = False
-        batch, self._queue, self._queued_messages = self._queue, [], 0
+        batch, messages = self._queue.take()
+        self._queue.release(messages)
         self._inflight = batch
-        self._write(self._commit, batch).addBoth(self._ended, batch, self._written)
+        self._write(self._commit, batch).addBoth(self._ended, batch, self._queue.written)
 
     def _commit(self, batch: list[_Write]) -> _Committed:
         """
@@ -607,14 +551,14 @@ class SQLiteStore:
                 "INSERT OR IGNORE INTO private_messages VALUES (?, ?, ?, ?, ?, ?, ?)", whispered
             ).rowcount
             for w in batch:
-                if isinstance(w, _Registered):
+                if isinstance(w, Registered):
                     a = w.account
                     cursor = db.execute(
                         "INSERT OR IGNORE INTO accounts VALUES (?, ?, ?, ?, ?)",
                         (w.key, a.name, a.password_hash, a.created, a.first_id),
                     )
                     created.append(cursor.rowcount == 1)
-                elif isinstance(w, _Rekeyed):
+                elif isinstance(w, Rekeyed):
                     db.execute(
                         "UPDATE accounts SET password_hash = ? WHERE nick_key = ?",
                         (w.password_hash, w.key),
@@ -652,10 +596,10 @@ class SQLiteStore:
         """
         self._inflight = None
         self._committed = written
-        self._warned = False
+        self._queue.answered()
         if isinstance(outcome, Failure):
             lost = sum(isinstance(w, (_Said, _Whispered)) for w in batch)
-            self.dropped += lost
+            self._queue.dropped += lost
             self.log.failure(
                 "Committing {count} writes ({lost} messages) to {path} failed",
                 outcome,
@@ -668,9 +612,7 @@ class SQLiteStore:
             self._epoch += 1
             error = StoreError(f"Could not write to {self.path}: {outcome.value}")
             self._failing = error
-            for w in batch:
-                if isinstance(w, (_Registered, _Rekeyed)):
-                    w.done.errback(error)
+            fail_waiters(batch, error)
         else:
             self.commits += 1
             self.commit_seconds += outcome.seconds
@@ -682,14 +624,14 @@ class SQLiteStore:
                 )
             created = iter(outcome.created)
             for w in batch:
-                if isinstance(w, _Registered):
+                if isinstance(w, Registered):
                     w.done.callback(next(created))
-                elif isinstance(w, _Rekeyed):
+                elif isinstance(w, Rekeyed):
                     w.done.callback(None)
         waiters, self._commit_waiters = self._commit_waiters, []
         for waiter in waiters:
             waiter.callback(None)
-        if self._due:
+        if self._queue.due:
             self._flush()
 
     def flush(self) -> Deferred[None]:
@@ -697,11 +639,11 @@ class SQLiteStore:
         Commit everything written so far without waiting for the window;
         fire once it has been committed (or has failed, which is logged).
         """
-        return Deferred.fromCoroutine(self._flushed(self._written))
+        return Deferred.fromCoroutine(self._flushed(self._queue.written))
 
     async def _flushed(self, written: int) -> None:
         while self._committed < written:
-            self._due = True
+            self._queue.due = True
             self._flush()
             waiter: Deferred[None] = Deferred()
             self._commit_waiters.append(waiter)
@@ -823,7 +765,7 @@ class SQLiteStore:
         # Replaying writes the snapshot may already hold changes nothing:
         # creating is "unless it exists", changing a password is idempotent.
         pending = [
-            w for w in self._pending() if isinstance(w, (_Registered, _Rekeyed)) and w.key == key
+            w for w in self._pending() if isinstance(w, (Registered, Rekeyed)) and w.key == key
         ]
 
         def query(db: sqlite3.Connection) -> Account | None:
@@ -835,7 +777,7 @@ class SQLiteStore:
 
         def replay(account: Account | None) -> Account | None:
             for w in pending:
-                if isinstance(w, _Registered):
+                if isinstance(w, Registered):
                     account = account or w.account
                 elif account is not None:
                     account = replace(account, password_hash=w.password_hash)
@@ -893,19 +835,11 @@ class SQLiteStore:
             raise
         return count
 
-    def close(self) -> Deferred[None]:
-        """
-        Refuse new writes, commit what is queued, wait for every running
-        query, then stop the threads and close the connections.
-        """
-        if self._closing is None:
-            self._closed = True
-            self._closing = Deferred.fromCoroutine(self._close())
-        done: Deferred[None] = Deferred()
-        self._closing.addCallback(done.callback)
-        return done
-
     async def _close(self) -> None:
+        """
+        For L{close}: commit what is queued, wait for every running query,
+        then stop the threads and close the connections.
+        """
         await self.flush()
         while self._jobs:
             waiter: Deferred[None] = Deferred()
@@ -925,10 +859,7 @@ class SQLiteStore:
         """
         self._closed = True
         self._shutdown_trigger = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._queue = self._queue, []
+        batch, _ = self._queue.take()
         self._stop_threads()
         if batch:
             outcome: _Committed | Failure
@@ -936,7 +867,7 @@ class SQLiteStore:
                 outcome = self._commit(batch)
             except Exception:
                 outcome = Failure()
-            self._ended(outcome, batch, self._written)
+            self._ended(outcome, batch, self._queue.written)
         self._disconnect()
 
     def _stop_threads(self) -> None:
