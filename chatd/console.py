@@ -9,7 +9,7 @@ reloads the message of the day.  It asks for no password: who can connect
 is who may operate.  So TCP connections from anywhere but the loopback
 interface are refused, whatever the endpoint says, and a unix socket is
 made mode 0600 (chatd's own user only) unless its description gives a
-C{mode=} (L{chatd.tap.private_socket}).
+C{mode=} (L{chatd.app.tap.private_socket}).
 """
 
 from __future__ import annotations
@@ -19,16 +19,19 @@ from pathlib import Path
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, ITransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from chatd.doors.admission import Refusal
 from chatd.doors.origin import ip_address
 from chatd.errors import ChatError
 from chatd.hub import Hub
+from chatd.interfaces import IGateway
+from chatd.requests import Announce, Drop, Remove
 
 HELP = (
     "users                      every user: nick, account, rooms, address",
@@ -78,6 +81,7 @@ class ConsoleProtocol(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 4096
     factory: ConsoleFactory
+    transport: ITransport  # from makeConnection on: every method here runs after it
 
     def connectionMade(self) -> None:
         self.answer(["chatd admin console; 'help' lists the commands"])
@@ -106,7 +110,7 @@ class ConsoleProtocol(LineReceiver):
         self.answer(["error: line too long"])
 
     def answer(self, lines: list[str]) -> None:
-        self.transport.write(  # type: ignore[union-attr]
+        self.transport.write(
             "".join(f"{line}\r\n" for line in [*lines, "."]).encode("utf-8", "replace")
         )
 
@@ -142,20 +146,20 @@ class ConsoleProtocol(LineReceiver):
         room, _, reason = rest.strip().partition(" ")
         if not nick or not room:
             raise ChatError("usage", "usage: kick NICK #ROOM [REASON]")
-        kicked = maybeDeferred(
-            self.factory.hub.remove, nick, room, "console", reason.strip() or None
-        )
+        removal = Remove(nick=nick, room=room, by="console", reason=reason.strip() or None)
+        kicked = maybeDeferred(self.factory.gateway.submit, None, removal)
         return kicked.addCallback(lambda _: [f"kicked {nick} from {room}"])
 
     def do_kill(self, args: str) -> Deferred[list[str]]:
         nick, _, reason = args.partition(" ")
         if not nick:
             raise ChatError("usage", "usage: kill NICK [REASON]")
-        killed = maybeDeferred(self.factory.hub.drop, nick, "console", reason.strip() or None)
+        drop = Drop(nick=nick, by="console", reason=reason.strip() or None)
+        killed = maybeDeferred(self.factory.gateway.submit, None, drop)
         return killed.addCallback(lambda _: [f"killed {nick}"])
 
     def do_notice(self, args: str) -> Deferred[list[str]]:
-        told = maybeDeferred(self.factory.hub.announce, args)
+        told = maybeDeferred(self.factory.gateway.submit, None, Announce(text=args))
         return told.addCallback(lambda _: [f"told {len(self.factory.hub.users)} users"])
 
     def do_motd(self, args: str) -> Deferred[list[str]] | list[str]:
@@ -169,7 +173,7 @@ class ConsoleProtocol(LineReceiver):
 
     def do_quit(self, args: str) -> None:
         self.answer(["bye"])
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     commands: dict[str, Callable[[ConsoleProtocol, str], Answer]] = {
         "help": do_help,
@@ -183,12 +187,6 @@ class ConsoleProtocol(LineReceiver):
     }
 
 
-class _Refused(Protocol):
-    def connectionMade(self) -> None:
-        self.transport.write(b"the admin console takes local connections only\r\n")  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-
 class ConsoleFactory(ServerFactory):
     """
     The admin console's factory.  C{read} runs blocking file reads (the
@@ -199,11 +197,12 @@ class ConsoleFactory(ServerFactory):
 
     def __init__(
         self,
-        hub: Hub,
+        hub: Hub | IGateway,
         motd_path: str | None = None,
         read: Callable[..., Deferred[tuple[str, ...]]] = deferToThread,
     ) -> None:
-        self.hub = hub
+        self.gateway: IGateway = IGateway(hub)
+        self.hub = self.gateway.hub
         self.motd_path = motd_path
         self.read = read
 
@@ -212,7 +211,7 @@ class ConsoleFactory(ServerFactory):
             ip = ip_address(addr.host)
             if ip is None or not ip.is_loopback:
                 self.log.warn("Refused an admin console connection from {host}", host=addr.host)
-                return _Refused()
+                return Refusal(b"the admin console takes local connections only\r\n")
         console = ConsoleProtocol()
         console.factory = self
         return console

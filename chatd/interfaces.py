@@ -12,7 +12,9 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from chatd.hub.state import User
     from chatd.model import Account, Event, Message, PrivateMessage, RoomRecord, StoreState
+    from chatd.requests import Request
 
 
 class IEncoder(Interface):
@@ -143,6 +145,18 @@ class IStore(Interface):
         """
 
 
+class ISharedStore(IStore):
+    """
+    A store several processes share (a cluster's), read when a node starts
+    rather than when it is made.
+    """
+
+    def open() -> Deferred[StoreState]:
+        """
+        Connect, and fire with what the store keeps (as L{IStore.load}).
+        """
+
+
 class IOpLog(Interface):
     """
     The ordered log of operations that the nodes of a cluster share
@@ -192,4 +206,81 @@ class IOpLog(Interface):
     def stop() -> Deferred[None]:
         """
         Stop following, withdraw this node's heartbeat and disconnect.
+        """
+
+
+class IRunner(Interface):
+    """
+    What a hub asks of whatever applies requests to it: a lone process
+    (L{chatd.hub.hub.Alone}) or a node of a cluster
+    (L{chatd.cluster.node.ClusterGateway}), whose every node applies every
+    change to its own replica.
+    """
+
+    def now() -> float:
+        """
+        The time stamped on a message being accepted.
+        """
+
+    def next_id(last_id: int) -> int:
+        """
+        The id of a message being accepted, after the newest, C{last_id}.
+        """
+
+    def keeps() -> bool:
+        """
+        Whether the change being applied was asked for on this process,
+        which then writes what it changed to the store and logs it (every
+        node of a cluster applies it; one keeps it).
+        """
+
+    def is_local(user: User) -> bool:
+        """
+        Whether C{user} is connected to this process.
+        """
+
+    def signed_off(user: User) -> None:
+        """
+        C{user} left the hub.
+        """
+
+
+class IGateway(Interface):
+    """
+    Carries requests to a hub: one applies them at once; a cluster node
+    appends each change to the cluster's log and answers once it is applied.
+    """
+
+    hub = Attribute("The L{chatd.hub.Hub} requests are applied to.")
+
+    def submit(user: User | None, request: Request) -> Deferred[object] | None:
+        """
+        Apply C{request} on behalf of C{user} (C{None}: the server's own).
+        Refuse with L{chatd.errors.ChatError}, raised or as the Deferred's
+        failure; return a Deferred if the answer waits.
+        """
+
+    def connect(client: IClient, nick: str, account: str | None) -> User | Deferred[User]:
+        """
+        Admit C{client} as C{nick}, holding C{account} (proven already).
+        """
+
+    def disconnect(user: User, reason: str | None) -> None:
+        """
+        Take C{user} out of the hub; everyone sharing a room sees it leave.
+        """
+
+    def start() -> Deferred[None]:
+        """
+        Get ready to serve; fire when ready.
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Tell whoever must know that this process stops serving.
+        """
+
+    def trouble() -> str | None:
+        """
+        Why requests cannot be served right now, if they cannot.
         """

@@ -18,9 +18,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from chatd.cluster import ClusterHub
+from chatd.cluster.node import ClusterGateway
 from chatd.doors.base import Door
 from chatd.hub import Hub
+from chatd.interfaces import IGateway
 
 
 class ChatCollector:
@@ -28,8 +29,9 @@ class ChatCollector:
     Reads the server's state at scrape time.
     """
 
-    def __init__(self, hub: Hub, doors: Sequence[Door]) -> None:
-        self.hub = hub
+    def __init__(self, hub: Hub | IGateway, doors: Sequence[Door]) -> None:
+        self.gateway: IGateway = IGateway(hub)
+        self.hub = self.gateway.hub
         self.doors = doors
 
     def collect(self) -> Iterator[Metric]:
@@ -48,8 +50,8 @@ class ChatCollector:
         )
         deliveries.add_metric([], hub.deliveries)
         yield deliveries
-        if isinstance(hub, ClusterHub):
-            yield from _cluster_metrics(hub)
+        if isinstance(self.gateway, ClusterGateway):
+            yield from _cluster_metrics(self.gateway)
         connections = GaugeMetricFamily(
             "chatd_connections", "Open connections, by door.", labels=["door"]
         )
@@ -75,22 +77,22 @@ class ChatCollector:
         yield from _store_metrics(hub.store)
 
 
-def _cluster_metrics(hub: ClusterHub) -> Iterator[Metric]:
+def _cluster_metrics(node: ClusterGateway) -> Iterator[Metric]:
     yield _gauge(
         "chatd_cluster_redis_up",
         "1 while this node reaches the cluster's Redis, else 0.",
-        int(hub.connected),
+        int(node.connected),
     )
     yield _gauge(
         "chatd_cluster_ready",
         "1 while this node holds a current copy of the cluster.",
-        int(hub.ready),
+        int(node.ready),
     )
-    yield _gauge("chatd_cluster_nodes", "Live nodes in the cluster.", len(hub.nodes))
+    yield _gauge("chatd_cluster_nodes", "Live nodes in the cluster.", len(node.nodes))
     applied = CounterMetricFamily(
         "chatd_cluster_operations", "Operations of the cluster's log applied by this node."
     )
-    applied.add_metric([], hub.operations)
+    applied.add_metric([], node.operations)
     yield applied
 
 
@@ -122,7 +124,7 @@ def _store_metrics(store: object) -> Iterator[Metric]:
         yield family
 
 
-def make_metrics_site(hub: Hub, doors: Sequence[Door], clock: IReactorTime) -> Site:
+def make_metrics_site(hub: Hub | IGateway, doors: Sequence[Door], clock: IReactorTime) -> Site:
     """
     A site serving the metrics at C{/metrics}, from a registry of its own.
     """

@@ -12,9 +12,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.accounts import Attempts, Passwords
 from chatd.errors import ChatError
 from chatd.hub import Hub, User
+from chatd.hub.passwords import Attempts, Passwords
 from chatd.model import (
     AccountChanged,
     Error,
@@ -26,8 +26,10 @@ from chatd.model import (
     UserList,
     Welcome,
 )
+from chatd.requests import Join, Mode, Register
+from chatd.requests import Topic as TopicRequest
 from chatd.store.memory import MemoryStore
-from tests.helpers import RecordingClient, events, make_hub, signed_on
+from chatd.testing import RecordingClient, events, make_hub, register, signed_on
 from tests.test_cluster import Cluster
 
 
@@ -41,7 +43,7 @@ def refusal(case: SynchronousTestCase, d: Deferred[Any]) -> str:
 def registered(hub: Hub, nick: str, password: str = "s3cret!") -> User:
     user = signed_on(hub, nick)
     done: list[object] = []
-    hub.register(user, password).addBoth(done.append)
+    register(hub, user, password).addBoth(done.append)
     assert done == [None], done
     events(user)
     return user
@@ -56,7 +58,7 @@ class RegisterTests(SynchronousTestCase):
         store = MemoryStore()
         hub = make_hub(store=store)
         alice = signed_on(hub, "Alice")
-        self.assertIsNone(self.successResultOf(hub.register(alice, "s3cret!")))
+        self.assertIsNone(self.successResultOf(register(hub, alice, "s3cret!")))
         self.assertEqual(events(alice), [AccountChanged("alice", "registered")])
         self.assertEqual(alice.account, "alice")
         self.assertIn("alice", hub.accounts)
@@ -72,7 +74,7 @@ class RegisterTests(SynchronousTestCase):
         """
         hub = make_hub()
         alice = registered(hub, "alice")
-        self.assertEqual(refusal(self, hub.register(alice, "other-pass")), "nick_registered")
+        self.assertEqual(refusal(self, register(hub, alice, "other-pass")), "nick_registered")
 
     def test_register_twice_with_a_bad_password(self) -> None:
         """
@@ -83,7 +85,7 @@ class RegisterTests(SynchronousTestCase):
         hub = make_hub()
         alice = registered(hub, "alice")
         for password in ("short", "has space", "x" * 129):
-            error = self.failureResultOf(hub.register(alice, password), ChatError).value
+            error = self.failureResultOf(register(hub, alice, password), ChatError).value
             self.assertEqual(
                 (error.code, error.message),
                 ("nick_registered", "The nickname alice is already registered"),
@@ -96,7 +98,7 @@ class RegisterTests(SynchronousTestCase):
         hub = make_hub()
         alice = signed_on(hub, "alice")
         for bad in ("short", "x" * 129, "has space"):
-            self.assertEqual(refusal(self, hub.register(alice, bad)), "bad_password")
+            self.assertEqual(refusal(self, register(hub, alice, bad)), "bad_password")
         self.assertEqual(hub.accounts, set())
         self.assertIsNone(alice.account)
 
@@ -337,7 +339,7 @@ class ErrorShapeTests(SynchronousTestCase):
         registered(hub, "alice")
         for d in (
             hub.authenticate(RecordingClient(), "alice", "hunter2-guess"),
-            hub.register(signed_on(hub, "bob"), "has space in it"),
+            register(hub, signed_on(hub, "bob"), "has space in it"),
         ):
             failure = self.failureResultOf(d, ChatError)
             self.assertNotIn("hunter2", failure.value.message)
@@ -359,7 +361,7 @@ class PrivateHistoryOwnershipTests(SynchronousTestCase):
         hub.disconnect(first)
         alice = signed_on(hub, "alice")
         hub.private(bob, "alice", "to the second alice")
-        self.successResultOf(hub.register(alice, "s3cret!"))
+        self.successResultOf(register(hub, alice, "s3cret!"))
         hub.private(bob, "alice", "to the account")
         events(alice)
         hub.private_history(alice, "bob")
@@ -409,7 +411,7 @@ class TakeoverKeepsRoomsTests(SynchronousTestCase):
         hub.topic(gus, "#gusroom", "gus's own room")
         hub.set_mode(gus, "#gusroom", "+t")
         done: list[object] = []
-        hub.register(gus, "gus-password").addBoth(done.append)
+        register(hub, gus, "gus-password").addBoth(done.append)
         assert done == [None], done
         events(gus)
         return gus
@@ -525,10 +527,10 @@ class TakeoverKeepsRoomsTests(SynchronousTestCase):
         a, b = cluster.node("a"), cluster.node("b")
         gus = cluster.connect(a, "gus")
         for request in (
-            lambda: a.join(gus, "#gusroom"),
-            lambda: a.topic(gus, "#gusroom", "gus's own room"),
-            lambda: a.set_mode(gus, "#gusroom", "+t"),
-            lambda: a.register(gus, "gus-password"),
+            lambda: a.submit(gus, Join(room="#gusroom")),
+            lambda: a.submit(gus, TopicRequest(room="#gusroom", text="gus's own room")),
+            lambda: a.submit(gus, Mode(room="#gusroom", mode="+t")),
+            lambda: a.submit(gus, Register(password="gus-password")),
         ):
             done = request()
             cluster.pump()
@@ -538,9 +540,9 @@ class TakeoverKeepsRoomsTests(SynchronousTestCase):
         cluster.pump()
         new = cluster.successResultOf(again)
         self.assertIn(Topic("#gusroom", "gus's own room", "gus"), client.take())
-        self.check_room(b, new)
-        self.check_room(a, a.users["gus"])
+        self.check_room(b.hub, new)
+        self.check_room(a.hub, a.hub.users["gus"])
         self.assertEqual(a.snapshot(), b.snapshot())
-        b.set_mode(new, "#gusroom", "+m")
+        b.submit(new, Mode(room="#gusroom", mode="+m"))
         cluster.pump()
         self.assertIn(ModeChanged("#gusroom", "+m", "gus"), client.take())

@@ -19,7 +19,7 @@ from chatd.doors.web import make_site
 from chatd.doors.websocket import OriginPolicy, WebSocketDoor, normalise_origin
 from chatd.hub import Hub
 from chatd.limits import Limits, parse_rate
-from tests.helpers import HANDSHAKE, TCPLikeTransport, WebSocketPeer, client_frame
+from chatd.testing import HANDSHAKE, TCPLikeTransport, WebSocketPeer, client_frame
 
 
 def address(host: str) -> IPv4Address:

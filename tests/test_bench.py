@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.processes import (
+from tests.support.processes import (
     CHECKOUT,
     LOCAL_TCP0,
     LOCALHOST,

@@ -13,8 +13,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.browser import ChatPage, ChatServer, expect, launch
-from tests.processes import WebSocketClient
+from tests.support.browser import ChatPage, ChatServer, expect, launch
+from tests.support.processes import WebSocketClient
 
 # Where each of the four letters of the first "bidi" in a line's body is on
 # screen, which element isolates it, and the body's text.

@@ -1,5 +1,5 @@
 """
-Cluster mode's logic (L{chatd.cluster}) with several hubs in one process,
+Cluster mode's logic (L{chatd.cluster}) with several nodes in one process,
 sharing an in-memory log and store: replicas agree, requests are answered
 once applied, nodes come and go.  The same on real Redis and real
 processes is in C{tests.test_cluster_redis}.
@@ -7,107 +7,37 @@ processes is in C{tests.test_cluster_redis}.
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
-from chatd.cluster import REMOTE, ClusterHub
+from chatd.cluster.node import REMOTE, ClusterGateway
+from chatd.cluster.ops import Gone
 from chatd.errors import ChatError, StoreError
-from chatd.hub import User
-from chatd.interfaces import IOpLog
+from chatd.hub import Hub, User
 from chatd.metrics import ChatCollector
 from chatd.model import Error, Message, Notice, Parted, UserList
+from chatd.requests import (
+    Ban,
+    Invite,
+    Join,
+    Kick,
+    Mode,
+    Msg,
+    Nick,
+    Op,
+    Part,
+    Register,
+    Request,
+    Say,
+    Topic,
+    Unban,
+)
 from chatd.store.memory import MemoryStore
-from tests.helpers import RecordingClient, quick_passwords
-
-
-class SharedLog:
-    """
-    One ordered log for several nodes, delivered when L{pump} is called.
-    """
-
-    def __init__(self) -> None:
-        self.seq = 0
-        self.entries: list[tuple[int, str]] = []
-        self.followers: dict[str, list[Any]] = {}
-        self.alive: set[str] = set()
-        self.snapshots: dict[str, str] = {}
-        self.down = False
-
-    def add(self, op: str) -> int:
-        self.seq += 1
-        self.entries.append((self.seq, op))
-        return self.seq
-
-    def pump(self) -> None:
-        progress = True
-        while progress:
-            progress = False
-            for follower in list(self.followers.values()):
-                deliver, position = follower
-                for seq, op in self.entries:
-                    if seq > position:
-                        follower[1] = seq
-                        deliver(seq, op)
-                        progress = True
-                        break
-
-
-@implementer(IOpLog)
-class MemoryLog:
-    heartbeat_ttl = 10.0
-
-    def __init__(self, shared: SharedLog) -> None:
-        self.shared = shared
-        self.node = ""
-        self.watchers: list[Callable[[bool], None]] = []
-
-    def hello(self, node: str, deliver: Callable[[int, str], None]) -> Deferred[Any]:
-        if self.shared.down:
-            return fail(ConnectionError("down"))
-        self.node = node
-        others = sorted(self.shared.alive - {node})
-        responder = others[0] if others else None
-        seq = self.shared.add(json.dumps(["hello", node, 0, 0, responder]))
-        self.shared.alive.add(node)
-        self.shared.followers[node] = [deliver, seq]
-        return succeed((seq, responder))
-
-    def append(self, op: str) -> Deferred[int]:
-        if self.shared.down or self.node not in self.shared.followers:
-            return fail(ConnectionError("down"))
-        return succeed(self.shared.add(op))
-
-    def put_snapshot(self, node: str, data: str) -> Deferred[None]:
-        self.shared.snapshots[node] = data
-        return succeed(None)
-
-    def get_snapshot(self, node: str) -> Deferred[str | None]:
-        return succeed(self.shared.snapshots.pop(node, None))
-
-    def dead(self, nodes: list[str]) -> Deferred[list[str]]:
-        return succeed([n for n in nodes if n not in self.shared.alive])
-
-    def watch(self, callback: Callable[[bool], None]) -> None:
-        self.watchers.append(callback)
-
-    def stop(self) -> Deferred[None]:
-        self.shared.alive.discard(self.node)
-        self.shared.followers.pop(self.node, None)
-        return succeed(None)
-
-    def crash(self) -> None:
-        """
-        The node dies: it stops reading and its heartbeat lapses.
-        """
-        self.shared.alive.discard(self.node)
-        self.shared.followers.pop(self.node, None)
+from chatd.testing import MemoryLog, RecordingClient, SharedLog, quick_passwords
 
 
 class Cluster:
@@ -119,21 +49,25 @@ class Cluster:
         self.clock = Clock()
         self.log = SharedLog()
         self.store = MemoryStore()
-        self.nodes: list[ClusterHub] = []
+        self.nodes: list[ClusterGateway] = []
 
-    def node(self, name: str, **options: Any) -> ClusterHub:
-        options.setdefault("passwords", quick_passwords())
-        hub = ClusterHub(self.clock, self.store, MemoryLog(self.log), node=name, **options)
-        started = hub.start()
+    def node(self, name: str, **options: Any) -> ClusterGateway:
+        node = self.unstarted(name, **options)
+        started = node.start()
         self.pump()
-        self.nodes.append(hub)
+        self.nodes.append(node)
         assert started.called, "the node did not become ready"
-        return hub
+        return node
+
+    def unstarted(self, name: str, **options: Any) -> ClusterGateway:
+        options.setdefault("passwords", quick_passwords())
+        hub = Hub(self.clock, self.store, **options)
+        return ClusterGateway(hub, MemoryLog(self.log), self.clock, node=name)
 
     def pump(self) -> None:
         self.log.pump()
 
-    def connect(self, hub: ClusterHub, nick: str) -> User:
+    def connect(self, hub: ClusterGateway, nick: str) -> User:
         client = RecordingClient()
         entering = hub.connect(client, nick)
         self.pump()
@@ -166,29 +100,31 @@ class ReplicaTests(SynchronousTestCase):
         alice = self.cluster.connect(self.a, "alice")
         bob = self.cluster.connect(self.b, "bob")
         taken(alice)
-        said = self.a.say(alice, "#lobby", "hello")
+        said = self.a.submit(alice, Say(room="#lobby", text="hello"))
         self.cluster.pump()
         message = self.successResultOf(said)
         self.assertIsInstance(message, Message)
         self.assertEqual(taken(alice), [message])
         self.assertEqual(taken(bob), [message])
-        self.assertEqual(self.b.last_id, message.id)
+        self.assertEqual(self.b.hub.last_id, message.id)
 
     def test_each_delivery_is_made_and_counted_by_one_node(self) -> None:
         alice = self.cluster.connect(self.a, "alice")
         self.cluster.connect(self.b, "bob")
-        before = (self.a.deliveries, self.b.deliveries)
-        self.a.say(alice, "#lobby", "hello")
+        before = (self.a.hub.deliveries, self.b.hub.deliveries)
+        self.a.submit(alice, Say(room="#lobby", text="hello"))
         self.cluster.pump()
-        self.assertEqual((self.a.deliveries, self.b.deliveries), (before[0] + 1, before[1] + 1))
+        self.assertEqual(
+            (self.a.hub.deliveries, self.b.hub.deliveries), (before[0] + 1, before[1] + 1)
+        )
 
     def test_each_node_sees_every_user(self) -> None:
         self.cluster.connect(self.a, "alice")
         self.cluster.connect(self.b, "bob")
         for hub in (self.a, self.b):
-            self.assertEqual(sorted(hub.users), ["alice", "bob"])
-        self.assertIs(self.b.users["alice"].client, REMOTE)
-        self.assertIsNot(self.a.users["alice"].client, REMOTE)
+            self.assertEqual(sorted(hub.hub.users), ["alice", "bob"])
+        self.assertIs(self.b.hub.users["alice"].client, REMOTE)
+        self.assertIsNot(self.a.hub.users["alice"].client, REMOTE)
 
     def test_nick_clash_across_nodes(self) -> None:
         first = self.a.connect(RecordingClient(), "alice")
@@ -196,11 +132,11 @@ class ReplicaTests(SynchronousTestCase):
         self.cluster.pump()
         self.assertIsInstance(self.successResultOf(first), User)
         self.assertEqual(self.failureResultOf(second, ChatError).value.code, "nick_taken")
-        self.assertEqual(sorted(self.b.users), ["alice"])
+        self.assertEqual(sorted(self.b.hub.users), ["alice"])
 
     def test_refusal_answers_the_asking_node_only(self) -> None:
         alice = self.cluster.connect(self.a, "alice")
-        refused = self.a.say(alice, "#nowhere", "hi")
+        refused = self.a.submit(alice, Say(room="#nowhere", text="hi"))
         self.cluster.pump()
         self.assertEqual(self.failureResultOf(refused, ChatError).value.code, "not_in_room")
 
@@ -209,8 +145,8 @@ class ReplicaTests(SynchronousTestCase):
         bob = self.cluster.connect(self.b, "bob")
         carol = self.cluster.connect(self.b, "carol")
         for i in range(5):
-            self.a.say(alice, "#lobby", f"a{i}")
-            self.b.say(bob, "#lobby", f"b{i}")
+            self.a.submit(alice, Say(room="#lobby", text=f"a{i}"))
+            self.b.submit(bob, Say(room="#lobby", text=f"b{i}"))
         self.cluster.pump()
         seen = [
             [(e.text, e.id) for e in taken(u) if isinstance(e, Message)]
@@ -226,7 +162,7 @@ class ReplicaTests(SynchronousTestCase):
         alice = self.cluster.connect(self.a, "alice")
         bob = self.cluster.connect(self.b, "bob")
         taken(alice)
-        self.a.private(alice, "BOB", "psst")
+        self.a.submit(alice, Msg(to="BOB", text="psst"))
         self.cluster.pump()
         self.assertEqual([e.text for e in taken(bob)], ["psst"])
         self.assertEqual([e.text for e in taken(alice)], ["psst"])
@@ -234,44 +170,44 @@ class ReplicaTests(SynchronousTestCase):
     def test_moderation_is_cluster_wide(self) -> None:
         alice = self.cluster.connect(self.a, "alice")
         bob = self.cluster.connect(self.b, "bob")
-        self.a.join(alice, "#den")
+        self.a.submit(alice, Join(room="#den"))
         self.cluster.pump()
-        self.b.join(bob, "#den")
+        self.b.submit(bob, Join(room="#den"))
         self.cluster.pump()
-        self.a.kick(alice, "#den", "bob", "out")
+        self.a.submit(alice, Kick(room="#den", nick="bob", reason="out"))
         self.cluster.pump()
         self.assertNotIn("#den", bob.rooms)
-        self.assertNotIn(self.a.users["bob"], self.a.rooms["#den"].members)
-        self.a.set_mode(alice, "#den", "+i")
+        self.assertNotIn(self.a.hub.users["bob"], self.a.hub.rooms["#den"].members)
+        self.a.submit(alice, Mode(room="#den", mode="+i"))
         self.cluster.pump()
-        refused = self.b.join(bob, "#den")
+        refused = self.b.submit(bob, Join(room="#den"))
         self.cluster.pump()
         self.assertEqual(self.failureResultOf(refused, ChatError).value.code, "invite_only")
 
     def test_only_the_asking_node_stores(self) -> None:
         alice = self.cluster.connect(self.a, "alice")
-        self.a.say(alice, "#lobby", "kept once")
+        self.a.submit(alice, Say(room="#lobby", text="kept once"))
         self.cluster.pump()
         page = self.successResultOf(self.cluster.store.fetch("#lobby", 10, None))
         self.assertEqual([m.text for m in page], ["kept once"])
 
     def test_registration_reaches_every_node(self) -> None:
         alice = self.cluster.connect(self.a, "alice")
-        registering = self.a.register(alice, "correct-horse")
+        registering = self.a.submit(alice, Register(password="correct-horse"))
         self.cluster.pump()
         self.successResultOf(registering)
-        self.assertIn("alice", self.b.accounts)
-        self.assertEqual(self.b.users["alice"].account, "alice")
+        self.assertIn("alice", self.b.hub.accounts)
+        self.assertEqual(self.b.hub.users["alice"].account, "alice")
         refused = self.b.connect(RecordingClient(), "alice")
         self.cluster.pump()
         self.assertEqual(self.failureResultOf(refused, ChatError).value.code, "nick_registered")
 
     def test_signing_on_again_on_another_node_takes_over(self) -> None:
         alice = self.cluster.connect(self.a, "alice")
-        registering = self.a.register(alice, "correct-horse")
+        registering = self.a.submit(alice, Register(password="correct-horse"))
         self.cluster.pump()
         self.successResultOf(registering)
-        self.a.join(alice, "#den")
+        self.a.submit(alice, Join(room="#den"))
         self.cluster.pump()
         client = RecordingClient()
         again = self.b.connect(client, "alice", "alice")
@@ -279,7 +215,7 @@ class ReplicaTests(SynchronousTestCase):
         user = self.successResultOf(again)
         self.assertTrue(alice.client.closed)  # type: ignore[attr-defined]
         self.assertEqual(sorted(user.rooms), ["#den", "#lobby"])
-        self.assertIs(self.a.users["alice"].client, REMOTE)
+        self.assertIs(self.a.hub.users["alice"].client, REMOTE)
         self.assertEqual(list(self.a.sessions), [user.sid])
 
 
@@ -290,18 +226,18 @@ class MembershipTests(SynchronousTestCase):
 
     def test_a_new_node_gets_a_snapshot(self) -> None:
         alice = self.cluster.connect(self.a, "alice")
-        self.a.join(alice, "#den")
-        self.a.topic(alice, "#den", "plans")
+        self.a.submit(alice, Join(room="#den"))
+        self.a.submit(alice, Topic(room="#den", text="plans"))
         self.cluster.pump()
         b = self.cluster.node("b")
-        self.assertEqual(sorted(b.users), ["alice"])
-        self.assertEqual(b.rooms["#den"].topic, "plans")
-        self.assertEqual([u.nick for u in b.rooms["#den"].members], ["alice"])
-        self.assertTrue(b.rooms["#den"].is_op(b.users["alice"]))
+        self.assertEqual(sorted(b.hub.users), ["alice"])
+        self.assertEqual(b.hub.rooms["#den"].topic, "plans")
+        self.assertEqual([u.nick for u in b.hub.rooms["#den"].members], ["alice"])
+        self.assertTrue(b.hub.rooms["#den"].is_op(b.hub.users["alice"]))
         bob = self.cluster.connect(b, "bob")
-        b.join(bob, "#den")
+        b.submit(bob, Join(room="#den"))
         self.cluster.pump()
-        self.assertEqual([u.nick for u in self.a.rooms["#den"].members], ["alice", "bob"])
+        self.assertEqual([u.nick for u in self.a.hub.rooms["#den"].members], ["alice", "bob"])
 
     def test_a_dead_node_s_users_go(self) -> None:
         b = self.cluster.node("b")
@@ -311,7 +247,7 @@ class MembershipTests(SynchronousTestCase):
         b.log.crash()  # type: ignore[attr-defined]
         self.cluster.clock.advance(self.a.log.heartbeat_ttl + 2)
         self.cluster.pump()
-        self.assertEqual(sorted(self.a.users), ["alice"])
+        self.assertEqual(sorted(self.a.hub.users), ["alice"])
         self.assertIn(Parted("#lobby", "bob", "connection lost"), taken(alice))
         again = self.cluster.connect(self.a, "bob")  # the nick is free again
         self.assertEqual(again.nick, "bob")
@@ -319,13 +255,13 @@ class MembershipTests(SynchronousTestCase):
     def test_a_node_declared_dead_sends_its_users_away(self) -> None:
         b = self.cluster.node("b")
         bob = self.cluster.connect(b, "bob")
-        self.a._submit("gone", "b", "connection lost")
+        self.a._submit(None, Gone(gone="b", reason="connection lost"))
         self.cluster.pump()
         got = taken(bob)
         self.assertIn("degraded", [e.code for e in got if isinstance(e, Error)])
         self.assertTrue(bob.client.closed)  # type: ignore[attr-defined]
         self.assertTrue(b.ready)  # it joined again, from a snapshot
-        self.assertEqual(sorted(b.users), [])
+        self.assertEqual(sorted(b.hub.users), [])
 
     def test_degraded_while_the_log_is_away(self) -> None:
         alice = self.cluster.connect(self.a, "alice")
@@ -333,13 +269,13 @@ class MembershipTests(SynchronousTestCase):
         for watcher in self.a.log.watchers:  # type: ignore[attr-defined]
             watcher(False)
         self.assertIn("degraded", [e.code for e in taken(alice) if isinstance(e, Error)])
-        refused = self.a.say(alice, "#lobby", "hello?")
+        refused = self.a.submit(alice, Say(room="#lobby", text="hello?"))
         self.assertEqual(self.failureResultOf(refused, ChatError).value.code, "degraded")
         self.cluster.log.down = False
         for watcher in self.a.log.watchers:  # type: ignore[attr-defined]
             watcher(True)
         self.assertIn(Notice("Cross-node delivery is back"), taken(alice))
-        self.a.say(alice, "#lobby", "back")
+        self.a.submit(alice, Say(room="#lobby", text="back"))
         self.cluster.pump()
         self.assertEqual([e.text for e in taken(alice) if isinstance(e, Message)], ["back"])
 
@@ -348,13 +284,13 @@ class MembershipTests(SynchronousTestCase):
         bob = self.cluster.connect(b, "bob")
         self.cluster.log.down = True
         b.disconnect(bob, "quit")
-        self.assertIn("bob", self.a.users)
+        self.assertIn("bob", self.a.hub.users)
         self.cluster.log.down = False
         for watcher in b.log.watchers:  # type: ignore[attr-defined]
             watcher(False)
             watcher(True)
         self.cluster.pump()
-        self.assertNotIn("bob", self.a.users)
+        self.assertNotIn("bob", self.a.hub.users)
 
     def test_a_gap_in_the_log_restarts_the_node(self) -> None:
         b = self.cluster.node("b")
@@ -366,11 +302,11 @@ class MembershipTests(SynchronousTestCase):
 
     def test_user_list_after_snapshot_marks_operators(self) -> None:
         alice = self.cluster.connect(self.a, "alice")
-        self.a.join(alice, "#den")
+        self.a.submit(alice, Join(room="#den"))
         self.cluster.pump()
         b = self.cluster.node("b")
         bob = self.cluster.connect(b, "bob")
-        b.join(bob, "#den")
+        b.submit(bob, Join(room="#den"))
         self.cluster.pump()
         lists = [e for e in taken(bob) if isinstance(e, UserList)]
         self.assertEqual(lists[-1].ops, ("alice",))
@@ -408,13 +344,7 @@ class StartingTests(SynchronousTestCase):
         """
         cluster = Cluster()
         cluster.node("a")
-        b = ClusterHub(
-            cluster.clock,
-            cluster.store,
-            MemoryLog(cluster.log),
-            node="b",
-            passwords=quick_passwords(),
-        )
+        b = cluster.unstarted("b")
         started = b.start()
         client = RecordingClient()
         entering = b.connect(client, "early")
@@ -435,9 +365,7 @@ class StartingTests(SynchronousTestCase):
         store = cluster.store
         opening: list[Deferred[Any]] = []
         store.open = lambda: opening.append(Deferred()) or opening[-1]  # type: ignore[method-assign]
-        b = ClusterHub(
-            cluster.clock, store, MemoryLog(cluster.log), node="b", passwords=quick_passwords()
-        )
+        b = cluster.unstarted("b")
         started = b.start()
         waiting = b.connect(RecordingClient(), "early")
         self.assertNoResult(waiting)
@@ -471,33 +399,35 @@ class ConvergenceTests(SynchronousTestCase):
         nicks = [f"u{i}" for i in range(12)]
         rooms = ["#a", "#b", "#c"]
         for step in range(600):
-            hub = rng.choice(nodes)
-            mine = [u for u in hub.users.values() if u.client is not REMOTE]
+            node = rng.choice(nodes)
+            mine = [u for u in node.hub.users.values() if u.client is not REMOTE]
             action = rng.random()
             try:
                 if action < 0.15 or not mine:
-                    d = hub.connect(RecordingClient(), rng.choice(nicks))
+                    d = node.connect(RecordingClient(), rng.choice(nicks))
                 else:
                     user = rng.choice(mine)
                     room, nick = rng.choice(rooms), rng.choice(nicks)
                     mode = rng.choice(["+m", "-m", "+t", "+i", "-i"])
-                    request, *args = rng.choice(
+                    request: Request = rng.choice(
                         [
-                            (hub.join, user, room),
-                            (hub.part, user, room),
-                            (hub.say, user, room, f"m{step}"),
-                            (hub.private, user, nick, "hi"),
-                            (hub.change_nick, user, rng.choice(nicks)),
-                            (hub.set_op, user, room, nick),
-                            (hub.kick, user, room, nick),
-                            (hub.ban, user, room, nick, rng.random() < 0.7),
-                            (hub.set_mode, user, room, mode),
-                            (hub.topic, user, room, f"t{step}"),
-                            (hub.invite, user, room, nick),
-                            (hub.disconnect, user, "bye"),
+                            Join(room=room),
+                            Part(room=room),
+                            Say(room=room, text=f"m{step}"),
+                            Msg(to=nick, text="hi"),
+                            Nick(nick=rng.choice(nicks)),
+                            Op(room=room, nick=nick),
+                            Kick(room=room, nick=nick),
+                            (Ban if rng.random() < 0.7 else Unban)(room=room, nick=nick),
+                            Mode(room=room, mode=mode),
+                            Topic(room=room, text=f"t{step}"),
+                            Invite(room=room, nick=nick),
                         ]
                     )
-                    d = request(*args)
+                    if rng.random() < 1 / 12:
+                        node.disconnect(user, "bye")
+                        continue
+                    d = node.submit(user, request)
             except ChatError:
                 continue
             if isinstance(d, Deferred):
@@ -505,7 +435,7 @@ class ConvergenceTests(SynchronousTestCase):
             if rng.random() < 0.3:
                 cluster.pump()
         cluster.pump()
-        copies = [hub.snapshot() for hub in nodes]
+        copies = [node.snapshot() for node in nodes]
         self.assertTrue(copies[0]["users"])
         for other in copies[1:]:
             self.assertEqual(other, copies[0])

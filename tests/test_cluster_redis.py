@@ -15,7 +15,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.processes import (
+from tests.support.processes import (
     LOCAL_TCP0,
     TIMEOUT,
     LineClient,
@@ -26,7 +26,7 @@ from tests.processes import (
     scratch_dir,
     terminated_by_sigterm,
 )
-from tests.redisserver import redis_server
+from tests.support.redisserver import redis_server
 
 JOINED = re.compile(r"Node \w+ joined the cluster")
 

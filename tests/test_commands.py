@@ -13,12 +13,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.accounts import Passwords
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
+from chatd.hub.passwords import Passwords
 from chatd.limits import Limits
 from chatd.store.memory import MemoryStore
-from tests.helpers import CLOSE, LinePeer, WebSocketPeer, make_hub, quick_passwords
+from chatd.testing import CLOSE, LinePeer, WebSocketPeer, make_hub, quick_passwords
 
 
 class DoorsTestCase(SynchronousTestCase):

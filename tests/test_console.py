@@ -16,11 +16,11 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatd.app.tap import Options, makeService
 from chatd.console import ConsoleFactory, ConsoleProtocol
 from chatd.model import Error, Kicked, Notice
-from chatd.tap import Options, makeService
-from tests.helpers import RecordingClient, events, make_hub, signed_on
-from tests.processes import (
+from chatd.testing import RecordingClient, events, make_hub, signed_on
+from tests.support.processes import (
     LOCAL_TCP0,
     TIMEOUT,
     TwistdProcess,

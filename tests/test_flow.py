@@ -17,7 +17,7 @@ from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
 from chatd.limits import Limits
-from tests.helpers import CLOSE, PING, TEXT, LinePeer, WebSocketPeer
+from chatd.testing import CLOSE, PING, TEXT, LinePeer, WebSocketPeer
 
 IAC, DO, WONT, TM = 255, 253, 252, 6
 

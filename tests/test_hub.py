@@ -28,7 +28,7 @@ from chatd.model import (
     Welcome,
 )
 from chatd.store.memory import MemoryStore
-from tests.helpers import PassThrough, RecordingClient, events, make_hub, signed_on
+from chatd.testing import PassThrough, RecordingClient, events, make_hub, signed_on
 
 
 class Boxing(PassThrough):

@@ -21,13 +21,16 @@ setuptools from the configured package index.
 from __future__ import annotations
 
 import atexit
+import configparser
 import importlib.util
 import json
+import re
 import shutil
 import site
 import subprocess
 import sys
 import tempfile
+import textwrap
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -35,7 +38,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.processes import (
+from tests.support.processes import (
     CHECKOUT,
     LOCAL_TCP0,
     LineClient,
@@ -233,7 +236,7 @@ def installation() -> Installation:
 
 _WHERE_FROM = """
 import json, sys
-import chatd, chatd.tap
+import chatd, chatd.app.tap
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 import twisted.plugins
@@ -242,7 +245,7 @@ print(json.dumps({
     "makers": len(makers),
     "plugin": sys.modules["twisted.plugins.chatd_plugin"].__file__ if makers else None,
     "chatd": chatd.__file__,
-    "tap": chatd.tap.__file__,
+    "tap": chatd.app.tap.__file__,
 }))
 """
 
@@ -338,3 +341,102 @@ class InstalledWheelTests(SynchronousTestCase):
         status = server.terminate()
         self.assertTrue(terminated_by_sigterm(status), f"exit status {status}")
         self.assertNotIn("Traceback", server.output())
+
+
+EXAMPLE_HEADING = "Writing tests for chatd or an extension"
+"""The README section whose first literal block is the example test for
+extension authors."""
+
+
+def readme_example(readme: str) -> str:
+    """
+    The code of the README's example test: the literal block that ends the
+    first paragraph (C{::}) of the section L{EXAMPLE_HEADING}, read from
+    the README itself so that the two cannot drift apart.
+    """
+    lines = readme.splitlines()
+    start = lines.index(EXAMPLE_HEADING)
+    intro = next(i for i in range(start, len(lines)) if lines[i].rstrip().endswith("::"))
+    block: list[str] = []
+    for line in lines[intro + 1 :]:
+        if line.strip() and not line[0].isspace():
+            break
+        block.append(line)
+    return textwrap.dedent("\n".join(block)).strip("\n") + "\n"
+
+
+def extra_modules() -> list[str]:
+    """
+    The top-level modules of chatd's C{test} extra (by their distributions'
+    names), which an installed chatd does not have.
+    """
+    config = configparser.ConfigParser()
+    config.read(CHECKOUT / "setup.cfg")
+    requirements = config["options.extras_require"]["test"].split()
+    return sorted(re.split(r"[^A-Za-z0-9_.-]", req)[0].replace("-", "_") for req in requirements)
+
+
+_WHAT_TESTING_NEEDS = """
+import json, sys
+import chatd.testing
+extras = json.loads(sys.argv[1])
+print(json.dumps({
+    "testing": chatd.testing.__file__,
+    "imported": sorted(name for name in ["tests", *extras] if name in sys.modules),
+}))
+"""
+
+
+class ReadmeExampleTests(SynchronousTestCase):
+    """
+    The README's example test for extension authors, against an installed
+    chatd: what it imports is shipped (in C{chatd.testing}), not left in
+    the checkout's C{tests}.
+    """
+
+    def setUp(self) -> None:
+        self.assertIsNotNone(
+            importlib.util.find_spec("pip"), "pip is needed to build and install the wheel"
+        )
+        self.installed = installation()
+        # Anywhere but the checkout, so nothing can be imported from it.
+        self.cwd = scratch_dir(self)
+
+    def run_installed(self, *args: str) -> str:
+        """
+        Run the environment's interpreter with C{args} in the scratch
+        directory, without C{PYTHONPATH}; return its output, or fail with it.
+        """
+        result = subprocess.run(
+            [str(self.installed.python), *args],
+            cwd=self.cwd,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout)
+        return result.stdout
+
+    def test_readme_example_passes_under_trial(self) -> None:
+        """
+        The example, written to a file outside the checkout, passes under
+        C{python -m twisted.trial} with the installed chatd.
+        """
+        example = readme_example((CHECKOUT / "README.rst").read_text("utf-8"))
+        self.assertIn("from chatd.testing import", example)
+        (self.cwd / "test_readme_example.py").write_text(example, "utf-8")
+        output = self.run_installed("-m", "twisted.trial", "test_readme_example")
+        self.assertIn("PASSED (successes=1)", output)
+
+    def test_testing_is_installed_and_needs_no_test_extras(self) -> None:
+        """
+        C{chatd.testing} is the installed copy, and importing it imports
+        neither the checkout's C{tests} nor anything of the C{test} extra.
+        """
+        output = self.run_installed("-c", _WHAT_TESTING_NEEDS, json.dumps(extra_modules()))
+        where = json.loads(output.strip().splitlines()[-1])
+        self.assertTrue(Path(where["testing"]).is_relative_to(self.installed.site_packages), where)
+        self.assertEqual(where["imported"], [], where)

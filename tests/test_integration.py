@@ -24,7 +24,7 @@ from chatd.doors.web import make_site
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
 from chatd.limits import Limits
-from tests.helpers import LineDoorReceiver
+from chatd.testing import LineDoorReceiver
 
 WAIT = 5.0
 

@@ -9,11 +9,13 @@ import time
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.doors.line import HELP, LineDoor, safe
+from chatd.doors.line import LineDoor
+from chatd.doors.line.commands import HELP
+from chatd.doors.line.rendering import safe
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
 from chatd.limits import Limits
-from tests.helpers import LinePeer, WebSocketPeer
+from chatd.testing import LinePeer, WebSocketPeer
 
 
 class LineDoorTestCase(SynchronousTestCase):
@@ -319,6 +321,30 @@ class CommandTests(LineDoorTestCase):
             bob.lines(),
             ["*** 2 rooms:", "***   #lobby  2 users  All welcome", "***   #py  1 user"],
         )
+
+    def test_topic_dash_clears(self) -> None:
+        """
+        C{/topic [#room] -} clears the topic: every member sees it cleared,
+        a WebSocket member too, and the room then has none.
+        """
+        alice, bob = self.peer("alice"), self.peer("bob")
+        web = WebSocketPeer(WebSocketDoor(self.hub, self.clock, Limits(flood_rate=0)))
+        web.sign_on("carol")
+        alice.send("/topic #lobby All welcome")
+        alice.received()
+        bob.received()
+        web.received()
+        alice.send("/topic #lobby -")
+        self.assertEqual(bob.lines(), ["*** alice cleared the topic of #lobby"])
+        self.assertEqual(
+            web.received(), [{"type": "topic", "room": "#lobby", "topic": "", "by": "alice"}]
+        )
+        alice.received()
+        bob.send("/topic -")
+        self.assertEqual(bob.lines(), ["*** bob cleared the topic of #lobby"])
+        bob.send("/topic")
+        self.assertEqual(bob.lines(), ["*** No topic is set for #lobby"])
+        self.assertEqual(self.hub.rooms["#lobby"].topic, "")
 
     def test_join_shows_topic(self) -> None:
         """

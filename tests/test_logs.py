@@ -23,7 +23,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatd import logs
 from chatd.doors.line import LineDoor
 from chatd.limits import Limits
-from tests.helpers import LinePeer, RecordingClient, make_hub
+from chatd.requests import Join, Kick, Mode, Nick, Register, Topic
+from chatd.testing import LinePeer, RecordingClient, make_hub
 from tests.test_cluster import Cluster
 
 SECRETS = ("said-text", "pass-word1", "new-pass-2", "room-key", "topic-text", "why-text")
@@ -251,15 +252,15 @@ class ClusterLogTests(SynchronousTestCase):
             alice = cluster.successResultOf(entering)
             bob = cluster.connect(b, "bob")
             cluster.connect(dead, "carl")
-            for done in (a.join(alice, "#den"), b.join(bob, "#den")):
+            for done in (a.submit(alice, Join(room="#den")), b.submit(bob, Join(room="#den"))):
                 cluster.pump()
                 cluster.successResultOf(done)
             for done in (
-                a.register(alice, "pass-word1"),
-                b.topic(bob, "#den", "plans"),
-                a.set_mode(alice, "#den", "+t"),
-                a.kick(alice, "#den", "bob", "out"),
-                b.change_nick(bob, "robert"),
+                a.submit(alice, Register(password="pass-word1")),
+                b.submit(bob, Topic(room="#den", text="plans")),
+                a.submit(alice, Mode(room="#den", mode="+t")),
+                a.submit(alice, Kick(room="#den", nick="bob", reason="out")),
+                b.submit(bob, Nick(nick="robert")),
             ):
                 cluster.pump()
                 cluster.successResultOf(done)

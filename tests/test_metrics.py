@@ -12,13 +12,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatd.app.tap import Options, makeService
 from chatd.doors.line import LineDoor
 from chatd.limits import Limits
 from chatd.metrics import ChatCollector
 from chatd.store.memory import MemoryStore
-from chatd.tap import Options, makeService
-from tests.helpers import LinePeer, make_hub
-from tests.processes import (
+from chatd.testing import LinePeer, make_hub
+from tests.support.processes import (
     LOCAL_TCP0,
     LOCALHOST,
     TwistdProcess,

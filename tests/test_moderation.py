@@ -25,7 +25,7 @@ from chatd.model import (
     Welcome,
 )
 from chatd.store.memory import MemoryStore
-from tests.helpers import RecordingClient, events, make_hub, signed_on
+from chatd.testing import RecordingClient, events, make_hub, register, signed_on
 
 
 def account(hub: Hub, nick: str) -> User:
@@ -34,7 +34,7 @@ def account(hub: Hub, nick: str) -> User:
     """
     user = signed_on(hub, nick)
     done: list[object] = []
-    hub.register(user, "pass-" + nick).addBoth(done.append)
+    register(hub, user, "pass-" + nick).addBoth(done.append)
     assert done == [None], done
     events(user)
     return user

@@ -19,7 +19,7 @@ from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
 from chatd.limits import Limits
-from tests.helpers import HANDSHAKE, PEER, TCPLikeTransport
+from chatd.testing import HANDSHAKE, PEER, TCPLikeTransport
 
 
 class SocketTransport(TCPLikeTransport):

@@ -29,9 +29,12 @@ from chatd.hub import Hub
 from chatd.limits import Limits
 from chatd.model import MAX_ID, check_number
 from chatd.store.sqlite import SQLiteStore
-from tests.helpers import LinePeer, WebSocketPeer, make_hub, signed_on
-from tests.processes import scratch_dir
-from tests.test_fuzz import Action, FuzzFailure, FuzzTestCase, actions, fuzz
+from chatd.testing import LinePeer, WebSocketPeer, make_hub, signed_on
+from tests.fuzz.actions import Action
+from tests.fuzz.invariants import FuzzFailure
+from tests.fuzz.runner import FuzzTestCase, fuzz
+from tests.fuzz.strategies import actions
+from tests.support.processes import scratch_dir
 
 TOO_BIG = (MAX_ID + 1, 2**70, 10**100)
 LINE_USAGE = f"!!! Usage: /history [#room|NICK] [N] [BEFORE], each at most {MAX_ID}"
@@ -242,7 +245,7 @@ class SQLiteTests(TestCase):
 
 class LogLevelFuzzTests(FuzzTestCase):
     """
-    The fuzzer's worlds (L{tests.test_fuzz}), which check that no failure
+    The fuzzer's worlds (L{tests.fuzz}), which check that no failure
     is logged, checked for any event at level C{error} or C{critical} too.
     """
 

@@ -27,7 +27,7 @@ from chatd.doors.origin import (
 )
 from chatd.hub import Hub
 from chatd.limits import Limits
-from tests.helpers import DO_BINARY, TCPLikeTransport
+from chatd.testing import DO_BINARY, TCPLikeTransport
 
 PROXY = IPv4Address("TCP", "127.0.0.1", 40000)
 TRUSTED = Networks.parse("127.0.0.1,::1")

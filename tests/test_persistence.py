@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.store.sqlite import SQLiteStore
-from tests.processes import (
+from tests.support.processes import (
     LOCAL_TCP0,
     TWISTD,
     LineClient,

@@ -31,8 +31,8 @@ from typing import TypeVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.certs import make_self_signed
-from tests.processes import (
+from tests.support.certs import make_self_signed
+from tests.support.processes import (
     CHECKOUT,
     LOCAL_TCP0,
     LOCALHOST,
@@ -45,7 +45,7 @@ from tests.processes import (
     scratch_dir,
     terminated_by_sigterm,
 )
-from tests.proxies import (
+from tests.support.proxies import (
     DEPLOY,
     HAProxy,
     Nginx,

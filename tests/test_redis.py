@@ -1,6 +1,6 @@
 """
 Redis URLs, and connections made from them to a real C{redis-server} (see
-L{tests.redisserver}): over TCP, TLS and a unix socket, with and without
+L{tests.support.redisserver}): over TCP, TLS and a unix socket, with and without
 a password, and to nothing at all.
 """
 
@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from chatd.redis import (
+from chatd.redis.connection import (
     KEY_PREFIX,
     RedisAddress,
     RedisUnavailable,
@@ -21,9 +21,9 @@ from chatd.redis import (
     disconnect,
     parse_redis_url,
 )
-from tests.certs import HOSTNAME, make_self_signed
-from tests.processes import scratch_dir
-from tests.redisserver import redis_server
+from tests.support.certs import HOSTNAME, make_self_signed
+from tests.support.processes import scratch_dir
+from tests.support.redisserver import redis_server
 
 CLOCK = cast(IReactorTime, reactor)
 

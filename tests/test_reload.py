@@ -1,6 +1,6 @@
 """
 C{kill -HUP}: the TLS certificates and the message of the day reread
-without a restart (L{chatd.reload}).
+without a restart (L{chatd.app.reload}).
 
 In memory: what Twisted's C{ssl:} endpoint listens with (which chatd relies
 on to swap certificates), new TLS connections made with whatever
@@ -32,7 +32,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from chatd.reload import (
+from chatd.app.reload import (
     Hangup,
     ReloadableTLS,
     Reloader,
@@ -41,12 +41,12 @@ from chatd.reload import (
     read_ssl,
     sighup_blocked,
 )
-from chatd.service import ChatService
-from chatd.tap import Options, makeService
-from chatd.workers import WorkerPool
-from tests.certs import HOSTNAME, SelfSigned, make_self_signed
-from tests.helpers import make_hub
-from tests.processes import (
+from chatd.app.service import ChatService
+from chatd.app.tap import Options, makeService
+from chatd.app.workers import WorkerPool
+from chatd.testing import make_hub
+from tests.support.certs import HOSTNAME, SelfSigned, make_self_signed
+from tests.support.processes import (
     LOCAL_TCP0,
     LOCALHOST,
     TIMEOUT,
@@ -74,7 +74,8 @@ def reload_lines(case: SynchronousTestCase) -> list[str]:
     lines: list[str] = []
 
     def observe(event: dict[str, Any]) -> None:
-        if event.get("log_namespace") in ("chatd.reload.Reloader", "chatd.workers.WorkerPool"):
+        namespace = event.get("log_namespace")
+        if namespace in ("chatd.app.reload.Reloader", "chatd.app.workers.WorkerPool"):
             lines.append(formatEvent(event))
 
     globalLogPublisher.addObserver(observe)

@@ -27,7 +27,7 @@ from chatd.interfaces import IStore
 from chatd.model import Account, Message, PrivateMessage, RoomRecord, StoreState
 from chatd.store.memory import MemoryStore
 from chatd.store.sqlite import MIGRATIONS, PRIVATE_PAGE, ROOM_PAGE, SQLiteStore
-from tests.processes import scratch_dir
+from tests.support.processes import scratch_dir
 
 
 def said(id: int, room: str = "#a", ts: float | None = None) -> Message:

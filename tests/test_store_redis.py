@@ -18,8 +18,8 @@ from twisted.trial.unittest import TestCase
 
 from chatd.errors import StoreError
 from chatd.model import Account, Message, RoomRecord, StoreState
-from chatd.store.redis import RedisStore
-from tests.redisserver import redis_server
+from chatd.redis.store import RedisStore
+from tests.support.redisserver import redis_server
 from tests.test_store import StoreBehaviour, capture, ids, said, whispered
 
 CLOCK = cast(IReactorTime, reactor)

@@ -15,8 +15,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import LineDoorReceiver
-from tests.processes import LOCAL_TCP0, LOCALHOST, TwistdProcess, checkout_env, scratch_dir
+from chatd.testing import LineDoorReceiver
+from tests.support.processes import LOCAL_TCP0, LOCALHOST, TwistdProcess, checkout_env, scratch_dir
 
 READERS = 50
 SENDERS = 5

@@ -22,13 +22,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from chatd import __version__
+from chatd.app.tap import CannotListen, Options, makeService, private_socket, unix_path
 from chatd.doors.admission import AdmittingFactory
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.store.sqlite import SQLiteStore
-from chatd.tap import CannotListen, Options, makeService, private_socket, unix_path
-from tests.helpers import CLOSE, LinePeer, RecordingClient, WebSocketPeer
-from tests.processes import scratch_dir
+from chatd.testing import CLOSE, LinePeer, RecordingClient, WebSocketPeer
+from tests.support.processes import scratch_dir
 
 
 def parse(*argv: str) -> Options:

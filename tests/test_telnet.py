@@ -10,10 +10,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.doors.line import LineDoor
-from chatd.doors.telnet import edit
+from chatd.doors.line.telnet import edit
 from chatd.hub import Hub
 from chatd.limits import Limits
-from tests.helpers import DO_BINARY, PEER, LinePeer, TCPLikeTransport
+from chatd.testing import DO_BINARY, PEER, LinePeer, TCPLikeTransport
 
 IAC, DO, WILL, WONT, DONT, SB, SE = 255, 253, 251, 252, 254, 250, 240
 NOP, DM, BRK, IP, AO, AYT, EC, EL, GA, EOR = 241, 242, 243, 244, 245, 246, 247, 248, 249, 239

@@ -55,7 +55,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.processes import (
+from tests.support.processes import (
     LOCAL_TCP0,
     LOCALHOST,
     TwistdProcess,
@@ -64,7 +64,7 @@ from tests.processes import (
     clean_env,
     scratch_dir,
 )
-from tests.terminal import (
+from tests.support.terminal import (
     BACKSPACE,
     CTRL_BACKSLASH,
     CTRL_C,

@@ -4,7 +4,7 @@ Both doors over TLS: a real C{twistd -n chatd} process listening on C{ssl:}
 endpoints, talked to over real sockets on 127.0.0.1 by clients that verify
 its certificate.
 
-Each test makes a throwaway self-signed certificate (L{tests.certs}) in a
+Each test makes a throwaway self-signed certificate (L{tests.support.certs}) in a
 temporary directory; no key is ever stored in the checkout.
 """
 
@@ -16,9 +16,9 @@ import ssl
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.certs import HOSTNAME, SelfSigned, make_self_signed
-from tests.processes import (
-    CLOSE,
+from chatd.testing import CLOSE
+from tests.support.certs import HOSTNAME, SelfSigned, make_self_signed
+from tests.support.processes import (
     LOCAL_TCP0,
     LOCALHOST,
     TIMEOUT,
@@ -39,7 +39,7 @@ GOING_AWAY = 1001
 _TLS_PORT_LINES = {
     # An ssl: port logs "<factory> (TLS) starting on N", the factory's name
     # followed by those of any factories it wraps ("Site (AdmittingFactory)
-    # (TLS) ..."): the patterns of tests.processes are for TCP ports only.
+    # (TLS) ..."): the patterns of tests.support.processes are for TCP ports only.
     door: re.compile(rf"{factory}(?: \(\w+\))* \(TLS\) starting on (\d+)")
     for door, factory in (("line", "LineDoor"), ("web", "Site"))
 }
@@ -55,7 +55,7 @@ def tls_port(server: TwistdProcess, door: str) -> int:
 
 class _OverTLS(_Connection):
     """
-    A connection of L{tests.processes} run over TLS: the TCP connection is
+    A connection of L{tests.support.processes} run over TLS: the TCP connection is
     wrapped (the handshake done, the server's certificate checked against
     the test's own certificate and host name) before anything is sent.
 

@@ -14,8 +14,8 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.processes import (
-    CLOSE,
+from chatd.testing import CLOSE
+from tests.support.processes import (
     LOCAL_TCP0,
     LineClient,
     TwistdProcess,

@@ -15,7 +15,7 @@ from chatd.doors.web import make_site
 from chatd.doors.websocket import WebSocketDoor
 from chatd.errors import StoreError
 from chatd.store.memory import MemoryStore
-from tests.helpers import make_hub
+from chatd.testing import make_hub
 
 
 class SlowStore(MemoryStore):

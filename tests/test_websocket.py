@@ -14,7 +14,7 @@ from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
 from chatd.limits import Limits
-from tests.helpers import BINARY, CLOSE, PING, LinePeer, WebSocketPeer
+from chatd.testing import BINARY, CLOSE, PING, LinePeer, WebSocketPeer
 
 
 class WebSocketTestCase(SynchronousTestCase):

@@ -34,9 +34,8 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from chatd.doors.line import LineDoor
-from chatd.tap import Options, makeService
-from chatd.workers import (
+from chatd.app.tap import Options, makeService
+from chatd.app.workers import (
     FIRST_DELAY,
     KILL_TIMEOUT,
     MAX_DELAY,
@@ -49,8 +48,9 @@ from chatd.workers import (
     worker_args,
     worker_command,
 )
-from tests.certs import make_self_signed
-from tests.processes import (
+from chatd.doors.line import LineDoor
+from tests.support.certs import make_self_signed
+from tests.support.processes import (
     LOCAL_TCP0,
     LOCALHOST,
     TIMEOUT,
@@ -61,7 +61,7 @@ from tests.processes import (
     scratch_dir,
     terminated_by_sigterm,
 )
-from tests.redisserver import redis_server
+from tests.support.redisserver import redis_server
 
 REDIS = "redis://127.0.0.1:6379/0"
 """A Redis URL for option tests; nothing connects to it."""
@@ -351,7 +351,7 @@ POOL_TAC = """\
 from twisted.application.service import Application
 from twisted.internet import reactor
 
-from chatd.workers import WorkerPool, worker_command
+from chatd.app.workers import WorkerPool, worker_command
 
 application = Application("chatd pool test")
 WorkerPool(reactor, {doors!r}, worker_command({args!r}), {count}).setServiceParent(application)

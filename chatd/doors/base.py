@@ -12,7 +12,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -21,10 +21,12 @@ from zope.interface import implementer
 from chatd.doors.batching import Batch, WriteBatcher
 from chatd.doors.flow import Outbox, Throttle, TokenBucket
 from chatd.errors import ChatError
-from chatd.hub import Answer, Hub, User
-from chatd.interfaces import IClient, IEncoder
+from chatd.hub import Hub, User
+from chatd.hub.gateway import Answer
+from chatd.interfaces import IClient, IEncoder, IGateway
 from chatd.limits import Limits
 from chatd.model import Error, Event, Notice
+from chatd.requests import Request
 
 SHUTDOWN_NOTICE = "server shutting down"
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
@@ -132,6 +134,10 @@ class Session:
     @property
     def hub(self) -> Hub:
         return self.door.hub
+
+    @property
+    def gateway(self) -> IGateway:
+        return self.door.gateway
 
     @property
     def me(self) -> User:
@@ -377,36 +383,31 @@ class Session:
         L{ChatError}).
         """
         if password is None:
-            entering: Deferred[bool] = maybeDeferred(self._enter, nick, None)  # type: ignore[call-overload]
-            return entering
+            try:
+                entered = self._enter(nick, None)
+            except Exception:
+                return fail()
+            return entered if isinstance(entered, Deferred) else succeed(entered)
         proven = self.hub.authenticate(self, nick, password)
         return proven.addCallback(lambda account: self._enter(nick, account))
 
-    def identify(self, nick: str, password: str) -> Deferred[None]:
+    def submit(self, request: Request) -> Answer:
         """
-        Prove the account C{nick} with C{password} and take it (and its
-        nickname), unless this session has signed off meanwhile.
+        Make C{request} on behalf of the signed-on user.
         """
-        user = self.me
-
-        def proven(account: str) -> Answer:
-            if self.user is user:
-                return self.hub.identify(user, nick, account)
-            return None
-
-        return self.hub.authenticate(self, nick, password).addCallback(proven)
+        return self.gateway.submit(self.me, request)
 
     def _enter(self, nick: str, account: str | None) -> bool | Deferred[bool]:
         if self._closing:
             return False
-        entered: User | Deferred[User] = self.hub.connect(self, nick, account)
+        entered = self.gateway.connect(self, nick, account)
         if isinstance(entered, Deferred):  # a cluster admits it once the log has
             return entered.addCallback(self._entered)
         return self._entered(entered)
 
     def _entered(self, user: User) -> bool:
         if self._closing:  # gone while the cluster was admitting it
-            self.hub.disconnect(user, "connection closed")
+            self.gateway.disconnect(user, "connection closed")
             return False
         self.user = user
         if self._deadline is not None and self._deadline.active():
@@ -419,7 +420,7 @@ class Session:
         """
         if self.user is not None:
             user, self.user = self.user, None
-            self.hub.disconnect(user, reason)
+            self.gateway.disconnect(user, reason)
 
     def _sign_on_expired(self) -> None:
         self._deadline = None
@@ -442,13 +443,14 @@ class Door:
 
     def __init__(
         self,
-        hub: Hub,
+        hub: Hub | IGateway,
         encoder: IEncoder,
         clock: IReactorTime,
         limits: Limits | None = None,
         throttle: Throttle | None = None,
     ) -> None:
-        self.hub = hub
+        self.gateway: IGateway = IGateway(hub)
+        self.hub: Hub = self.gateway.hub
         self.encoder = encoder
         self.clock = clock
         self.limits = Limits() if limits is None else limits

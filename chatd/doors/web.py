@@ -22,6 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
+from chatd.interfaces import IGateway
 
 CLIENT_FILES = {
     b"": ("index.html", "text/html; charset=utf-8"),
@@ -78,9 +79,10 @@ class Readiness(Resource):
 
     isLeaf = True
 
-    def __init__(self, hub: Hub, clock: IReactorTime, timeout: float = 5.0) -> None:
+    def __init__(self, hub: Hub | IGateway, clock: IReactorTime, timeout: float = 5.0) -> None:
         super().__init__()
-        self.hub = hub
+        self.gateway: IGateway = IGateway(hub)
+        self.hub = self.gateway.hub
         self.clock = clock
         self.timeout = timeout
 
@@ -90,7 +92,7 @@ class Readiness(Resource):
         if self.hub.closing:
             request.setResponseCode(503)
             return b"shutting down\n"
-        trouble = self.hub.trouble()
+        trouble = self.gateway.trouble()
         if trouble is not None:
             request.setResponseCode(503)
             return f"{trouble}\n".encode()
@@ -131,7 +133,7 @@ def make_site(door: WebSocketDoor) -> Site:
         root.putChild(path, ClientFile((web / name).read_bytes(), content_type))
     root.putChild(b"ws", WebSocketResource(door))
     root.putChild(b"healthz", Liveness())
-    root.putChild(b"readyz", Readiness(door.hub, door.clock))
+    root.putChild(b"readyz", Readiness(door.gateway, door.clock))
     site = Site(root, reactor=door.clock)
     site.displayTracebacks = False
     return site

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatd.errors import StoreError
-from chatd.interfaces import IStore
+from chatd.interfaces import ISharedStore
 from chatd.model import Account, Message, PrivateMessage, RoomRecord, StoreState, fold
 
 _M = TypeVar("_M", Message, PrivateMessage)
@@ -80,7 +80,7 @@ def _prune(rings: OrderedDict[_K, deque[_M]], before: float) -> int:
     return removed
 
 
-@implementer(IStore)
+@implementer(ISharedStore)
 class MemoryStore:
     """
     Keep the last C{per_room} messages of at most C{max_rooms} rooms and the

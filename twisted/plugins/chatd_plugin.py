@@ -6,7 +6,7 @@ from twisted.application.service import ServiceMaker
 
 chatd = ServiceMaker(
     "chatd",
-    "chatd.tap",
+    "chatd.app.tap",
     "A chat server: telnet-friendly lines and WebSocket onto one hub.",
     "chatd",
 )

@@ -1,0 +1,212 @@
+# -*- test-case-name: tests.test_line -*-
+"""
+How the line door writes events: each one as lines of UTF-8 text ended by
+CR LF, with what could steer a terminal made harmless.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from zope.interface import implementer
+
+from chatd.interfaces import IEncoder
+from chatd.model import (
+    AccountChanged,
+    BanChanged,
+    Error,
+    Event,
+    HistoryPage,
+    Invited,
+    Joined,
+    Kicked,
+    Message,
+    ModeChanged,
+    Modes,
+    NickChanged,
+    Notice,
+    OpChanged,
+    Parted,
+    PrivateEcho,
+    PrivateHistory,
+    PrivateMessage,
+    RoomList,
+    Topic,
+    TopicChanged,
+    UserList,
+    Welcome,
+    fold,
+)
+
+
+def _terminal_safe_table() -> dict[int, str]:
+    """
+    Map every character that could drive a terminal to a visible stand-in:
+    C0 controls (but tab) as ^X, DEL as ^?, C1 controls and bidirectional
+    overrides as U+FFFD, line separators as spaces.
+    """
+    table: dict[int, str] = {c: "^" + chr(c + 64) for c in range(32) if c != 9}
+    table[0x7F] = "^?"
+    table.update({c: "\ufffd" for c in range(0x80, 0xA0)})
+    for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)):
+        table[c] = "\ufffd"
+    table[0x2028] = table[0x2029] = " "
+    return table
+
+
+_TERMINAL_SAFE = _terminal_safe_table()
+
+
+def safe(text: str) -> str:
+    """
+    C{text} with nothing in it that a terminal would act on.
+    """
+    return text.translate(_TERMINAL_SAFE)
+
+
+def as_lines(*lines: str) -> bytes:
+    return "".join(safe(line) + "\r\n" for line in lines).encode("utf-8", "replace")
+
+
+def _said(message: Message) -> str:
+    if message.action:
+        return f"[{message.room}] * {message.sender} {message.text}"
+    return f"[{message.room}] <{message.sender}> {message.text}"
+
+
+def _topic(event: Topic) -> str:
+    if isinstance(event, TopicChanged):
+        if event.topic:
+            return f"*** {event.by} changed the topic of {event.room} to: {event.topic}"
+        return f"*** {event.by} cleared the topic of {event.room}"
+    if event.topic:
+        return f"*** Topic for {event.room}: {event.topic} (set by {event.by})"
+    return f"*** No topic is set for {event.room}"
+
+
+def _stamp(ts: float) -> str:
+    """
+    C{[12:01] }, with the date for messages from another day than today.
+    """
+    when = time.localtime(ts)
+    if time.strftime("%Y%m%d", when) == time.strftime("%Y%m%d"):
+        return time.strftime("[%H:%M] ", when)
+    return time.strftime("[%Y-%m-%d %H:%M] ", when)
+
+
+def _history(page: HistoryPage) -> bytes:
+    if not page.messages:
+        return as_lines(f"*** No history for {page.room}")
+    stamped = [_stamp(m.ts) + _said(m) for m in page.messages]
+    return as_lines(
+        f"*** Last {_count(len(stamped), 'message')} of {page.room}:",
+        *stamped,
+        _history_end(page.room, len(stamped), page.messages[0].id, page.more),
+    )
+
+
+def _private_history(page: PrivateHistory) -> bytes:
+    if not page.messages:
+        return as_lines(f"*** No private messages with {page.other}")
+    stamped = [
+        _stamp(m.ts)
+        + (f"-> *{m.recipient}* " if fold(m.sender) == fold(page.nick) else f"*{m.sender}* ")
+        + m.text
+        for m in page.messages
+    ]
+    return as_lines(
+        f"*** Last {_count(len(stamped), 'private message')} with {page.other}:",
+        *stamped,
+        _history_end(page.other, len(stamped), page.messages[0].id, page.more),
+    )
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
+
+
+def _history_end(target: str, count: int, oldest: int, more: bool) -> str:
+    if more:
+        return f"*** End of history; older: /history {target} {count} {oldest}"
+    return "*** End of history"
+
+
+def _users(event: UserList) -> bytes:
+    ops = set(event.ops)
+    nicks = ", ".join(("@" + n if n in ops else n) for n in event.nicks)
+    return as_lines(f"*** Users in {event.room} ({len(event.nicks)}): {nicks}")
+
+
+def _account(event: AccountChanged) -> bytes:
+    if event.what == "registered":
+        return as_lines(f"*** {event.account} is now registered to you; you are identified")
+    if event.what == "identified":
+        return as_lines(f"*** You are now identified as {event.account}")
+    return as_lines(f"*** The password of {event.account} was changed")
+
+
+def _modes(event: Modes) -> bytes:
+    if not event.modes:
+        return as_lines(f"*** {event.room} has no modes set")
+    key = f" (key: {event.key})" if event.key else ""
+    return as_lines(f"*** Modes of {event.room}: {event.modes}{key}")
+
+
+def _rooms(event: RoomList) -> bytes:
+    rows = [
+        f"***   {r.room}  {r.users} user{'' if r.users == 1 else 's'}"
+        + (f"  {r.topic}" if r.topic else "")
+        for r in event.rooms
+    ]
+    return as_lines(f"*** {len(rows)} room{'' if len(rows) == 1 else 's'}:", *rows)
+
+
+_RENDER: dict[type, Callable[[Any], bytes]] = {
+    Welcome: lambda e: as_lines(
+        f"*** Welcome, {e.nick}! You are in {', '.join(e.rooms) or 'no room'}."
+        " Type /help for commands." + (" You are identified." if e.account else "")
+    ),
+    Message: lambda e: as_lines(_said(e)),
+    HistoryPage: _history,
+    PrivateMessage: lambda e: as_lines(f"*{e.sender}* {e.text}"),
+    PrivateEcho: lambda e: as_lines(f"-> *{e.recipient}* {e.text}"),
+    Joined: lambda e: as_lines(f"*** {e.nick} has joined {e.room}"),
+    Parted: lambda e: as_lines(
+        f"*** {e.nick} has left {e.room}" + (f" ({e.reason})" if e.reason else "")
+    ),
+    NickChanged: lambda e: as_lines(f"*** {e.old} is now known as {e.new}"),
+    Topic: lambda e: as_lines(_topic(e)),
+    TopicChanged: lambda e: as_lines(_topic(e)),
+    UserList: _users,
+    PrivateHistory: _private_history,
+    Kicked: lambda e: as_lines(f"*** {e.nick} has left {e.room} ({e.part_reason})"),
+    BanChanged: lambda e: as_lines(
+        f"*** {e.by} banned {e.nick} from {e.room}"
+        if e.banned
+        else f"*** {e.by} lifted the ban on {e.nick} in {e.room}"
+    ),
+    OpChanged: lambda e: as_lines(
+        f"*** {e.by} made {e.nick} an operator of {e.room}"
+        if e.op
+        else f"*** {e.by} took operator status in {e.room} from {e.nick}"
+    ),
+    ModeChanged: lambda e: as_lines(f"*** {e.by} set mode {e.change} on {e.room}"),
+    Modes: _modes,
+    Invited: lambda e: as_lines(f"*** {e.by} invites you to {e.room}; type /join {e.room}"),
+    AccountChanged: _account,
+    RoomList: _rooms,
+    Notice: lambda e: as_lines(f"*** {e.text}"),
+    Error: lambda e: as_lines(f"!!! {e.message}"),
+}
+
+
+@implementer(IEncoder)
+class LineEncoder:
+    """
+    Renders events as the contract's lines: UTF-8, each ended by CR LF.
+    """
+
+    def encode(self, event: Event) -> bytes:
+        return _RENDER[type(event)](event)

@@ -1,0 +1,192 @@
+# -*- test-case-name: tests.test_hub,tests.test_moderation -*-
+"""
+The hub's state: users and rooms, and each room's own rules (who ranks
+what, who may enter, which modes it has), testable without a hub.
+"""
+
+from __future__ import annotations
+
+from chatd.errors import ChatError
+from chatd.interfaces import IClient
+from chatd.model import RoomRecord, UserList, fold
+
+MODES = "imt"
+MAX_KEY_LENGTH = 23
+MAX_INVITES = 100
+MAX_BANS = 500
+
+MEMBER, OPERATOR, OWNER, ADMIN = range(4)
+
+
+class User:
+    """
+    A named connection in the hub.
+
+    @ivar rooms: the rooms the user is in, by folded name, oldest join first.
+    @ivar account: the folded name of the account it proved, if any.
+    @ivar since: private history of its nickname from after this message id
+        is its own: from when the account was registered for its account's
+        nickname, else from when it took its nickname.
+    @ivar sid: its session id in a cluster (C{NODE.SERIAL}), which unlike a
+        nickname never passes to someone else.
+    """
+
+    __slots__ = ("account", "client", "nick", "rooms", "sid", "since")
+
+    def __init__(self, nick: str, client: IClient, account: str | None, since: int) -> None:
+        self.nick = nick
+        self.client = client
+        self.account = account
+        self.since = since
+        self.rooms: dict[str, Room] = {}
+        self.sid = ""
+
+    def __repr__(self) -> str:
+        return f"<User {self.nick}>"
+
+
+class Room:
+    """
+    A room, its members (an ordered set, in join order) and its rules.
+
+    A registered room (one with an C{owner}) keeps its settings in the
+    store; operators by account are kept with them.  Anyone else made an
+    operator, and everyone invited, is remembered only while the room has
+    members.
+    """
+
+    __slots__ = (
+        "bans",
+        "guest_ops",
+        "invites",
+        "key",
+        "members",
+        "modes",
+        "name",
+        "op_accounts",
+        "owner",
+        "topic",
+        "topic_by",
+    )
+
+    def __init__(self, name: str, record: RoomRecord | None = None) -> None:
+        self.name = name
+        self.members: dict[User, None] = {}
+        self.guest_ops: set[User] = set()
+        self.invites: dict[str, None] = {}
+        self.owner: str | None = None
+        self.topic = ""
+        self.topic_by: str | None = None
+        self.modes = ""
+        self.key: str | None = None
+        self.op_accounts: set[str] = set()
+        self.bans: set[str] = set()
+        if record is not None:
+            self.name = record.name
+            self.owner = record.owner
+            self.topic, self.topic_by = record.topic, record.topic_by
+            self.modes, self.key = record.modes, record.key
+            self.op_accounts, self.bans = set(record.ops), set(record.bans)
+
+    def record(self) -> RoomRecord:
+        assert self.owner is not None
+        return RoomRecord(
+            self.name,
+            self.owner,
+            self.topic,
+            self.topic_by,
+            self.modes,
+            self.key,
+            frozenset(self.op_accounts),
+            frozenset(self.bans),
+        )
+
+    def is_op(self, user: User) -> bool:
+        return user in self.guest_ops or (
+            user.account is not None
+            and (user.account == self.owner or user.account in self.op_accounts)
+        )
+
+    def mode_string(self) -> str:
+        flags = self.modes + ("k" if self.key else "")
+        return "+" + "".join(sorted(flags)) if flags else ""
+
+    # -- rules --------------------------------------------------------------
+
+    def rank(self, user: User, admins: frozenset[str]) -> int:
+        """
+        What C{user} is here: a server operator (one of C{admins}), the
+        owner, an operator or a member.
+        """
+        if user.account is not None and user.account in admins:
+            return ADMIN
+        if user.account is not None and user.account == self.owner:
+            return OWNER
+        return OPERATOR if self.is_op(user) else MEMBER
+
+    def require(self, user: User, admins: frozenset[str], rank: int) -> None:
+        if self.rank(user, admins) < rank:
+            raise ChatError("not_op", f"You are not an operator of {self.name}")
+
+    def outrank(self, user: User, target: User, admins: frozenset[str]) -> None:
+        """
+        Refuse if C{target}, someone else, ranks above C{user}.
+        """
+        if target is not user and self.rank(target, admins) > self.rank(user, admins):
+            raise ChatError("not_allowed", f"{target.nick} outranks you in {self.name}")
+
+    def bans_user(self, user: User) -> bool:
+        return fold(user.nick) in self.bans or (
+            user.account is not None and user.account in self.bans
+        )
+
+    def check_entry(self, user: User, admins: frozenset[str], key: str | None) -> None:
+        """
+        Refuse C{user} entry (with C{key}) if a ban, C{+i} or the room's key
+        keeps it out; operators always enter.
+        """
+        if self.rank(user, admins) >= OPERATOR:
+            return
+        if self.bans_user(user):
+            raise ChatError("banned", f"You are banned from {self.name}")
+        if "i" in self.modes and fold(user.nick) not in self.invites:
+            raise ChatError("invite_only", f"{self.name} is invite only; ask an operator")
+        if self.key is not None and key != self.key:
+            raise ChatError("bad_key", f"{self.name} needs the right key: /join {self.name} KEY")
+
+    def change_modes(self, change: str, key: str | None) -> list[str]:
+        """
+        Apply C{change}: C{+} or C{-} and letters among C{i}, C{k} (with
+        C{key} to set), C{m} and C{t}.  Return what changed (C{+m},
+        C{+k KEY}, ...), nothing if the room was so already; refuse a bad
+        change before anything changes.
+        """
+        sign, letters = change[0], change[1:]
+        if sign not in "+-" or not letters or any(c not in MODES + "k" for c in letters):
+            raise ChatError("bad_mode", "Modes are + or - then letters among i, k, m, t (e.g. +mt)")
+        if "k" in letters and sign == "+":
+            if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or " " in key:
+                raise ChatError(
+                    "bad_key", f"A key is 1-{MAX_KEY_LENGTH} printable characters, no spaces"
+                )
+        changes = []
+        for letter in dict.fromkeys(letters):
+            if letter == "k":
+                new_key = key if sign == "+" else None
+                if new_key != self.key:
+                    self.key = new_key
+                    changes.append(f"{sign}k" + (f" {key}" if sign == "+" else ""))
+            elif (letter in self.modes) != (sign == "+"):
+                modes = set(self.modes) ^ {letter}
+                self.modes = "".join(sorted(modes))
+                changes.append(sign + letter)
+        return changes
+
+    def user_list(self, admins: frozenset[str]) -> UserList:
+        members = self.members
+        ops = tuple(m.nick for m in members if self.rank(m, admins) >= OPERATOR)
+        return UserList(self.name, tuple(m.nick for m in members), ops)
+
+
+Place = tuple[Room, bool]
+"""A room a user is in, and whether it is a guest operator there."""

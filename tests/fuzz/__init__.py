@@ -1,0 +1,105 @@
+"""
+Fuzzing both doors: thousands of random and mutated inputs go through the
+line door (inside its telnet transport) and the WebSocket door (through
+the web site's HTTP upgrade, or straight to the door's factory), while the
+hub's invariants are checked after every step.
+
+Each run is one hub with three line connections and two WebSocket
+connections on a shared C{Clock}, driven by a Hypothesis-generated list of
+actions: raw bytes and mutated commands for the line door, frames and raw
+bytes for the WebSocket door, clock advances, peers that stop reading (so
+that their transport's buffer fills and pauses the server's output) or
+vanish, and new ones that connect.  A run ends either with a shutdown or
+with every peer falling silent; either way every connection must then be
+gone and the hub empty.
+
+What a line peer sends is also telnet-heavy and high-bit: telnet commands
+(L{strategies.TELNET}, L{strategies.telnet_commands}): every two-byte
+command, RFC 1184's EOF, SUSP and ABORT and the NVT functions chatd maps
+to keys among them; negotiations of TRANSMIT-BINARY, TIMING-MARK and
+LINEMODE among other options; subnegotiations as clients send them
+(LINEMODE MODE, SLC and FORWARDMASK, window size, terminal type) and
+garbled ones; the control keys chatd acts on (L{strategies.KEYS}) and
+escape sequences (L{strategies.ESCAPES}, 7- and 8-bit); and high-bit text
+(L{strategies.high_bit}): the issue's sentences in several languages,
+whole or with bytes cut out or repeated, random bytes mostly 0x80 and up,
+any characters past ASCII.
+
+Commands and requests cover accounts, history and moderation too, with
+well-formed, half-formed and garbage arguments.  The hub starts with an
+account (dave, a server operator) and a room (#c) registered, as after a
+restart, and hashes passwords quickly (L{chatd.testing.quick_passwords}).
+Passwords given in a password's place (L{actions.SecretLine},
+L{actions.SecretFrame}) all hold the sign L{world.MARK}, which nothing
+else the fuzzer sends does; requests with passwords that may be mutated
+use unmarked ones.  Operators' requests come from L{actions.Moderate},
+which finds a peer that is one (random requests seldom do).
+
+After every action:
+
+  - no exception escaped a protocol (it would reach the test) and nothing
+    was logged as an error (e.g. by the hub's per-recipient isolation);
+  - no password was logged (L{world.World.observe}), nor sent to anyone;
+  - the hub's indexes agree with each other, and so do its accounts, its
+    rooms' operators, modes, keys and bans, and its registrations (with
+    each other and with the store) (L{invariants.check_hub});
+  - the doors' connections agree with the hub's users, no send queue is
+    over its bound, and no input waits without something to wake it
+    (L{world.World.check_doors});
+  - everything a line connection was sent is complete, terminal-safe CR LF
+    lines (telnet commands apart), and everything a WebSocket was sent
+    parses as whole frames whose text frames are JSON objects with a
+    C{type} (L{wire.parse_line_output}, L{wire.parse_server_frames});
+  - a connection the server closes was told why (quit, by C{/quit} or a
+    Ctrl-D at the start of a line; kill, takeover, flood, slow consumer,
+    sign-on timeout, shutdown), or was silent too long, refused at the
+    door, or broke the telnet or WebSocket protocol itself: bad input to
+    chatd never closes one (L{world.Connection.check_farewell}).
+
+L{test_fuzz.ClusterFuzzTests} plays the same on one node of a cluster
+(L{chatd.cluster.node.ClusterGateway} on a log that answers at the next tick),
+where every request waits for its operation to come back.
+
+L{test_fuzz.TelnetStreamFuzzTests} checks the promise of issue #12, "no
+byte sequence a telnet client can send leaves a session deaf or corrupts
+the text of the next line", on one signed-on line connection with a
+WebSocket watcher in #lobby.  It sends a well-formed telnet stream
+(L{strategies.typed_streams}: data with 0xFF escaped, control keys, escape
+sequences and high-bit text; negotiations of any option, subnegotiations
+under the cap, every other command, and signals as LINEMODE clients send
+them), cut into any packets, then a line end and a marker line
+(L{strategies.marker_tails}: cut anywhere, with commands that stand for no
+key anywhere in it).  Unless a Ctrl-D at the start of a line ended the
+session (L{strategies.ends_session}), the watcher must get exactly the
+marker as the connection's last message, the connection must still be open
+and have its own copy last, and every C{DO TIMING-MARK} must have been
+answered with C{WILL TIMING-MARK}.  No C{/} is ever typed: a command could
+change who says the marker, where, or whether.
+
+Runs are derandomised, so CI always tries the same inputs (for a longer
+fuzz, or other inputs, see L{runner.fuzz}).  Each test prints how many
+inputs it fed each door (see them with C{pytest -s}, or under trial); an
+input is one fuzzed chunk of bytes for a line connection (up to three
+lines, maybe cut into packets), or one sequence of frames or chunk of raw
+bytes for a WebSocket; the storms that fill buffers are not counted.
+L{test_fuzz.TelnetStreamFuzzTests} prints how many streams, bytes, packets
+and C{DO TIMING-MARK}s it sent, and how many sessions a Ctrl-D ended.  A
+full run of these tests feeds about 4,100 inputs to the line door and
+3,800 to the WebSocket door, and 300 telnet streams (some 1,000 packets)
+to one line connection each, in 20-30 s.  A failing run is shrunk, and
+printed.
+
+The package's modules, each readable on its own:
+
+  - L{invariants}: the hub's invariants (L{invariants.check_hub}), and
+    L{invariants.FuzzFailure}, raised when one is broken;
+  - L{wire}: the fuzzer's WebSocket frames, and the checks of what the
+    server sends;
+  - L{world}: the hub, the doors, the connections and the network of a
+    run, and the checks made after every step;
+  - L{actions}: the steps of a run;
+  - L{strategies}: the Hypothesis strategies that make runs;
+  - L{runner}: the fuzz settings and L{runner.FuzzTestCase}, which plays
+    runs;
+  - L{test_fuzz}: the tests.
+"""
