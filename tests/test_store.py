@@ -409,6 +409,26 @@ class GroupCommitTests(SQLiteTestCase):
         await self.until(lambda: store.commits == 2)
         self.assertEqual(self.rows("SELECT id FROM messages"), [(1,), (2,)])
 
+    async def test_flush_during_commit_leaves_the_window_working(self) -> None:
+        """
+        A flush asked for while a commit runs, with nothing new queued, does
+        not stop later writes from starting their own window.
+        """
+        store = self.open_store()
+        clock = store.clock
+        assert isinstance(clock, Clock)
+        store.record(said(1))
+        clock.advance(0.05)  # commit 1 starts
+        flushed = store.flush()  # nothing new: waits for commit 1
+        await self.until(lambda: store.commits == 1)
+        await flushed
+        store.record(said(2))
+        self.assertEqual([call.getTime() - clock.seconds() for call in clock.getDelayedCalls()],
+                         [0.05])  # fmt: skip
+        clock.advance(0.05)
+        await self.until(lambda: store.commits == 2)
+        self.assertEqual(self.rows("SELECT id FROM messages"), [(1,), (2,)])
+
     async def test_order(self) -> None:
         """
         Writes to the same thing in one commit take effect in the order

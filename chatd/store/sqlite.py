@@ -515,7 +515,10 @@ class SQLiteStore(QueuedStore):
         Commit what is queued, unless a commit is running (its end will).
         Messages count against C{max_queued} only while queued.
         """
-        if self._inflight is not None or not self._queue:
+        if self._inflight is not None:
+            return
+        if not self._queue:  # a flush found nothing left: the next write starts a window
+            self._queue.stop()
             return
         batch, messages = self._queue.take()
         self._queue.release(messages)
