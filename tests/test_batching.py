@@ -7,7 +7,6 @@ write (with its backpressure) when the kernel does not take it all.
 from __future__ import annotations
 
 import socket
-from types import SimpleNamespace
 
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
@@ -15,6 +14,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.doors.batching import WriteBatcher
+from chatd.doors.flow import Outbox, Throttle
+from chatd.limits import Limits
 
 
 class BatchTests(SynchronousTestCase):
@@ -80,24 +81,34 @@ class BatchTests(SynchronousTestCase):
 
 class Owner:
     """
-    Stands for a session: its C{push}, and its outbox's.
+    Stands for a session: the C{push} its outbox sets.
     """
 
-    def __init__(self) -> None:
-        self.push: object = None
-        self.outbox = SimpleNamespace(push=None)
+    push: object = None
 
 
 class FastPathTests(BatchTests):
     def setUp(self) -> None:
         super().setUp()
         self.owner = Owner()
-        batch = self.batcher.batch(self.stream, self.owner)
-        assert batch is not None
-        self.batch = batch
-        self.owner.push = self.owner.outbox.push = self.batch.push
+        self.outbox = Outbox(
+            self.batch.push,
+            len,
+            lambda why: None,
+            Throttle(),
+            Limits(),
+            self.reactor,
+            direct=self.batch.push,
+            owner=self.owner,
+        )
+        self.owner.push = self.batch.push
+        self.batch.outbox = self.outbox
 
     def test_push_is_the_list_append_while_gathering(self) -> None:
+        """
+        While a batch gathers this pass's output, the outbox has its owner
+        push with the batch's C{list.append}; once sent, with the batch.
+        """
         self.owner.push(b"a")  # type: ignore[operator]
         self.assertNotEqual(self.owner.push, self.batch.push)
         self.owner.push(b"b")  # type: ignore[operator]
@@ -105,13 +116,18 @@ class FastPathTests(BatchTests):
         self.reactor.advance(0)
         self.assertEqual(self.received(), b"abc")
         self.assertEqual(self.owner.push, self.batch.push)
+        self.assertEqual(self.outbox.push, self.batch.push)
 
-    def test_a_push_the_outbox_set_meanwhile_is_kept(self) -> None:
-        def queue(payload: bytes) -> None:
-            pass
-
+    def test_paused_while_gathering_the_queue_stays(self) -> None:
+        """
+        If the transport pauses the outbox while the batch gathers, its
+        owner queues from then on, and still does once the batch is sent.
+        """
         self.owner.push(b"a")  # type: ignore[operator]
-        self.owner.push = queue  # the transport paused the outbox
+        self.outbox.pauseProducing()
+        self.assertEqual(self.owner.push, self.outbox.put)
         self.reactor.advance(0)
         self.assertEqual(self.received(), b"a")
-        self.assertIs(self.owner.push, queue)
+        self.assertEqual(self.owner.push, self.outbox.put)
+        self.outbox.resumeProducing()
+        self.assertEqual(self.owner.push, self.batch.push)

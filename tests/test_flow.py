@@ -132,6 +132,12 @@ class OutboxTests(SynchronousTestCase):
         """
         direct: list[bytes] = []
         pushes: list[object] = []
+
+        class Owner:
+            def __setattr__(self, name: str, value: object) -> None:
+                pushes.append(value)
+
+        owner = Owner()
         outbox = Outbox(
             self.written.append,
             len,
@@ -140,7 +146,7 @@ class OutboxTests(SynchronousTestCase):
             self.limits,
             self.clock,
             direct=direct.append,
-            on_push=pushes.append,
+            owner=owner,
         )
         outbox.push(b"a")
         self.assertEqual((direct, self.written), ([b"a"], []))

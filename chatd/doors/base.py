@@ -78,9 +78,16 @@ class Session:
     @ivar address: the client's IP address (behind a trusted proxy, the one
         the proxy names), if it has one.
     @ivar push: sends one payload by the shortest way there is at the
-        moment: the door's L{direct} writer while the transport keeps up,
-        the outbox while it is paused or closed (L{Outbox.push}).  The hub's
+        moment (L{Outbox.push}, which only the outbox sets): the door's
+        L{direct} writer, or this pass's batch, while the transport keeps
+        up; the bounded queue while it is paused or closed.  The hub's
         fan-out calls it for every recipient of a room event.
+
+    All output goes through the connection's L{Outbox}: the hub writes with
+    C{push} (fan-out) and L{send} (to this user alone), a door with
+    L{deliver} (an event, encoded by the door's encoder) or, for text of
+    its own, L{send}.  A door provides L{write} and L{direct}, the wire
+    writers the outbox uses; it never calls them itself.
     """
 
     door: Door
@@ -154,8 +161,9 @@ class Session:
         """
         self.door = door
         self.encoder = door.encoder
-        self.batch = door.batcher.batch(getattr(self, "stream", None), self)
+        self.batch = door.batcher.batch(getattr(self, "stream", None))
         limits, clock = door.limits, door.clock
+        self.push = self.direct()
         self.outbox = Outbox(
             self.write,
             self.payload_size,
@@ -163,10 +171,11 @@ class Session:
             door.throttle,
             limits,
             clock,
-            direct=self.direct(),
-            on_push=self._set_push,
+            direct=self.push,
+            owner=self,
         )
-        self.push = self.outbox.push
+        if self.batch is not None:
+            self.batch.outbox = self.outbox
         # Made when first needed (an empty deque costs half a kilobyte).
         self._inbox: deque[Any] | tuple[()] = ()
         self._flood = TokenBucket(limits.flood_rate, limits.flood_burst, clock)
@@ -222,9 +231,6 @@ class Session:
             self.outbox.when_empty = self.finish
 
     # -- output -------------------------------------------------------------
-
-    def _set_push(self, push: Callable[[Any], None]) -> None:
-        self.push = push
 
     def send(self, payload: Any, optional: bool = False) -> None:
         """

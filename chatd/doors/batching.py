@@ -23,25 +23,26 @@ from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from chatd.doors.flow import Outbox
+
 
 class Batch:
     """
     What one plain TCP connection is to be sent at the end of this pass.
 
-    While it holds something, its owner's C{push} (the fan-out's way in) is
-    the list's own C{append}: the hub's loop then costs one C call per
-    recipient.  Flushing gives the owner back the push its outbox says is
-    right (this batch's L{push}, or the outbox's queue if the transport
-    paused it meanwhile, which also replaces that C{append}).
+    While it holds something, its connection's outbox pushes with the
+    list's own C{append} (L{Outbox.gather}): the hub's loop then costs one
+    C call per recipient.  Flushing tells the outbox it is done
+    (L{Outbox.gathered}), which then pushes as the transport allows.
     """
 
-    __slots__ = ("_batcher", "_chunks", "_owner", "_stream")
+    __slots__ = ("_batcher", "_chunks", "_stream", "outbox")
 
-    def __init__(self, batcher: WriteBatcher, stream: tcp.Connection, owner: Any = None) -> None:
+    def __init__(self, batcher: WriteBatcher, stream: tcp.Connection) -> None:
         self._batcher = batcher
         self._stream = stream
-        self._owner = owner
         self._chunks: list[bytes] = []
+        self.outbox: Outbox | None = None
 
     def push(self, data: bytes) -> None:
         """
@@ -50,9 +51,8 @@ class Batch:
         chunks = self._chunks
         if not chunks:
             self._batcher.dirty(self)
-            owner = self._owner
-            if owner is not None and owner.push == self.push:
-                owner.push = chunks.append
+            if self.outbox is not None:
+                self.outbox.gather(chunks.append)
         chunks.append(data)
 
     def flush(self) -> None:
@@ -65,9 +65,8 @@ class Batch:
             return
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
-        owner = self._owner
-        if owner is not None and owner.push == chunks.append:
-            owner.push = owner.outbox.push
+        if self.outbox is not None:
+            self.outbox.gathered()
         stream = self._stream
         if (
             stream.connected
@@ -90,11 +89,9 @@ class Batch:
         """
         The connection is gone: forget what was gathered.
         """
-        chunks = self._chunks
-        chunks.clear()
-        owner = self._owner
-        if owner is not None and owner.push == chunks.append:
-            owner.push = owner.outbox.push
+        self._chunks.clear()
+        if self.outbox is not None:
+            self.outbox.gathered()
 
 
 class WriteBatcher:
@@ -109,16 +106,15 @@ class WriteBatcher:
         self._dirty: list[Batch] = []
         self._call: IDelayedCall | None = None
 
-    def batch(self, stream: Any, owner: Any = None) -> Batch | None:
+    def batch(self, stream: Any) -> Batch | None:
         """
         A batch for C{stream}, or None if it is not a plain TCP (or unix)
         socket connection that batching knows how to write to (TLS, test
-        transports): those are written to as they are.  C{owner}, if given,
-        is the session whose C{push} the batch may speed up (it has a
-        C{push} and an C{outbox}).
+        transports): those are written to as they are.  Give it the
+        connection's outbox (L{Batch.outbox}) for the fan-out's fast path.
         """
         if isinstance(stream, tcp.Connection) and not stream.TLS:
-            return Batch(self, stream, owner)
+            return Batch(self, stream)
         return None
 
     def dirty(self, batch: Batch) -> None:

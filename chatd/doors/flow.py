@@ -69,18 +69,20 @@ class Outbox:
     @ivar queued: bytes waiting in the queue.
     @ivar paused_since: when the transport last paused us, or C{None}.
     @ivar push: the cheapest way to send one (non-optional) payload right
-        now: C{direct} while the transport keeps up, L{put} otherwise.  It
-        changes whenever the transport pauses or resumes us or the outbox
-        closes, and C{on_push} (if given) is told each new value, so that
-        the fan-out path can call it without going through L{put}.
+        now: while the transport keeps up, C{direct}, or the C{append} of
+        the L{chatd.doors.batching.Batch} gathering this pass's output; L{put}
+        otherwise.  The outbox alone chooses it, whenever the transport
+        pauses or resumes us, a batch starts or stops gathering, or the
+        outbox closes, and sets the same on its C{owner} (the session), so
+        that the fan-out path calls it without going through L{put}.
     """
 
     __slots__ = (
         "_clock",
         "_direct",
         "_limits",
-        "_on_push",
         "_overflow",
+        "_owner",
         "_queue",
         "_size",
         "_stalled_now",
@@ -103,11 +105,11 @@ class Outbox:
         limits: Limits,
         clock: IReactorTime,
         direct: Callable[[Any], None] | None = None,
-        on_push: Callable[[Callable[[Any], None]], None] | None = None,
+        owner: Any = None,
     ) -> None:
         self._write = write
         self._direct = write if direct is None else direct
-        self._on_push = on_push
+        self._owner = owner
         self._size = size
         self._overflow = overflow
         self._throttle = throttle
@@ -127,10 +129,27 @@ class Outbox:
 
     def _set_push(self) -> None:
         push = self._direct if self.paused_since is None and not self.closed else self.put
+        self._push_with(push)
+
+    def _push_with(self, push: Callable[[Any], None]) -> None:
         if push != self.push:
             self.push = push
-            if self._on_push is not None:
-                self._on_push(push)
+            if self._owner is not None:
+                self._owner.push = push
+
+    def gather(self, append: Callable[[Any], None]) -> None:
+        """
+        A batch holds this pass's output: while the transport keeps up,
+        push with its C{append}.
+        """
+        if self.push == self._direct:
+            self._push_with(append)
+
+    def gathered(self) -> None:
+        """
+        The batch sent what it held: push as the transport allows.
+        """
+        self._set_push()
 
     @property
     def saturated(self) -> bool:
