@@ -22,39 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chatd.requests import (
-    SERVER_REQUESTS,
-    USER_REQUESTS,
-    Announce,
-    Ban,
-    Deop,
-    Drop,
-    Identified,
-    Invite,
-    Join,
-    Kick,
-    Kill,
-    Me,
-    Mode,
-    Msg,
-    Nick,
-    Op,
-    Part,
-    Registered,
-    Remove,
-    Request,
-    Say,
-    SignOff,
-    SignOn,
-    Topic,
-    Unban,
-    to_wire,
-    wire_name,
-)
+from chatd.requests import SERVER_REQUESTS, USER_REQUESTS, Request, to_wire, wire_name
 
 FORMAT = 2
 """The format this node writes."""
@@ -156,48 +127,57 @@ def decode(raw: str) -> Operation:
         raise ValueError("an operation is a JSON object")
     if entry.get("v") != FORMAT:
         raise UnknownFormat(entry.get("v"))
+    return _decode_entry(entry, entry.get("sid"))
+
+
+def _decode_entry(entry: dict[str, Any], sid: str | None) -> Operation:
     kind = KINDS[entry["op"]]
     fields = {
         f.name: entry[wire_name(f)]
         for f in dataclasses.fields(kind)
         if wire_name(f) in entry and wire_name(f) not in _ENVELOPE
     }
-    sid = entry.get("sid")
     return Operation(entry["node"], entry["ref"], entry["ts"], sid, kind(**fields))
 
 
-_FORMAT_1: dict[str, tuple[bool, Callable[..., Request]]] = {
-    "connect": (True, lambda nick, account: SignOn(nick=nick, account=account)),
-    "disconnect": (True, lambda reason: SignOff(reason=reason)),
-    "nick": (True, lambda nick: Nick(nick=nick)),
-    "identify": (True, lambda nick, account: Identified(nick=nick, account=account)),
-    "registered": (True, lambda nick: Registered(nick=nick)),
-    "join": (True, lambda room, key: Join(room=room, key=key)),
-    "part": (True, lambda room, reason: Part(room=room, reason=reason)),
-    "topic": (True, lambda room, text: Topic(room=room, text=text)),
-    "op": (True, lambda room, nick, op: (Op if op else Deop)(room=room, nick=nick)),
-    "kick": (True, lambda room, nick, reason: Kick(room=room, nick=nick, reason=reason)),
-    "ban": (True, lambda room, nick, banned: (Ban if banned else Unban)(room=room, nick=nick)),
-    "mode": (True, lambda room, mode, key: Mode(room=room, mode=mode, key=key)),
-    "invite": (True, lambda room, nick: Invite(room=room, nick=nick)),
-    "kill": (True, lambda nick, reason: Kill(nick=nick, reason=reason)),
-    "drop": (False, lambda nick, by, reason: Drop(nick=nick, by=by, reason=reason)),
-    "remove": (
-        False,
-        lambda nick, room, by, reason: Remove(nick=nick, room=room, by=by, reason=reason),
-    ),
-    "announce": (False, lambda text: Announce(text=text)),
-    "say": (True, lambda room, text, action: (Me if action else Say)(room=room, text=text)),
-    "private": (True, lambda to, text: Msg(to=to, text=text)),
-    "hello": (False, lambda responder: Hello(responder=responder)),
-    "snapshot": (False, lambda target: Snapshot(target=target)),
-    "gone": (False, lambda gone, reason: Gone(gone=gone, reason=reason)),
+_FORMAT_1: dict[str, tuple[bool, tuple[str, ...]]] = {
+    "connect": (True, ("nick", "account")),
+    "disconnect": (True, ("reason",)),
+    "nick": (True, ("nick",)),
+    "identify": (True, ("nick", "account")),
+    "registered": (True, ("nick",)),
+    "join": (True, ("room", "key")),
+    "part": (True, ("room", "reason")),
+    "topic": (True, ("room", "text")),
+    "op": (True, ("room", "nick", "op")),
+    "kick": (True, ("room", "nick", "reason")),
+    "ban": (True, ("room", "nick", "ban")),
+    "mode": (True, ("room", "mode", "key")),
+    "invite": (True, ("room", "nick")),
+    "kill": (True, ("nick", "reason")),
+    "drop": (False, ("nick", "by", "reason")),
+    "remove": (False, ("nick", "room", "by", "reason")),
+    "announce": (False, ("text",)),
+    "say": (True, ("room", "text", "say")),
+    "private": (True, ("to", "text")),
+    "hello": (False, ("responder",)),
+    "snapshot": (False, ("target",)),
+    "gone": (False, ("gone", "reason")),
 }
-"""Format 1: C{[kind, node, ref, ts, sid?, *arguments]}, by kind."""
+"""Format 1: C{[kind, node, ref, ts, sid?, *arguments]}: whether a kind has
+a session, and its arguments by their names in format 2."""
+
+_RENAMED = {"identify": "identified", "private": "msg"}
+_FLAGGED = {"op": ("deop", "op"), "ban": ("unban", "ban"), "say": ("say", "me")}
+"""Format 1 kinds whose last argument, a flag, chose between two requests."""
 
 
 def _decode_format_1(entry: list[Any]) -> Operation:
     kind, node, ref, ts, *args = entry
-    for_session, build = _FORMAT_1[kind]
+    for_session, names = _FORMAT_1[kind]
     sid = args.pop(0) if for_session else None
-    return Operation(node, ref, ts, sid, build(*args))
+    fields = dict(zip(names, args, strict=True))
+    if kind in _FLAGGED:
+        kind = _FLAGGED[kind][bool(fields.pop(kind))]
+    op = {"v": FORMAT, "op": _RENAMED.get(kind, kind), "node": node, "ref": ref, "ts": ts}
+    return _decode_entry(op | fields, sid)

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd import requests as rq
 from chatd.errors import ChatError
 from chatd.hub.accounts import Accounts, address
 from chatd.hub.fanout import Fanout
@@ -63,35 +64,6 @@ from chatd.model import (
     check_text,
     fold,
 )
-from chatd.requests import (
-    Announce,
-    Ban,
-    Deop,
-    Drop,
-    History,
-    Identified,
-    Identify,
-    Invite,
-    Join,
-    Kick,
-    Kill,
-    Me,
-    Mode,
-    Msg,
-    Nick,
-    Op,
-    Part,
-    Password,
-    Register,
-    Registered,
-    Remove,
-    Request,
-    Rooms,
-    Say,
-    Unban,
-    Who,
-)
-from chatd.requests import Topic as TopicRequest
 from chatd.store.memory import MemoryStore
 
 _events = Logger(namespace="chatd.events")
@@ -212,19 +184,19 @@ class Hub(Accounts, HistoryPages):
 
     # -- requests -------------------------------------------------------------
 
-    def prepare(self, user: User, request: Request) -> Deferred[Any] | None:
+    def prepare(self, user: User, request: rq.Request) -> Deferred[Any] | None:
         """
         For a request that must wait before it changes anything (a password
         to check, an account to store), a Deferred firing with the change to
         apply then (or C{None}); for any other, C{None}.
         """
-        if isinstance(request, Register):
+        if isinstance(request, rq.Register):
             return self.register(user, request.password)
-        if isinstance(request, Identify):
+        if isinstance(request, rq.Identify):
             return self.prove(user, request.nick or user.nick, request.password)
         return None
 
-    def apply(self, user: Any, request: Request) -> Any:
+    def apply(self, user: Any, request: rq.Request) -> Any:
         """
         Apply C{request} on behalf of C{user} (C{None} for the server's
         own requests).  A refusal raises L{ChatError} before anything has
@@ -763,38 +735,38 @@ class Hub(Accounts, HistoryPages):
         self._log.failure("Failed {doing}", failure=failure, doing=doing)
 
 
-def _history(hub: Hub, user: User, r: History) -> Deferred[None]:
+def _history(hub: Hub, user: User, r: rq.History) -> Deferred[None]:
     if r.with_ is not None:
         return hub.private_history(user, r.with_, r.limit, r.before)
-    assert r.room is not None  # History.check
+    assert r.room is not None  # rq.History.check
     return hub.history(user, r.room, r.limit, r.before)
 
 
-_APPLY: dict[type[Request], Callable[[Hub, Any, Any], Any]] = {
-    Say: lambda hub, user, r: hub.say(user, r.room, r.text),
-    Me: lambda hub, user, r: hub.say(user, r.room, r.text, action=True),
-    Nick: lambda hub, user, r: hub.change_nick(user, r.nick),
-    Join: lambda hub, user, r: hub.join(user, r.room, r.key),
-    Part: lambda hub, user, r: hub.part(user, r.room, r.reason),
-    Msg: lambda hub, user, r: hub.private(user, r.to, r.text),
-    Who: lambda hub, user, r: hub.who(user, r.room),
-    Rooms: lambda hub, user, r: hub.list_rooms(user),
-    TopicRequest: lambda hub, user, r: hub.topic(user, r.room, r.text),
-    History: _history,
-    Password: lambda hub, user, r: hub.change_password(user, r.old, r.new),
-    Op: lambda hub, user, r: hub.set_op(user, r.room, r.nick),
-    Deop: lambda hub, user, r: hub.set_op(user, r.room, r.nick, op=False),
-    Kick: lambda hub, user, r: hub.kick(user, r.room, r.nick, r.reason),
-    Ban: lambda hub, user, r: hub.ban(user, r.room, r.nick),
-    Unban: lambda hub, user, r: hub.ban(user, r.room, r.nick, banned=False),
-    Mode: lambda hub, user, r: hub.set_mode(user, r.room, r.mode, r.key),
-    Invite: lambda hub, user, r: hub.invite(user, r.room, r.nick),
-    Kill: lambda hub, user, r: hub.kill(user, r.nick, r.reason),
-    Identified: lambda hub, user, r: hub.identify(user, r.nick, r.account),
-    Registered: lambda hub, user, r: hub.account_created(user, r.nick),
-    Drop: lambda hub, user, r: hub.drop(r.nick, r.by, r.reason),
-    Remove: lambda hub, user, r: hub.remove(r.nick, r.room, r.by, r.reason),
-    Announce: lambda hub, user, r: hub.announce(r.text),
+_APPLY: dict[type[rq.Request], Callable[[Hub, Any, Any], Any]] = {
+    rq.Say: lambda hub, user, r: hub.say(user, r.room, r.text),
+    rq.Me: lambda hub, user, r: hub.say(user, r.room, r.text, action=True),
+    rq.Nick: lambda hub, user, r: hub.change_nick(user, r.nick),
+    rq.Join: lambda hub, user, r: hub.join(user, r.room, r.key),
+    rq.Part: lambda hub, user, r: hub.part(user, r.room, r.reason),
+    rq.Msg: lambda hub, user, r: hub.private(user, r.to, r.text),
+    rq.Who: lambda hub, user, r: hub.who(user, r.room),
+    rq.Rooms: lambda hub, user, r: hub.list_rooms(user),
+    rq.Topic: lambda hub, user, r: hub.topic(user, r.room, r.text),
+    rq.History: _history,
+    rq.Password: lambda hub, user, r: hub.change_password(user, r.old, r.new),
+    rq.Op: lambda hub, user, r: hub.set_op(user, r.room, r.nick),
+    rq.Deop: lambda hub, user, r: hub.set_op(user, r.room, r.nick, op=False),
+    rq.Kick: lambda hub, user, r: hub.kick(user, r.room, r.nick, r.reason),
+    rq.Ban: lambda hub, user, r: hub.ban(user, r.room, r.nick),
+    rq.Unban: lambda hub, user, r: hub.ban(user, r.room, r.nick, banned=False),
+    rq.Mode: lambda hub, user, r: hub.set_mode(user, r.room, r.mode, r.key),
+    rq.Invite: lambda hub, user, r: hub.invite(user, r.room, r.nick),
+    rq.Kill: lambda hub, user, r: hub.kill(user, r.nick, r.reason),
+    rq.Identified: lambda hub, user, r: hub.identify(user, r.nick, r.account),
+    rq.Registered: lambda hub, user, r: hub.account_created(user, r.nick),
+    rq.Drop: lambda hub, user, r: hub.drop(r.nick, r.by, r.reason),
+    rq.Remove: lambda hub, user, r: hub.remove(r.nick, r.room, r.by, r.reason),
+    rq.Announce: lambda hub, user, r: hub.announce(r.text),
 }
-"""How the hub applies each request; L{SignOn} and L{SignOff} are the
+"""How the hub applies each request; L{rq.SignOn} and L{rq.SignOff} are the
 gateway's (L{Hub.connect}, L{Hub.disconnect})."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, maybeDeferred
 
+from chatd import requests as rq
 from chatd.doors.base import Session
 from chatd.doors.line.rendering import as_lines
 from chatd.errors import ChatError
@@ -18,29 +19,9 @@ from chatd.model import (
     check_room,
     fold,
 )
-from chatd.requests import (
-    Ban,
-    Deop,
-    History,
-    Identify,
-    Invite,
-    Join,
-    Kick,
-    Kill,
-    Me,
-    Mode,
-    Msg,
-    Nick,
-    Op,
-    Part,
-    Password,
-    Register,
-    Rooms,
-    Say,
-    Unban,
-    Who,
-)
-from chatd.requests import Topic as TopicRequest
+
+MemberRequest = rq.Op | rq.Deop | rq.Ban | rq.Unban
+"""What C{[#room] NICK} commands ask."""
 
 HELP = (
     "Commands (text without a leading / is said in your current room):",
@@ -96,7 +77,7 @@ class LineCommands(Session):
         return self._current
 
     def say(self, text: str) -> None:
-        self.attempt(lambda: self.submit(Say(room=self.current_room(), text=text)))
+        self.attempt(lambda: self.submit(rq.Say(room=self.current_room(), text=text)))
 
     def command(self, name: str, args: str) -> object:
         handler = self._commands.get(name)
@@ -105,7 +86,7 @@ class LineCommands(Session):
         return handler(self, args)
 
     def do_nick(self, args: str) -> object:
-        return self.submit(Nick(nick=_required(args, "/nick NEW")))
+        return self.submit(rq.Nick(nick=_required(args, "/nick NEW")))
 
     def do_join(self, args: str) -> Deferred[None] | None:
         room, _, key = _required(args, "/join #room [KEY]").partition(" ")
@@ -116,7 +97,7 @@ class LineCommands(Session):
             self._current = self.me.rooms[fold(room)].name
             self.send(as_lines(f"*** Now talking in {self._current}"))
             return None
-        joined = maybeDeferred(self.submit, Join(room=room, key=key.strip() or None))
+        joined = maybeDeferred(self.submit, rq.Join(room=room, key=key.strip() or None))
         return joined.addCallback(lambda _: self._switch_to(room))
 
     def _switch_to(self, room: str) -> None:
@@ -125,22 +106,22 @@ class LineCommands(Session):
 
     def do_part(self, args: str) -> object:
         room, reason = _room_and_rest(args)
-        return self.submit(Part(room=room or self.current_room(), reason=reason or None))
+        return self.submit(rq.Part(room=room or self.current_room(), reason=reason or None))
 
     def do_msg(self, args: str) -> object:
         nick, _, text = args.partition(" ")
         if not nick or not text.strip():
             raise ChatError("usage", "Usage: /msg NICK TEXT")
-        return self.submit(Msg(to=nick, text=text))
+        return self.submit(rq.Msg(to=nick, text=text))
 
     def do_me(self, args: str) -> object:
-        return self.submit(Me(room=self.current_room(), text=_required(args, "/me ACTION")))
+        return self.submit(rq.Me(room=self.current_room(), text=_required(args, "/me ACTION")))
 
     def do_who(self, args: str) -> object:
-        return self.submit(Who(room=args.split()[0] if args else self.current_room()))
+        return self.submit(rq.Who(room=args.split()[0] if args else self.current_room()))
 
     def do_rooms(self, args: str) -> object:
-        return self.submit(Rooms())
+        return self.submit(rq.Rooms())
 
     def do_topic(self, args: str) -> object:
         """
@@ -149,7 +130,7 @@ class LineCommands(Session):
         """
         room, text = _room_and_rest(args)
         new = None if not text else "" if text == "-" else text
-        return self.submit(TopicRequest(room=room or self.current_room(), text=new))
+        return self.submit(rq.Topic(room=room or self.current_room(), text=new))
 
     def do_history(self, args: str) -> object:
         """
@@ -167,64 +148,65 @@ class LineCommands(Session):
         limit = numbers[0] if numbers else None
         before = numbers[1] if len(numbers) > 1 else None
         if target is not None and not target.startswith("#"):
-            return self.submit(History(with_=target, limit=limit, before=before))
+            return self.submit(rq.History(with_=target, limit=limit, before=before))
         room = target or self.current_room()
-        return self.submit(History(room=room, limit=limit, before=before))
+        return self.submit(rq.History(room=room, limit=limit, before=before))
 
     def do_register(self, args: str) -> object:
-        return self.submit(Register(password=_required(args, "/register PASSWORD")))
+        return self.submit(rq.Register(password=_required(args, "/register PASSWORD")))
 
     def do_identify(self, args: str) -> object:
         words = _required(args, "/identify [NICK] PASSWORD").split()
         if len(words) > 2:
             raise ChatError("usage", "Usage: /identify [NICK] PASSWORD")
         nick, password = words if len(words) == 2 else (self.me.nick, words[0])
-        return self.submit(Identify(nick=nick, password=password))
+        return self.submit(rq.Identify(nick=nick, password=password))
 
     def do_password(self, args: str) -> object:
         old, _, new = args.partition(" ")
         if not old or not new.strip():
             raise ChatError("usage", "Usage: /password OLD NEW")
-        return self.submit(Password(old=old, new=new.strip()))
+        return self.submit(rq.Password(old=old, new=new.strip()))
 
     def do_op(self, args: str) -> object:
-        room, nick = _room_and_rest(args)
-        return self.submit(Op(room=room or self.current_room(), nick=_required(nick, "/op NICK")))
+        return self._member_request(args, rq.Op, "/op NICK")
 
     def do_deop(self, args: str) -> object:
-        room, nick = _room_and_rest(args)
-        nick = _required(nick, "/deop NICK")
-        return self.submit(Deop(room=room or self.current_room(), nick=nick))
+        return self._member_request(args, rq.Deop, "/deop NICK")
 
     def do_kick(self, args: str) -> object:
         room, rest = _room_and_rest(args)
         nick, _, reason = _required(rest, "/kick [#room] NICK [REASON]").partition(" ")
         room = room or self.current_room()
-        return self.submit(Kick(room=room, nick=nick, reason=reason.strip() or None))
+        return self.submit(rq.Kick(room=room, nick=nick, reason=reason.strip() or None))
 
     def do_ban(self, args: str) -> object:
-        room, nick = _room_and_rest(args)
-        nick = _required(nick, "/ban NICK")
-        return self.submit(Ban(room=room or self.current_room(), nick=nick))
+        return self._member_request(args, rq.Ban, "/ban NICK")
 
     def do_unban(self, args: str) -> object:
+        return self._member_request(args, rq.Unban, "/unban NICK")
+
+    def _member_request(self, args: str, kind: type[MemberRequest], usage: str) -> object:
+        """
+        C{/op}, C{/deop}, C{/ban} or C{/unban} C{[#room] NICK}.
+        """
         room, nick = _room_and_rest(args)
-        nick = _required(nick, "/unban NICK")
-        return self.submit(Unban(room=room or self.current_room(), nick=nick))
+        room = room or self.current_room()
+        return self.submit(kind(room=room, nick=_required(nick, usage)))
 
     def do_mode(self, args: str) -> object:
         room, rest = _room_and_rest(args)
         change, _, key = rest.partition(" ")
         room = room or self.current_room()
-        return self.submit(Mode(room=room, mode=change or None, key=key.strip() or None))
+        return self.submit(rq.Mode(room=room, mode=change or None, key=key.strip() or None))
 
     def do_invite(self, args: str) -> object:
         nick, _, room = _required(args, "/invite NICK [#room]").partition(" ")
-        return self.submit(Invite(room=room.strip() or self.current_room(), nick=nick))
+        return self.submit(rq.Invite(room=room.strip() or self.current_room(), nick=nick))
 
     def do_kill(self, args: str) -> object:
         nick, _, reason = _required(args, "/kill NICK [REASON]").partition(" ")
-        return self.submit(Kill(nick=nick, reason=reason.strip() or None))
+        return self.submit(rq.Kill(nick=nick, reason=reason.strip() or None))
 
     def do_quit(self, args: str) -> None:
         self.send(as_lines("*** Bye!"))
