@@ -140,16 +140,23 @@ class Outbox:
     def gather(self, append: Callable[[Any], None]) -> None:
         """
         A batch holds this pass's output: while the transport keeps up,
-        push with its C{append}.
+        push with its C{append}.  (Called for every recipient of every
+        pass, so it does the work of L{_push_with} itself.)
         """
         if self.push == self._direct:
-            self._push_with(append)
+            self.push = append
+            if self._owner is not None:
+                self._owner.push = append
 
     def gathered(self) -> None:
         """
         The batch sent what it held: push as the transport allows.
         """
-        self._set_push()
+        push = self._direct if self.paused_since is None and not self.closed else self.put
+        if push != self.push:
+            self.push = push
+            if self._owner is not None:
+                self._owner.push = push
 
     @property
     def saturated(self) -> bool:
