@@ -31,7 +31,7 @@ from chatd.doors.origin import ip_address
 from chatd.errors import ChatError
 from chatd.hub import Hub
 from chatd.interfaces import IGateway
-from chatd.requests import Announce, Drop, Remove
+from chatd.requests import Announce, ServerKick, ServerKill
 
 HELP = (
     "users                      every user: nick, account, rooms, address",
@@ -44,7 +44,7 @@ HELP = (
 )
 
 
-Answer = list[str] | Deferred[list[str]] | None
+Reply = list[str] | Deferred[list[str]] | None
 
 
 def read_motd(path: str) -> tuple[str, ...]:
@@ -146,7 +146,7 @@ class ConsoleProtocol(LineReceiver):
         room, _, reason = rest.strip().partition(" ")
         if not nick or not room:
             raise ChatError("usage", "usage: kick NICK #ROOM [REASON]")
-        removal = Remove(nick=nick, room=room, by="console", reason=reason.strip() or None)
+        removal = ServerKick(nick=nick, room=room, by="console", reason=reason.strip() or None)
         kicked = maybeDeferred(self.factory.gateway.submit, None, removal)
         return kicked.addCallback(lambda _: [f"kicked {nick} from {room}"])
 
@@ -154,7 +154,7 @@ class ConsoleProtocol(LineReceiver):
         nick, _, reason = args.partition(" ")
         if not nick:
             raise ChatError("usage", "usage: kill NICK [REASON]")
-        drop = Drop(nick=nick, by="console", reason=reason.strip() or None)
+        drop = ServerKill(nick=nick, by="console", reason=reason.strip() or None)
         killed = maybeDeferred(self.factory.gateway.submit, None, drop)
         return killed.addCallback(lambda _: [f"killed {nick}"])
 
@@ -175,7 +175,7 @@ class ConsoleProtocol(LineReceiver):
         self.answer(["bye"])
         self.transport.loseConnection()
 
-    commands: dict[str, Callable[[ConsoleProtocol, str], Answer]] = {
+    commands: dict[str, Callable[[ConsoleProtocol, str], Reply]] = {
         "help": do_help,
         "users": do_users,
         "rooms": do_rooms,

@@ -280,7 +280,7 @@ class IGateway(Interface):
         Tell whoever must know that this process stops serving.
         """
 
-    def trouble() -> str | None:
+    def why_not_ready() -> str | None:
         """
         Why requests cannot be served right now, if they cannot.
         """

@@ -303,24 +303,24 @@ class Registered(Request):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Drop(Request):
+class ServerKill(Request):
     """
     Disconnect C{nick} on the word of C{by} (the admin console).
     """
 
-    type = "drop"
+    type = "server_kill"
     nick: str
     by: str
     reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Remove(Request):
+class ServerKick(Request):
     """
     Put C{nick} out of C{room} on the word of C{by} (the admin console).
     """
 
-    type = "remove"
+    type = "server_kick"
     nick: str
     room: str
     by: str
@@ -347,7 +347,7 @@ USER_REQUESTS: dict[str, type[Request]] = {
 """The requests a user may send, by C{type}."""
 
 SERVER_REQUESTS: dict[str, type[Request]] = {
-    r.type: r for r in (SignOn, SignOff, Identified, Registered, Drop, Remove, Announce)
+    r.type: r for r in (SignOn, SignOff, Identified, Registered, ServerKill, ServerKick, Announce)
 }
 """The requests only the server makes, by C{type}."""
 

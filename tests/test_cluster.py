@@ -329,11 +329,11 @@ class OperatorTests(SynchronousTestCase):
 
         self.assertEqual(values()["chatd_cluster_redis_up"], 1)
         self.assertEqual(values()["chatd_cluster_nodes"], 2)
-        self.assertIsNone(a.trouble())
+        self.assertIsNone(a.why_not_ready())
         for watcher in a.log.watchers:  # type: ignore[attr-defined]
             watcher(False)
         self.assertEqual(values()["chatd_cluster_redis_up"], 0)
-        self.assertEqual(a.trouble(), "cannot reach the cluster's Redis")
+        self.assertEqual(a.why_not_ready(), "cannot reach the cluster's Redis")
 
 
 class StartingTests(SynchronousTestCase):
@@ -375,13 +375,13 @@ class StartingTests(SynchronousTestCase):
             error = self.failureResultOf(refused, ChatError).value
             self.assertEqual(error.code, "degraded")
             self.assertIn("Not ready", error.message)
-        self.assertEqual(b.trouble(), "cannot reach the cluster's Redis")
+        self.assertEqual(b.why_not_ready(), "cannot reach the cluster's Redis")
 
         started = b.start()
         opening[1].callback(store.load())
         cluster.pump()
         self.assertIsNone(self.successResultOf(started))
-        self.assertIsNone(b.trouble())
+        self.assertIsNone(b.why_not_ready())
         entering = b.connect(RecordingClient(), "early")
         cluster.pump()
         self.assertEqual(self.successResultOf(entering).nick, "early")

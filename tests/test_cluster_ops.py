@@ -26,8 +26,10 @@ from chatd.requests import (
     Join,
     Me,
     Say,
+    ServerKick,
     SignOn,
     Topic,
+    Unban,
 )
 from chatd.store.memory import MemoryStore
 from chatd.testing import MemoryLog, RecordingClient, SharedLog, quick_passwords
@@ -82,6 +84,14 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(
             decode('["hello","n2",0,0,null]'), Operation("n2", 0, 0, None, Hello(responder=None))
         )
+        self.assertEqual(
+            decode('["remove","n1",5,3.0,"bob","#den","console",null]').request,
+            ServerKick(nick="bob", room="#den", by="console"),
+        )
+        self.assertEqual(
+            decode('["ban","n1",6,3.0,"n1.1","#den","bob",false]').request,
+            Unban(room="#den", nick="bob"),
+        )
 
     def test_unknown_format(self) -> None:
         with self.assertRaises(UnknownFormat) as raised:
@@ -120,7 +130,7 @@ class ReplayTests(SynchronousTestCase):
         den = hub.rooms["#den"]
         self.assertEqual((den.topic, den.modes), ("plans", "t"))
         self.assertEqual(hub.last_id, shared.seq - 1)  # the say's place in the log
-        self.assertIsNone(node.trouble())
+        self.assertIsNone(node.why_not_ready())
 
     def test_an_unknown_format_stops_applying(self) -> None:
         """
@@ -142,9 +152,9 @@ class ReplayTests(SynchronousTestCase):
         shared.pump()
         self.assertEqual(node.snapshot()["rooms"], before["rooms"])
         self.assertNotIn(Message, [type(e) for e in client.take()])
-        trouble = node.trouble()
-        assert trouble is not None
-        self.assertIn("format 3", trouble)
+        why = node.why_not_ready()
+        assert why is not None
+        self.assertIn("format 3", why)
         said = node.submit(alice, Say(room="#lobby", text="hi"))
         assert said is not None
         self.assertEqual(self.failureResultOf(said, ChatError).value.code, "degraded")

@@ -403,7 +403,7 @@ class ClusterGateway(Gateway):
     def _halt(self, seq: int, unknown: UnknownFormat) -> None:
         """
         Stop applying the log at operation C{seq}, whose format this node
-        cannot read: the replica stays as it was, and L{trouble} says why.
+        cannot read: the replica stays as it was, and L{why_not_ready} says why.
         """
         self.halted = (
             f"operation {seq} of the cluster's log is in format {unknown.version!r},"
@@ -439,7 +439,7 @@ class ClusterGateway(Gateway):
 
     # -- liveness -----------------------------------------------------------
 
-    def trouble(self) -> str | None:
+    def why_not_ready(self) -> str | None:
         if self.halted is not None:
             return self.halted
         if self.unreachable or not self.connected:

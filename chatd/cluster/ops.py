@@ -167,7 +167,12 @@ _FORMAT_1: dict[str, tuple[bool, tuple[str, ...]]] = {
 """Format 1: C{[kind, node, ref, ts, sid?, *arguments]}: whether a kind has
 a session, and its arguments by their names in format 2."""
 
-_RENAMED = {"identify": "identified", "private": "msg"}
+_RENAMED = {
+    "identify": "identified",
+    "private": "msg",
+    "drop": "server_kill",
+    "remove": "server_kick",
+}
 _FLAGGED = {"op": ("deop", "op"), "ban": ("unban", "ban"), "say": ("say", "me")}
 """Format 1 kinds whose last argument, a flag, chose between two requests."""
 

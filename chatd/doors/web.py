@@ -92,10 +92,10 @@ class Readiness(Resource):
         if self.hub.closing:
             request.setResponseCode(503)
             return b"shutting down\n"
-        trouble = self.gateway.trouble()
-        if trouble is not None:
+        why = self.gateway.why_not_ready()
+        if why is not None:
             request.setResponseCode(503)
-            return f"{trouble}\n".encode()
+            return f"{why}\n".encode()
         checked = self.hub.store.check().addTimeout(self.timeout, self.clock)
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)

@@ -78,7 +78,7 @@ class LocalGateway(Gateway):
     def stop(self) -> Deferred[None]:
         return succeed(None)
 
-    def trouble(self) -> str | None:
+    def why_not_ready(self) -> str | None:
         return None
 
 

@@ -262,7 +262,7 @@ class Hub(Accounts, HistoryPages):
         self.runner.signed_off(user)
         self._note("sign_off", "{nick} signed off", nick=user.nick, address=address(user.client))
         for room in list(user.rooms.values()):
-            self._leave(user, room)
+            self._take_out(user, room)
             if not self.closing:
                 self.fanout.broadcast(room.members, Parted(room.name, user.nick, reason))
 
@@ -421,7 +421,7 @@ class Hub(Accounts, HistoryPages):
         room = self._membership(user, name)
         self._note("part", "{nick} left {room}", nick=user.nick, room=room.name)
         self.fanout.broadcast(room.members, Parted(room.name, user.nick, reason))
-        self._leave(user, room)
+        self._take_out(user, room)
 
     def who(self, user: User, name: str) -> None:
         """
@@ -516,7 +516,7 @@ class Hub(Accounts, HistoryPages):
             "kick", "{by} kicked {nick} from {room}", by=by, nick=target.nick, room=room.name
         )
         self.fanout.broadcast(room.members, Kicked(room.name, target.nick, by, reason))
-        self._leave(target, room)
+        self._take_out(target, room)
 
     def ban(self, user: User, name: str, nick: str, banned: bool = True) -> None:
         """
@@ -605,9 +605,9 @@ class Hub(Accounts, HistoryPages):
         """
         if user.account is None or user.account not in self.admins:
             raise ChatError("not_admin", "Only server operators can do that")
-        self.drop(nick, user.nick, reason)
+        self.server_kill(nick, user.nick, reason)
 
-    def drop(self, nick: str, by: str, reason: str | None = None) -> None:
+    def server_kill(self, nick: str, by: str, reason: str | None = None) -> None:
         """
         Disconnect C{nick}, on the word of C{by} (a server operator, or the
         admin console); it is told why and everyone sharing a room sees it
@@ -623,7 +623,7 @@ class Hub(Accounts, HistoryPages):
         self.disconnect(target, why)
         target.client.close()
 
-    def remove(self, nick: str, name: str, by: str, reason: str | None = None) -> None:
+    def server_kick(self, nick: str, name: str, by: str, reason: str | None = None) -> None:
         """
         Put C{nick} out of room C{name} on the word of C{by} (the admin
         console), as a kick.
@@ -714,7 +714,7 @@ class Hub(Accounts, HistoryPages):
             raise ChatError("not_in_room", f"You are not in {name}")
         return room
 
-    def _leave(self, user: User, room: Room) -> None:
+    def _take_out(self, user: User, room: Room) -> None:
         folded = fold(room.name)
         del room.members[user]
         del user.rooms[folded]
@@ -764,8 +764,8 @@ _APPLY: dict[type[rq.Request], Callable[[Hub, Any, Any], Any]] = {
     rq.Kill: lambda hub, user, r: hub.kill(user, r.nick, r.reason),
     rq.Identified: lambda hub, user, r: hub.identify(user, r.nick, r.account),
     rq.Registered: lambda hub, user, r: hub.account_created(user, r.nick),
-    rq.Drop: lambda hub, user, r: hub.drop(r.nick, r.by, r.reason),
-    rq.Remove: lambda hub, user, r: hub.remove(r.nick, r.room, r.by, r.reason),
+    rq.ServerKill: lambda hub, user, r: hub.server_kill(r.nick, r.by, r.reason),
+    rq.ServerKick: lambda hub, user, r: hub.server_kick(r.nick, r.room, r.by, r.reason),
     rq.Announce: lambda hub, user, r: hub.announce(r.text),
 }
 """How the hub applies each request; L{rq.SignOn} and L{rq.SignOff} are the
