@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from chatd.cluster.node import ClusterGateway
+from chatd.cluster.node import HALTED, ClusterGateway
 from chatd.cluster.ops import FORMAT, Gone, Hello, Operation, UnknownFormat, decode, encode
 from chatd.doors.web import Readiness
 from chatd.errors import ChatError
@@ -157,7 +157,8 @@ class ReplayTests(SynchronousTestCase):
         self.assertIn("format 3", why)
         said = node.submit(alice, Say(room="#lobby", text="hi"))
         assert said is not None
-        self.assertEqual(self.failureResultOf(said, ChatError).value.code, "degraded")
+        refusal = self.failureResultOf(said, ChatError).value
+        self.assertEqual((refusal.code, refusal.message), ("degraded", HALTED))
         request = DummyRequest([b"readyz"])
         page = Readiness(node, Clock()).render_GET(request)
         self.assertEqual(request.responseCode, 503)

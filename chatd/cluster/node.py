@@ -104,6 +104,7 @@ def degraded(why: str = "Cross-node delivery is interrupted; try again shortly")
 
 
 NOT_READY = "Not ready: the server cannot reach its cluster yet; try again in a moment"
+HALTED = "This server cannot follow its cluster until it is upgraded; try another server"
 
 
 @implementer(IGateway, IRunner)
@@ -412,7 +413,7 @@ class ClusterGateway(Gateway):
         _log.critical("Stopped applying the cluster's log: {why}", why=self.halted)
         waiting, self._waiting = self._waiting, {}
         for d in waiting.values():
-            d.errback(degraded())
+            d.errback(degraded(HALTED))
 
     def _lost(self, why: str) -> None:
         """
@@ -518,7 +519,9 @@ class ClusterGateway(Gateway):
         return self._submit(None if user is None else user.sid, change)
 
     def _submit(self, sid: str | None, request: Request) -> Deferred[Any]:
-        if self.halted is not None or not self.connected:
+        if self.halted is not None:
+            return fail(degraded(HALTED))
+        if not self.connected:
             return fail(degraded())
         if not (self.ready or isinstance(request, Gone)):
             return fail(degraded())
