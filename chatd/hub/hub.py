@@ -196,7 +196,7 @@ class Hub(Accounts, HistoryPages):
             return self.prove(user, request.nick or user.nick, request.password)
         return None
 
-    def apply(self, user: Any, request: rq.Request) -> Any:
+    def apply(self, user: User | None, request: rq.Request) -> Any:
         """
         Apply C{request} on behalf of C{user} (C{None} for the server's
         own requests).  A refusal raises L{ChatError} before anything has
