@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd import model
 from chatd import requests as rq
 from chatd.errors import ChatError
 from chatd.hub.accounts import Accounts, address
@@ -39,26 +40,7 @@ from chatd.interfaces import IClient, IEncoder, IRunner, IStore
 from chatd.model import (
     LOBBY,
     MAX_TOPIC_LENGTH,
-    BanChanged,
-    Error,
-    Invited,
-    Joined,
-    Kicked,
-    Message,
-    ModeChanged,
-    Modes,
-    NickChanged,
-    Notice,
-    OpChanged,
-    Parted,
-    PrivateEcho,
-    PrivateMessage,
-    RoomInfo,
-    RoomList,
     StoreState,
-    Topic,
-    TopicChanged,
-    Welcome,
     check_nick,
     check_room,
     check_text,
@@ -228,12 +210,12 @@ class Hub(Accounts, HistoryPages):
         )
         if places:
             entering = [room.name for room, _ in places[: self.max_rooms_per_user]]
-            self.fanout.deliver(user, Welcome(nick, tuple(entering), account))
+            self.fanout.deliver(user, model.Welcome(nick, tuple(entering), account))
             self._inherit(user, places)
         else:
             self._enter_lobby(user)
         for line in self.motd:
-            self.fanout.deliver(user, Notice(line))
+            self.fanout.deliver(user, model.Notice(line))
         return user
 
     def _enter_lobby(self, user: User) -> None:
@@ -245,10 +227,10 @@ class Hub(Accounts, HistoryPages):
         try:
             room, new = self._entry(user, LOBBY, None)
         except ChatError as error:
-            self.fanout.deliver(user, Welcome(user.nick, (), user.account))
-            self.fanout.deliver(user, Error.from_exception(error))
+            self.fanout.deliver(user, model.Welcome(user.nick, (), user.account))
+            self.fanout.deliver(user, model.Error.from_exception(error))
             return
-        self.fanout.deliver(user, Welcome(user.nick, (room.name,), user.account))
+        self.fanout.deliver(user, model.Welcome(user.nick, (room.name,), user.account))
         self._enter(user, room, new)
 
     def disconnect(self, user: User, reason: str | None = None) -> None:
@@ -264,7 +246,7 @@ class Hub(Accounts, HistoryPages):
         for room in list(user.rooms.values()):
             self._take_out(user, room)
             if not self.closing:
-                self.fanout.broadcast(room.members, Parted(room.name, user.nick, reason))
+                self.fanout.broadcast(room.members, model.Parted(room.name, user.nick, reason))
 
     def change_nick(self, user: User, new: str) -> None:
         """
@@ -291,7 +273,7 @@ class Hub(Accounts, HistoryPages):
         audience: dict[User, None] = {user: None}
         for room in user.rooms.values():
             audience.update(room.members)
-        self.fanout.broadcast(audience, NickChanged(old, new))
+        self.fanout.broadcast(audience, model.NickChanged(old, new))
 
     def _check_free(self, nick: str, account: str | None) -> None:
         key = fold(nick)
@@ -317,7 +299,9 @@ class Hub(Accounts, HistoryPages):
         if holder is None:
             return []
         places = [(room, holder in room.guest_ops) for room in holder.rooms.values()]
-        self.fanout.deliver(holder, Error("taken_over", f"Your nickname was taken over: {why}"))
+        self.fanout.deliver(
+            holder, model.Error("taken_over", f"Your nickname was taken over: {why}")
+        )
         self.disconnect(holder, why)
         holder.client.close()
         return places
@@ -336,7 +320,7 @@ class Hub(Accounts, HistoryPages):
             if fold(place.name) in heir.rooms:
                 continue
             if len(heir.rooms) >= self.max_rooms_per_user:
-                self.fanout.deliver(heir, Error.from_exception(self._too_many_rooms()))
+                self.fanout.deliver(heir, model.Error.from_exception(self._too_many_rooms()))
                 continue
             room = self.rooms.setdefault(fold(place.name), place)
             if guest_op:
@@ -406,10 +390,10 @@ class Hub(Accounts, HistoryPages):
         self._note("join", "{nick} joined {room}", nick=user.nick, room=room.name)
         room.members[user] = None
         user.rooms[folded] = room
-        self.fanout.broadcast(room.members, Joined(room.name, user.nick))
+        self.fanout.broadcast(room.members, model.Joined(room.name, user.nick))
         self.fanout.deliver(user, room.user_list(self.admins))
         if room.topic:
-            self.fanout.deliver(user, Topic(room.name, room.topic, room.topic_by))
+            self.fanout.deliver(user, model.Topic(room.name, room.topic, room.topic_by))
         if self.history_on_join > 0 and self.runner.is_local(user):
             limit = min(self.history_on_join, self.max_history_page)
             self.send_history(user, room, limit, self._last_id + 1, on_join=True)
@@ -420,7 +404,7 @@ class Hub(Accounts, HistoryPages):
         """
         room = self._membership(user, name)
         self._note("part", "{nick} left {room}", nick=user.nick, room=room.name)
-        self.fanout.broadcast(room.members, Parted(room.name, user.nick, reason))
+        self.fanout.broadcast(room.members, model.Parted(room.name, user.nick, reason))
         self._take_out(user, room)
 
     def who(self, user: User, name: str) -> None:
@@ -434,8 +418,8 @@ class Hub(Accounts, HistoryPages):
         Send C{user} every room, its member count and topic, by name.
         """
         rooms = sorted(self.rooms.items())
-        info = tuple(RoomInfo(r.name, len(r.members), r.topic) for _, r in rooms)
-        self.fanout.deliver(user, RoomList(info))
+        info = tuple(model.RoomInfo(r.name, len(r.members), r.topic) for _, r in rooms)
+        self.fanout.deliver(user, model.RoomList(info))
 
     def topic(self, user: User, name: str, text: str | None = None) -> None:
         """
@@ -445,7 +429,7 @@ class Hub(Accounts, HistoryPages):
         """
         if text is None:
             room = self._existing(name)
-            self.fanout.deliver(user, Topic(room.name, room.topic, room.topic_by))
+            self.fanout.deliver(user, model.Topic(room.name, room.topic, room.topic_by))
             return
         room = self._membership(user, name)
         if "t" in room.modes:
@@ -459,7 +443,7 @@ class Hub(Accounts, HistoryPages):
         room.topic_by = user.nick
         self._save(room)
         self._note("topic", "{by} set the topic of {room}", by=user.nick, room=room.name)
-        self.fanout.broadcast(room.members, TopicChanged(room.name, text, user.nick))
+        self.fanout.broadcast(room.members, model.TopicChanged(room.name, text, user.nick))
 
     # -- moderation ---------------------------------------------------------
 
@@ -475,7 +459,7 @@ class Hub(Accounts, HistoryPages):
         if room.is_op(target) == op:
             state = "already" if op else "not"
             self.fanout.deliver(
-                user, Notice(f"{target.nick} is {state} an operator of {room.name}")
+                user, model.Notice(f"{target.nick} is {state} an operator of {room.name}")
             )
             return
         if op:
@@ -498,7 +482,7 @@ class Hub(Accounts, HistoryPages):
             nick=target.nick,
             room=room.name,
         )
-        self.fanout.broadcast(room.members, OpChanged(room.name, target.nick, user.nick, op))
+        self.fanout.broadcast(room.members, model.OpChanged(room.name, target.nick, user.nick, op))
         self.fanout.broadcast(room.members, room.user_list(self.admins))
 
     def kick(self, user: User, name: str, nick: str, reason: str | None = None) -> None:
@@ -515,7 +499,7 @@ class Hub(Accounts, HistoryPages):
         self._note(
             "kick", "{by} kicked {nick} from {room}", by=by, nick=target.nick, room=room.name
         )
-        self.fanout.broadcast(room.members, Kicked(room.name, target.nick, by, reason))
+        self.fanout.broadcast(room.members, model.Kicked(room.name, target.nick, by, reason))
         self._take_out(target, room)
 
     def ban(self, user: User, name: str, nick: str, banned: bool = True) -> None:
@@ -555,7 +539,7 @@ class Hub(Accounts, HistoryPages):
             mask=mask,
             room=room.name,
         )
-        self.fanout.broadcast(room.members, BanChanged(room.name, nick, user.nick, banned))
+        self.fanout.broadcast(room.members, model.BanChanged(room.name, nick, user.nick, banned))
         if banned and target is not None and fold(room.name) in target.rooms:
             self._kick(room, target, user.nick, "banned")
 
@@ -567,19 +551,19 @@ class Hub(Accounts, HistoryPages):
         """
         room = self._membership(user, name)
         if not change:
-            self.fanout.deliver(user, Modes(room.name, room.mode_string(), room.key))
+            self.fanout.deliver(user, model.Modes(room.name, room.mode_string(), room.key))
             return
         room.require(user, self.admins, OPERATOR)
         changes = room.change_modes(change, key)
         if not changes:  # nothing to change: say how things are
-            self.fanout.deliver(user, Modes(room.name, room.mode_string(), room.key))
+            self.fanout.deliver(user, model.Modes(room.name, room.mode_string(), room.key))
             return
         self._save(room)
         for applied in changes:
             self._note(
                 "mode", "{by} set {mode} on {room}", by=user.nick, mode=applied[:2], room=room.name
             )
-            self.fanout.broadcast(room.members, ModeChanged(room.name, applied, user.nick))
+            self.fanout.broadcast(room.members, model.ModeChanged(room.name, applied, user.nick))
 
     def invite(self, user: User, name: str, nick: str) -> None:
         """
@@ -596,8 +580,8 @@ class Hub(Accounts, HistoryPages):
         room.invites[fold(target.nick)] = None
         if len(room.invites) > MAX_INVITES:
             del room.invites[next(iter(room.invites))]
-        self.fanout.deliver(target, Invited(room.name, user.nick))
-        self.fanout.deliver(user, Notice(f"Invited {target.nick} to {room.name}"))
+        self.fanout.deliver(target, model.Invited(room.name, user.nick))
+        self.fanout.deliver(user, model.Notice(f"Invited {target.nick} to {room.name}"))
 
     def kill(self, user: User, nick: str, reason: str | None = None) -> None:
         """
@@ -619,7 +603,7 @@ class Hub(Accounts, HistoryPages):
             raise ChatError("no_such_nick", f"There is no user named {nick}")
         why = f"killed by {by}" + (f": {reason}" if reason else "")
         self._note("kill", "{by} killed {nick}", by=by, nick=target.nick)
-        self.fanout.deliver(target, Error("killed", f"You were {why}"))
+        self.fanout.deliver(target, model.Error("killed", f"You were {why}"))
         self.disconnect(target, why)
         target.client.close()
 
@@ -640,11 +624,11 @@ class Hub(Accounts, HistoryPages):
         """
         check_text(text)
         self._note("announce", "A server notice was sent to {count} users", count=len(self.users))
-        self.fanout.broadcast(self.users.values(), Notice(text))
+        self.fanout.broadcast(self.users.values(), model.Notice(text))
 
     # -- talking ------------------------------------------------------------
 
-    def say(self, user: User, name: str, text: str, action: bool = False) -> Message:
+    def say(self, user: User, name: str, text: str, action: bool = False) -> model.Message:
         """
         Say C{text} in room C{name}: every member, sender included, gets it
         exactly once, in the order the hub accepted messages.
@@ -653,7 +637,9 @@ class Hub(Accounts, HistoryPages):
         check_text(text)
         if "m" in room.modes and room.rank(user, self.admins) < OPERATOR:
             raise ChatError("moderated", f"{room.name} is moderated; only operators may speak")
-        message = Message(room.name, user.nick, text, self.runner.now(), self._next_id(), action)
+        message = model.Message(
+            room.name, user.nick, text, self.runner.now(), self._next_id(), action
+        )
         self.fanout.broadcast(room.members, message)
         self._record(message)
         return message
@@ -668,10 +654,10 @@ class Hub(Accounts, HistoryPages):
         if target is None:
             raise ChatError("no_such_nick", f"There is no user named {nick}")
         ts, id = self.runner.now(), self._next_id()
-        self.fanout.deliver(target, PrivateMessage(user.nick, target.nick, text, ts, id))
+        self.fanout.deliver(target, model.PrivateMessage(user.nick, target.nick, text, ts, id))
         if target is not user:
-            self.fanout.deliver(user, PrivateEcho(user.nick, target.nick, text, ts, id))
-        self._record(PrivateMessage(user.nick, target.nick, text, ts, id))
+            self.fanout.deliver(user, model.PrivateEcho(user.nick, target.nick, text, ts, id))
+        self._record(model.PrivateMessage(user.nick, target.nick, text, ts, id))
 
     # -- internals ----------------------------------------------------------
 
@@ -683,7 +669,7 @@ class Hub(Accounts, HistoryPages):
         self.messages += 1
         return self._last_id
 
-    def _record(self, message: Message | PrivateMessage) -> None:
+    def _record(self, message: model.Message | model.PrivateMessage) -> None:
         if self.runner.keeps():
             self.store.record(message)
 

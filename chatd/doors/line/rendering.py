@@ -12,33 +12,9 @@ from typing import Any
 
 from zope.interface import implementer
 
+from chatd import model
 from chatd.interfaces import IEncoder
-from chatd.model import (
-    AccountChanged,
-    BanChanged,
-    Error,
-    Event,
-    HistoryPage,
-    Invited,
-    Joined,
-    Kicked,
-    Message,
-    ModeChanged,
-    Modes,
-    NickChanged,
-    Notice,
-    OpChanged,
-    Parted,
-    PrivateEcho,
-    PrivateHistory,
-    PrivateMessage,
-    RoomList,
-    Topic,
-    TopicChanged,
-    UserList,
-    Welcome,
-    fold,
-)
+from chatd.model import fold
 
 
 def _terminal_safe_table() -> dict[int, str]:
@@ -70,14 +46,14 @@ def as_lines(*lines: str) -> bytes:
     return "".join(safe(line) + "\r\n" for line in lines).encode("utf-8", "replace")
 
 
-def _said(message: Message) -> str:
+def _said(message: model.Message) -> str:
     if message.action:
         return f"[{message.room}] * {message.sender} {message.text}"
     return f"[{message.room}] <{message.sender}> {message.text}"
 
 
-def _topic(event: Topic) -> str:
-    if isinstance(event, TopicChanged):
+def _topic(event: model.Topic) -> str:
+    if isinstance(event, model.TopicChanged):
         if event.topic:
             return f"*** {event.by} changed the topic of {event.room} to: {event.topic}"
         return f"*** {event.by} cleared the topic of {event.room}"
@@ -96,7 +72,7 @@ def _stamp(ts: float) -> str:
     return time.strftime("[%Y-%m-%d %H:%M] ", when)
 
 
-def _history(page: HistoryPage) -> bytes:
+def _history(page: model.HistoryPage) -> bytes:
     if not page.messages:
         return as_lines(f"*** No history for {page.room}")
     stamped = [_stamp(m.ts) + _said(m) for m in page.messages]
@@ -107,7 +83,7 @@ def _history(page: HistoryPage) -> bytes:
     )
 
 
-def _private_history(page: PrivateHistory) -> bytes:
+def _private_history(page: model.PrivateHistory) -> bytes:
     if not page.messages:
         return as_lines(f"*** No private messages with {page.other}")
     stamped = [
@@ -133,13 +109,13 @@ def _history_end(target: str, count: int, oldest: int, more: bool) -> str:
     return "*** End of history"
 
 
-def _users(event: UserList) -> bytes:
+def _users(event: model.UserList) -> bytes:
     ops = set(event.ops)
     nicks = ", ".join(("@" + n if n in ops else n) for n in event.nicks)
     return as_lines(f"*** Users in {event.room} ({len(event.nicks)}): {nicks}")
 
 
-def _account(event: AccountChanged) -> bytes:
+def _account(event: model.AccountChanged) -> bytes:
     if event.what == "registered":
         return as_lines(f"*** {event.account} is now registered to you; you are identified")
     if event.what == "identified":
@@ -147,14 +123,14 @@ def _account(event: AccountChanged) -> bytes:
     return as_lines(f"*** The password of {event.account} was changed")
 
 
-def _modes(event: Modes) -> bytes:
+def _modes(event: model.Modes) -> bytes:
     if not event.modes:
         return as_lines(f"*** {event.room} has no modes set")
     key = f" (key: {event.key})" if event.key else ""
     return as_lines(f"*** Modes of {event.room}: {event.modes}{key}")
 
 
-def _rooms(event: RoomList) -> bytes:
+def _rooms(event: model.RoomList) -> bytes:
     rows = [
         f"***   {r.room}  {r.users} user{'' if r.users == 1 else 's'}"
         + (f"  {r.topic}" if r.topic else "")
@@ -164,41 +140,41 @@ def _rooms(event: RoomList) -> bytes:
 
 
 _RENDER: dict[type, Callable[[Any], bytes]] = {
-    Welcome: lambda e: as_lines(
+    model.Welcome: lambda e: as_lines(
         f"*** Welcome, {e.nick}! You are in {', '.join(e.rooms) or 'no room'}."
         " Type /help for commands." + (" You are identified." if e.account else "")
     ),
-    Message: lambda e: as_lines(_said(e)),
-    HistoryPage: _history,
-    PrivateMessage: lambda e: as_lines(f"*{e.sender}* {e.text}"),
-    PrivateEcho: lambda e: as_lines(f"-> *{e.recipient}* {e.text}"),
-    Joined: lambda e: as_lines(f"*** {e.nick} has joined {e.room}"),
-    Parted: lambda e: as_lines(
+    model.Message: lambda e: as_lines(_said(e)),
+    model.HistoryPage: _history,
+    model.PrivateMessage: lambda e: as_lines(f"*{e.sender}* {e.text}"),
+    model.PrivateEcho: lambda e: as_lines(f"-> *{e.recipient}* {e.text}"),
+    model.Joined: lambda e: as_lines(f"*** {e.nick} has joined {e.room}"),
+    model.Parted: lambda e: as_lines(
         f"*** {e.nick} has left {e.room}" + (f" ({e.reason})" if e.reason else "")
     ),
-    NickChanged: lambda e: as_lines(f"*** {e.old} is now known as {e.new}"),
-    Topic: lambda e: as_lines(_topic(e)),
-    TopicChanged: lambda e: as_lines(_topic(e)),
-    UserList: _users,
-    PrivateHistory: _private_history,
-    Kicked: lambda e: as_lines(f"*** {e.nick} has left {e.room} ({e.part_reason})"),
-    BanChanged: lambda e: as_lines(
+    model.NickChanged: lambda e: as_lines(f"*** {e.old} is now known as {e.new}"),
+    model.Topic: lambda e: as_lines(_topic(e)),
+    model.TopicChanged: lambda e: as_lines(_topic(e)),
+    model.UserList: _users,
+    model.PrivateHistory: _private_history,
+    model.Kicked: lambda e: as_lines(f"*** {e.nick} has left {e.room} ({e.part_reason})"),
+    model.BanChanged: lambda e: as_lines(
         f"*** {e.by} banned {e.nick} from {e.room}"
         if e.banned
         else f"*** {e.by} lifted the ban on {e.nick} in {e.room}"
     ),
-    OpChanged: lambda e: as_lines(
+    model.OpChanged: lambda e: as_lines(
         f"*** {e.by} made {e.nick} an operator of {e.room}"
         if e.op
         else f"*** {e.by} took operator status in {e.room} from {e.nick}"
     ),
-    ModeChanged: lambda e: as_lines(f"*** {e.by} set mode {e.change} on {e.room}"),
-    Modes: _modes,
-    Invited: lambda e: as_lines(f"*** {e.by} invites you to {e.room}; type /join {e.room}"),
-    AccountChanged: _account,
-    RoomList: _rooms,
-    Notice: lambda e: as_lines(f"*** {e.text}"),
-    Error: lambda e: as_lines(f"!!! {e.message}"),
+    model.ModeChanged: lambda e: as_lines(f"*** {e.by} set mode {e.change} on {e.room}"),
+    model.Modes: _modes,
+    model.Invited: lambda e: as_lines(f"*** {e.by} invites you to {e.room}; type /join {e.room}"),
+    model.AccountChanged: _account,
+    model.RoomList: _rooms,
+    model.Notice: lambda e: as_lines(f"*** {e.text}"),
+    model.Error: lambda e: as_lines(f"!!! {e.message}"),
 }
 
 
@@ -208,5 +184,5 @@ class LineEncoder:
     Renders events as the contract's lines: UTF-8, each ended by CR LF.
     """
 
-    def encode(self, event: Event) -> bytes:
+    def encode(self, event: model.Event) -> bytes:
         return _RENDER[type(event)](event)

@@ -13,35 +13,11 @@ from typing import Any
 from autobahn.websocket.protocol import PreparedMessage
 from zope.interface import implementer
 
+from chatd import model
 from chatd.interfaces import IEncoder
-from chatd.model import (
-    AccountChanged,
-    BanChanged,
-    Error,
-    Event,
-    HistoryPage,
-    Invited,
-    Joined,
-    Kicked,
-    Message,
-    ModeChanged,
-    Modes,
-    NickChanged,
-    Notice,
-    OpChanged,
-    Parted,
-    PrivateEcho,
-    PrivateHistory,
-    PrivateMessage,
-    RoomList,
-    Topic,
-    TopicChanged,
-    UserList,
-    Welcome,
-)
 
 
-def _message(m: Message) -> dict[str, Any]:
+def _message(m: model.Message) -> dict[str, Any]:
     frame = {
         "type": "message",
         "room": m.room,
@@ -55,7 +31,7 @@ def _message(m: Message) -> dict[str, Any]:
     return frame
 
 
-def _private(e: PrivateMessage) -> dict[str, Any]:
+def _private(e: model.PrivateMessage) -> dict[str, Any]:
     return {
         "type": "private",
         "from": e.sender,
@@ -66,14 +42,14 @@ def _private(e: PrivateMessage) -> dict[str, Any]:
     }
 
 
-def _welcome(e: Welcome) -> dict[str, Any]:
+def _welcome(e: model.Welcome) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "welcome", "nick": e.nick, "rooms": list(e.rooms)}
     if e.account:
         frame["account"] = e.account
     return frame
 
 
-def _kicked(e: Kicked) -> dict[str, Any]:
+def _kicked(e: model.Kicked) -> dict[str, Any]:
     return {
         "type": "part",
         "room": e.room,
@@ -83,25 +59,25 @@ def _kicked(e: Kicked) -> dict[str, Any]:
     }
 
 
-def _modes(e: Modes) -> dict[str, Any]:
+def _modes(e: model.Modes) -> dict[str, Any]:
     frame = {"type": "modes", "room": e.room, "modes": e.modes}
     if e.key:
         frame["key"] = e.key
     return frame
 
 
-def _topic(e: Topic) -> dict[str, Any]:
+def _topic(e: model.Topic) -> dict[str, Any]:
     return {"type": "topic", "room": e.room, "topic": e.topic, "by": e.by}
 
 
-def _error(e: Error) -> dict[str, Any]:
+def _error(e: model.Error) -> dict[str, Any]:
     frame = {"type": "error", "code": e.code, "message": e.message}
     if e.request is not None:
         frame["request"] = e.request
     return frame
 
 
-def _parted(e: Parted) -> dict[str, Any]:
+def _parted(e: model.Parted) -> dict[str, Any]:
     frame = {"type": "part", "room": e.room, "nick": e.nick}
     if e.reason:
         frame["reason"] = e.reason
@@ -109,55 +85,61 @@ def _parted(e: Parted) -> dict[str, Any]:
 
 
 _RENDER: dict[type, Callable[[Any], dict[str, Any]]] = {
-    Welcome: _welcome,
-    Message: _message,
-    HistoryPage: lambda e: {
+    model.Welcome: _welcome,
+    model.Message: _message,
+    model.HistoryPage: lambda e: {
         "type": "history",
         "room": e.room,
         "messages": [_message(m) for m in e.messages],
         "more": e.more,
     },
-    PrivateHistory: lambda e: {
+    model.PrivateHistory: lambda e: {
         "type": "history",
         "with": e.other,
         "messages": [_private(m) for m in e.messages],
         "more": e.more,
     },
-    PrivateMessage: _private,
-    PrivateEcho: _private,
-    Joined: lambda e: {"type": "join", "room": e.room, "nick": e.nick},
-    Parted: _parted,
-    NickChanged: lambda e: {"type": "nick", "old": e.old, "new": e.new},
-    Topic: _topic,
-    TopicChanged: _topic,
-    UserList: lambda e: {
+    model.PrivateMessage: _private,
+    model.PrivateEcho: _private,
+    model.Joined: lambda e: {"type": "join", "room": e.room, "nick": e.nick},
+    model.Parted: _parted,
+    model.NickChanged: lambda e: {"type": "nick", "old": e.old, "new": e.new},
+    model.Topic: _topic,
+    model.TopicChanged: _topic,
+    model.UserList: lambda e: {
         "type": "users",
         "room": e.room,
         "nicks": list(e.nicks),
         "ops": list(e.ops),
     },
-    Kicked: _kicked,
-    BanChanged: lambda e: {
+    model.Kicked: _kicked,
+    model.BanChanged: lambda e: {
         "type": "ban" if e.banned else "unban",
         "room": e.room,
         "nick": e.nick,
         "by": e.by,
     },
-    OpChanged: lambda e: {"type": "op", "room": e.room, "nick": e.nick, "by": e.by, "op": e.op},
-    ModeChanged: lambda e: {"type": "mode", "room": e.room, "mode": e.change, "by": e.by},
-    Modes: _modes,
-    Invited: lambda e: {"type": "invite", "room": e.room, "by": e.by},
-    AccountChanged: lambda e: {"type": e.what, "account": e.account},
-    RoomList: lambda e: {
+    model.OpChanged: lambda e: {
+        "type": "op",
+        "room": e.room,
+        "nick": e.nick,
+        "by": e.by,
+        "op": e.op,
+    },
+    model.ModeChanged: lambda e: {"type": "mode", "room": e.room, "mode": e.change, "by": e.by},
+    model.Modes: _modes,
+    model.Invited: lambda e: {"type": "invite", "room": e.room, "by": e.by},
+    model.AccountChanged: lambda e: {"type": e.what, "account": e.account},
+    model.RoomList: lambda e: {
         "type": "rooms",
         "rooms": [{"room": r.room, "users": r.users, "topic": r.topic} for r in e.rooms],
     },
-    Notice: lambda e: {"type": "server", "text": e.text},
-    Error: _error,
+    model.Notice: lambda e: {"type": "server", "text": e.text},
+    model.Error: _error,
 }
 
 
-def to_json(event: Event) -> bytes:
+def to_json(event: model.Event) -> bytes:
     """
     The JSON object (as UTF-8) that stands for C{event} on the wire.
     """
@@ -173,6 +155,6 @@ class WebSocketEncoder:
     masked, so one frame serves every connection).
     """
 
-    def encode(self, event: Event) -> bytes:
+    def encode(self, event: model.Event) -> bytes:
         frame: bytes = PreparedMessage(to_json(event), False, False, True).payloadHybi
         return frame
