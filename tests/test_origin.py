@@ -226,7 +226,7 @@ class ProxiedDoorTests(SynchronousTestCase):
             Limits(max_per_ip=1), self.clock, exempt=Networks.parse("none"), trusted=TRUSTED
         )
         door = LineDoor(Hub(self.clock), self.clock, admission=self.admission)
-        self.factory = ProxyHeaderFactory(door, TRUSTED, self.clock, "line")
+        self.factory = ProxyHeaderFactory(door, self.admission, "line")
         self.logged: list[str] = []
 
         def observe(event: dict[str, object]) -> None:

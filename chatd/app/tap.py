@@ -509,14 +509,14 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
     )
     if options["line"] != OFF:
         line = LineDoor(gateway, reactor, limits, throttle, admission)
-        port = door_listener(options, "line", line, reactor)
+        port = door_listener(options, "line", line, reactor, admission)
         service.add_door(line, service.listening(port, "the line door", options["line"]))
     if options["web"] != OFF:
         websocket = WebSocketDoor(gateway, reactor, limits, throttle, options["origins"])
         site = AdmittingFactory(
             make_site(websocket), admission, http_refusal, reactor, limits.sign_on_timeout
         )
-        port = door_listener(options, "web", site, reactor)
+        port = door_listener(options, "web", site, reactor, admission)
         service.add_door(
             websocket,
             service.listening(port, "the web door", options["web"]),

@@ -50,6 +50,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from chatd.app.reload import Hangup, listener, sighup_blocked
+from chatd.doors.admission import Admission
 from chatd.doors.origin import ProxyHeaderFactory
 
 FIRST_DELAY = 1.0
@@ -251,20 +252,24 @@ def _stop_listening(port: IListeningPort | None) -> Deferred[None]:
 
 
 def door_listener(
-    options: Mapping[str, Any], door: str, factory: IProtocolFactory, reactor: Any
+    options: Mapping[str, Any],
+    door: str,
+    factory: IProtocolFactory,
+    reactor: Any,
+    admission: Admission,
 ) -> IService:
     """
     The service that listens for C{door} (C{"line"} or C{"web"}): on the
     socket the pool handed down if this is a worker (C{--inherit}), else
     on the door's endpoint; behind the PROXY protocol if that is
-    C{haproxy:...}.
+    C{haproxy:...}, taking the header from the proxies C{admission} trusts.
     """
     description = options[door]
     if description.startswith(PROXIED):
         # Twisted's own haproxy: wrapper connects the door's protocol before
         # the header names the client, so admission would see the proxy.
         description = description[len(PROXIED) :]
-        factory = ProxyHeaderFactory(factory, options["trusted-proxies-networks"], reactor, door)
+        factory = ProxyHeaderFactory(factory, admission, door)
     fd = (options.get("inherit") or {}).get(door)
     if fd is None:
         # Like strports.service; SIGHUP rereads the certificate of an ssl: one.

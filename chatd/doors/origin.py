@@ -21,6 +21,7 @@ import ipaddress
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
@@ -30,13 +31,15 @@ from twisted.internet.interfaces import (
     ILoggingContext,
     IProtocol,
     IProtocolFactory,
-    IReactorTime,
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from chatd.doors.admission import Admission
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -281,7 +284,8 @@ class ProxyHeaderReceiver(Protocol):
         self._buffer = b""
 
     def connectionMade(self) -> None:
-        self._deadline = self.factory.clock.callLater(self.factory.timeout, self._expired)
+        admission = self.factory.admission
+        self._deadline = admission.clock.callLater(self.factory.timeout, self._expired)
 
     def dataReceived(self, data: bytes) -> None:
         if self._inner is not None:
@@ -298,7 +302,7 @@ class ProxyHeaderReceiver(Protocol):
         named, used = header
         peer_host = getattr(self._peer, "host", None)
         local = isinstance(self._peer, UNIXAddress)  # only this machine can connect
-        if not local and peer_host not in self.factory.trusted:
+        if not local and peer_host not in self.factory.admission.trusted:
             self._refuse(f"a PROXY header from {peer_host}, which is no trusted proxy")
             return
         address = self._peer if named is None else tcp_address(*named)
@@ -343,25 +347,18 @@ class ProxyHeaderReceiver(Protocol):
 class ProxyHeaderFactory:
     """
     Puts a door behind the PROXY protocol (C{haproxy:} endpoints): every
-    connection must start with a header, from a trusted proxy, within
-    C{timeout} seconds.
+    connection must start with a header, within C{timeout} seconds, from a
+    proxy the door's admission trusts (C{--trusted-proxies}, the same list
+    that vouches for C{X-Forwarded-For} on the web door).
     """
 
     log = Logger()
+    timeout = 10.0
 
-    def __init__(
-        self,
-        wrapped: IProtocolFactory,
-        trusted: Networks,
-        clock: IReactorTime,
-        door: str,
-        timeout: float = 10.0,
-    ) -> None:
+    def __init__(self, wrapped: IProtocolFactory, admission: Admission, door: str) -> None:
         self.wrappedFactory = wrapped
-        self.trusted = trusted
-        self.clock = clock
+        self.admission = admission
         self.door = door
-        self.timeout = timeout
         self.refused = 0
 
     def logPrefix(self) -> str:
