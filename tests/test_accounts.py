@@ -5,16 +5,21 @@ password, taking it back from an old session, and limits on guessing.
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from argon2 import PasswordHasher
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from chatd.errors import ChatError
 from chatd.hub import Hub, User
-from chatd.hub.passwords import Attempts, Passwords
+from chatd.hub.passwords import Attempts, HashingPool, Passwords
 from chatd.model import (
     AccountChanged,
     Error,
@@ -328,6 +333,112 @@ class PasswordsTests(SynchronousTestCase):
         self.assertTrue(self.successResultOf(passwords.verify(hashed, "correct horse")))
         self.assertFalse(self.successResultOf(passwords.verify(hashed, "wrong horse")))
         self.assertFalse(self.successResultOf(passwords.verify("not a hash", "x")))
+
+
+@implementer(IReactorFromThreads, IReactorCore)
+class ThreadsReactor:
+    """
+    Just enough reactor for L{HashingPool}: calls from its threads wait in
+    a queue until L{run_until} runs them on the test's thread, and system
+    event triggers are recorded.
+    """
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[Callable[..., object], tuple[Any, ...]]] = queue.Queue()
+        self.triggers: list[tuple[str, str, Callable[..., object]]] = []
+
+    def callFromThread(self, f: Callable[..., object], *args: Any) -> None:
+        self.calls.put((f, args))
+
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, callable: Callable[..., object], *args: Any
+    ) -> None:
+        self.triggers.append((phase, eventType, callable))
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            f, args = self.calls.get(timeout=60)  # only against a hang
+            f(*args)
+
+
+class ThreadRecordingHasher(PasswordHasher):
+    """
+    A cheap hasher that notes the thread of each hash.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.threads: set[threading.Thread] = set()
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.threads.add(threading.current_thread())
+        return super().hash(password, salt=salt)
+
+
+class HashingPoolTests(SynchronousTestCase):
+    def test_hashes_only_in_parallel_threads_of_its_own(self) -> None:
+        """
+        By default hashes run in a pool of their own with at most
+        C{parallel} threads, however many are asked for at once, so at most
+        that many threads' memory ever holds argon2's blocks; the pool
+        starts on the first hash and stops with the reactor.
+        """
+        reactor = ThreadsReactor()
+        hasher = ThreadRecordingHasher()
+        passwords = Passwords(hasher, parallel=2, max_waiting=100, reactor=reactor)
+        assert passwords.threads is not None
+        self.addCleanup(passwords.threads.stop)
+        self.assertIsNone(passwords.threads.pool)
+        self.assertEqual(reactor.triggers, [])
+
+        results: dict[int, object] = {}
+
+        def keep(result: object, i: int) -> None:
+            results[i] = result
+
+        for i in range(30):
+            passwords.hash(f"password-{i}").addBoth(keep, i)
+        pool = passwords.threads.pool
+        assert pool is not None
+        self.assertEqual(reactor.triggers, [("during", "shutdown", passwords.threads.stop)])
+        reactor.run_until(lambda: len(results) == 30)
+
+        self.assertTrue(all(str(r).startswith("$argon2id$") for r in results.values()), results)
+        self.assertLessEqual(len(hasher.threads), 2)
+        self.assertLessEqual(len(pool.threads), 2)
+        self.assertTrue(hasher.threads <= set(pool.threads))
+        self.assertNotIn(threading.current_thread(), hasher.threads)
+        verified: list[object] = []
+        passwords.verify(str(results[0]), "password-0").addBoth(verified.append)
+        reactor.run_until(lambda: bool(verified))
+        self.assertEqual(verified, [True])
+
+        reactor.triggers[0][2]()  # the reactor shuts down
+        self.assertTrue(pool.joined)
+        self.assertFalse(any(thread.is_alive() for thread in pool.threads))
+        self.assertIsNone(passwords.threads.pool)
+
+    def test_errors_arrive_as_failures(self) -> None:
+        """
+        What the work raises in the pool's thread fails its L{Deferred}.
+        """
+        reactor = ThreadsReactor()
+        threads = HashingPool(1, reactor)
+        self.addCleanup(threads.stop)
+        results: list[object] = []
+        threads.run(lambda: 1 // 0).addErrback(lambda f: f.trap(ZeroDivisionError)).addBoth(
+            results.append
+        )
+        reactor.run_until(lambda: bool(results))
+        self.assertEqual(results, [ZeroDivisionError])
+        threads.stop()
+        threads.stop()  # twice is fine
+
+    def test_in_thread_replaces_the_pool(self) -> None:
+        """
+        Given C{in_thread}, L{Passwords} runs hashes with it and has no pool.
+        """
+        self.assertIsNone(Passwords(in_thread=lambda work, *args: succeed(work(*args))).threads)
 
 
 class ErrorShapeTests(SynchronousTestCase):

@@ -3,9 +3,9 @@
 Passwords: hashed with argon2id off the reactor thread, and guessed at a
 bounded pace.
 
-Hashing is deliberately slow and memory-hungry, so it runs in Twisted's
-thread pool, a few at a time, with a bounded line of requests waiting; a
-wrong password costs the guesser, not the server.
+Hashing is deliberately slow and memory-hungry, so it runs in a small
+thread pool of its own, a few at a time, with a bounded line of requests
+waiting; a wrong password costs the guesser, not the server.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.threads import deferToThread
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from chatd.errors import ChatError
 
@@ -47,21 +48,75 @@ def check_password(password: str) -> str:
     return password
 
 
+class HashingPool:
+    """
+    A thread pool of at most C{size} threads that only hashes passwords.
+
+    Why its own pool: argon2 takes C{memory_cost} (19 MiB) per hash, and
+    glibc serves it from the malloc arena of the thread that hashes and then
+    keeps it there.  In Twisted's shared pool (up to 10 threads) any thread
+    may hash, so up to 10 arenas each kept 19 MiB; here at most C{size}
+    threads, hence arenas, ever hash, so hashing keeps at most C{size}
+    blocks.  (Having glibc unmap the block after each hash would give even
+    those back, but it costs every hash about 10 ms of page faults, half
+    as much again.)
+
+    Its threads start on the first hash and stop when the reactor shuts
+    down (or at L{stop}); a later hash starts a new pool.
+    """
+
+    def __init__(self, size: int, reactor: IReactorFromThreads | None = None) -> None:
+        self.size = size
+        self._reactor = reactor
+        self.pool: ThreadPool | None = None
+
+    def run(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        """
+        Run C{work(*args)} in one of the pool's threads; the result arrives
+        in the reactor thread.
+        """
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = IReactorFromThreads(reactor)
+        if self.pool is None:
+            self.pool = ThreadPool(minthreads=0, maxthreads=self.size, name="passwords")
+            self.pool.start()
+            IReactorCore(self._reactor).addSystemEventTrigger("during", "shutdown", self.stop)
+        return deferToThreadPool(self._reactor, self.pool, work, *args)
+
+    def stop(self) -> None:
+        """
+        Stop the threads, once the hashes they are doing are done.
+        """
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.stop()
+
+
 class Passwords:
     """
     Hash and verify passwords in threads, C{parallel} at a time, with at
     most C{max_waiting} requests waiting their turn (beyond that the server
     is C{busy} and says so rather than queueing without end).
+
+    The threads are C{in_thread}'s or else a L{HashingPool} of C{parallel}
+    threads, which bounds the memory that hashing keeps.
     """
 
     def __init__(
         self,
         hasher: PasswordHasher = DEFAULT_HASHER,
-        in_thread: InThread = deferToThread,
+        in_thread: InThread | None = None,
         parallel: int = 2,
         max_waiting: int = 64,
+        reactor: IReactorFromThreads | None = None,
     ) -> None:
         self.hasher = hasher
+        self.threads: HashingPool | None = None
+        if in_thread is None:
+            self.threads = HashingPool(parallel, reactor)
+            in_thread = self.threads.run
         self._in_thread = in_thread
         self._turns = DeferredSemaphore(parallel)
         self._max_waiting = max_waiting
