@@ -3,13 +3,16 @@ A smoke run of the load tool (C{python -m chatd.bench}) against a real
 C{twistd chatd} on loopback: a few clients for about a second on each door,
 so that the tool keeps working as the server changes.  Nothing here is timed.
 And its exit status: a run in which clients could not connect or sign on, or
-that measured nothing, fails.
+that measured nothing, fails.  And, without a server, the counting path of
+the clients that are not in the sample, over every way a read can split.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -17,6 +20,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatd.bench import wire
+from chatd.bench.client import LINE, READY, WS, Client, Loop, Spec, Target
+from chatd.bench.runner import Settings
 from tests.support.processes import (
     CHECKOUT,
     LOCAL_TCP0,
@@ -115,7 +121,7 @@ class BenchSmokeTests(SynchronousTestCase):
         self.assertEqual((status, result["problems"], err), (0, [], ""), result)
         return result
 
-    def assert_clean_fanout(self, door: str) -> None:
+    def assert_clean_fanout(self, door: str, *args: str) -> dict[str, Any]:
         result = self.bench(
             "fanout",
             "--door",
@@ -132,8 +138,7 @@ class BenchSmokeTests(SynchronousTestCase):
             "0.2",
             "--duration",
             "1",
-            "--check",
-            "seq",
+            *(args or ("--check", "seq")),
         )
         self.assertEqual(result["connected"], 6, result)
         self.assertEqual(result["connect_errors"], 0, result)
@@ -143,6 +148,7 @@ class BenchSmokeTests(SynchronousTestCase):
         self.assertEqual(result["duplicates"], 0, result)
         self.assertIsNotNone(result["latency_ms"]["p50"], result)
         self.assertEqual(len(result["tool_cpu"]["workers"]), 2, result)
+        return result
 
     def test_fanout_line(self) -> None:
         """
@@ -161,7 +167,22 @@ class BenchSmokeTests(SynchronousTestCase):
         """
         Both doors in the same rooms.
         """
-        self.assert_clean_fanout("mix")
+        result = self.assert_clean_fanout("mix")
+        self.assertEqual((result["poll"], result["sample"]), ("sleep", 6), result)
+
+    def test_fanout_swept(self) -> None:
+        """
+        Receivers outside the sample are read in sweeps and only counted
+        (C{--check count}), or parsed in full (C{--check seq}); with
+        C{--busy-poll} the result says so and how much of the tool's CPU
+        went into polls that found nothing.
+        """
+        for check in ("count", "seq"):
+            result = self.assert_clean_fanout("mix", "--sample", "0", "--check", check)
+            self.assertEqual((result["check"], result["sample"]), (check, 3), result)
+        result = self.assert_clean_fanout("mix", "--sample", "1", "--busy-poll")
+        self.assertEqual((result["poll"], result["sample"]), ("busy", 4), result)
+        self.assertIn("spin_pct", result["tool_cpu"], result)
 
     def test_idle(self) -> None:
         """
@@ -242,6 +263,136 @@ class BenchFailureTests(SynchronousTestCase):
             result["connect_error_kinds"], {"not signed on within --setup-timeout": 3}, result
         )
         self.assertIn("chatd-bench: FAILED: 3 of 3 connections did not connect and sign on", err)
+
+
+class Recorder(Client):
+    """
+    A client in its room that is only fed bytes: what it writes is kept.
+    """
+
+    def __init__(self, loop: Loop, door: str) -> None:
+        super().__init__(loop, Spec(0, door, "bBCDFn0", "#bench0", None))
+        self.sock.close()
+        self.written: list[bytes] = []
+        self.state = READY
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def server_frame(payload: bytes, opcode: int = wire.WS_TEXT) -> bytes:
+    """
+    An unmasked frame, as the server sends them.
+    """
+    size = len(payload)
+    if size < 126:
+        return struct.pack("!BB", 0x80 | opcode, size) + payload
+    return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
+
+
+class CountingTests(SynchronousTestCase):
+    """
+    L{Client.counted}, the path of swept clients: however the stream is cut
+    into reads, every marker is counted once, and every probe or ping is
+    answered once.
+    """
+
+    mark = b"@BCDF:"
+
+    def setUp(self) -> None:
+        settings = Settings(Target(None, None), LINE, 1, 1, 1, 1, 1.0, self.mark)
+        self.loop = Loop(settings)
+        self.addCleanup(self.loop.close_all)
+
+    def message(self, seq: int) -> str:
+        return wire.text(self.mark, 1, seq, 12345678901234, 64)
+
+    def feed(self, door: str, stream: bytes, cuts: Sequence[int]) -> Recorder:
+        """
+        A fresh swept client of C{door} given C{stream} in reads cut at
+        C{cuts}.
+        """
+        client = Recorder(self.loop, door)
+        client.swept = client.counting = True
+        if door == WS:
+            client.carry, client.skip = b"}", 1
+        for start, end in itertools.pairwise([0, *cuts, len(stream)]):
+            if end > start:
+                client.counted(stream[start:end])
+        return client
+
+    def cuts(self, stream: bytes) -> list[list[int]]:
+        """
+        No cut, then one or two cuts everywhere.
+        """
+        found: list[list[int]] = [[]]
+        for first in range(1, len(stream)):
+            found += [[first], [first, first + 1], [first, first + 7]]
+        return found
+
+    def test_line(self) -> None:
+        """
+        Lines: markers straddling reads count once; a telnet probe (IAC) is
+        answered; another run's marker is not counted.
+        """
+        lines = [
+            f"[#bench0] <bBCDFn1> {self.message(0)}",
+            "*** bXYZWn9 has joined #bench0",
+            f"[#bench0] <bBCDFn1> {self.message(1)}",
+            "[#bench0] <bXYZWn1> @XYZW:00001:00000000:12345678901234:xx",
+        ]
+        stream = b"".join(wire.line(text) for text in lines)
+        probe = b"\xff\xfd\x06"
+        stream = stream[:40] + probe + stream[40:]
+        for cuts in self.cuts(stream):
+            client = self.feed(LINE, stream, cuts)
+            self.assertEqual(client.got, 2, cuts)
+            self.assertEqual(client.written, [wire.TELNET_PROBE_ANSWER], cuts)
+            self.assertLessEqual(len(client.carry), wire.MARK_SIZE - 1, cuts)
+
+    def test_websocket(self) -> None:
+        """
+        Frames: markers straddling reads count once; a ping, first or after
+        a JSON frame, is answered once with its payload, whatever the
+        payload holds.
+        """
+
+        def message(seq: int) -> bytes:
+            body = {"type": "message", "room": "#bench0", "from": "bBCDFn1"}
+            body["text"] = self.message(seq)
+            return server_frame(json.dumps(body).encode())
+
+        ping1, ping2 = b"}\x89\x00\xff\x89}", b"12345678abcd"
+        stream = (
+            server_frame(ping1, wire.WS_PING)
+            + message(0)
+            + server_frame(b'{"type":"join","nick":"b\xc3\xa9"}')
+            + message(1)
+            + server_frame(ping2, wire.WS_PING)
+            + message(2)
+        )
+        for cuts in self.cuts(stream):
+            client = self.feed(WS, stream, cuts)
+            self.assertEqual(client.got, 3, cuts)
+            self.assertEqual([unmask(w) for w in client.written], [ping1, ping2], cuts)
+            self.assertLessEqual(len(client.carry), 2 + 125 + 1, cuts)
+
+    def test_token(self) -> None:
+        """
+        A run's marker: C{@}, four capitals (no vowel, no J or M), C{:}.
+        """
+        mark = wire.new_token()
+        self.assertRegex(mark, rb"^@[BCDFGHKLNPQRSTVWXZ]{4}:$")
+        self.assertEqual(len(mark), wire.MARK_SIZE)
+
+
+def unmask(frame: bytes) -> bytes:
+    """
+    The payload of a short masked client frame.
+    """
+    size = frame[1] & 0x7F
+    key = frame[2:6]
+    return bytes(b ^ key[i % 4] for i, b in enumerate(frame[6 : 6 + size]))
 
 
 def _kill(process: subprocess.Popen[str]) -> None:

@@ -12,6 +12,8 @@ sockets and C{epoll}, so that the tool itself stays far from saturation:
     rate and the server's memory per connection.
 
 Deliveries are counted by searching the received bytes for a per-run marker
-(L{chatd.bench.wire}); nothing is decoded into Python objects on the hot path
-except one timestamp per read.
+(L{chatd.bench.wire}).  Only a sample of clients (the senders and a few
+receivers) is read at once and parses timestamps and sequence numbers; the
+others are read in sweeps every few milliseconds and only count
+(L{chatd.bench.client}).
 """

@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--setup-timeout", type=float, default=120.0, help="seconds allowed to open every client"
     )
+    common.add_argument(
+        "--busy-poll",
+        action="store_true",
+        help="poll without sleeping while messages flow: spares the server the loopback "
+        "wake-ups remote clients never cost it, but takes the tool's whole core "
+        "(default: sleep in epoll_wait)",
+    )
     common.add_argument("--json", action="store_true", help="print the result as JSON")
 
     parser = argparse.ArgumentParser(
@@ -67,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         default="count",
         help="count: every client's total must match what was sent (cheap); "
         "seq: also parse every delivery's sender and sequence number",
+    )
+    fan.add_argument(
+        "--sample",
+        type=int,
+        default=10,
+        help="receivers read at once, timed and order-checked besides the senders "
+        "(default 10); the others are read every few ms and only counted",
     )
     fan.add_argument("--sources", type=int, default=1, help="127.0.0.x source addresses")
     still = scenarios.add_parser(
@@ -107,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rooms=getattr(args, "rooms", 1),
         senders=min(getattr(args, "senders", 0), clients),
         check_seq=getattr(args, "check", "count") == "seq",
+        sample=max(0, getattr(args, "sample", 0)),
+        busy_poll=args.busy_poll,
     )
     if args.scenario == "fanout":
         result = fanout.run(settings, args.warmup, args.duration, args.pid)

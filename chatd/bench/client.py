@@ -5,9 +5,20 @@ loop per worker process, each signing on to either door, joining its room,
 and then only counting benchmark messages in the bytes it reads.
 
 Until a connection is in its room it parses what it gets (a few lines or
-frames).  After that, a read costs a search for the last complete line or
-frame, one C{bytes.count} of the run's marker and, for one delivery per read,
-a timestamp parse: the cheapest way found to keep up with a fast server.
+frames).  After that, two kinds of client read differently:
+
+  - the I{sample} (every sender and a few receivers, L{Spec.sample}) is
+    read as soon as data comes: it times the messages (latency), checks
+    their order, and the senders send their next message from there;
+  - every other client only counts the run's marker in what it reads, and
+    is read in a I{sweep} of a second C{epoll} set every few milliseconds
+    (L{Loop.sweep_every}), so that each read takes several of the server's
+    writes at once.  On loopback most of a read's cost is per read, not per
+    byte: the C{ACK} the kernel sends when the socket is emptied, and the
+    server-side processing of that C{ACK}, are charged to the reader.
+
+Nobody waits on the swept set, so data arriving there wakes nobody up; with
+C{busy_poll} the loop does not sleep at all while messages flow (L{Loop.run}).
 """
 
 from __future__ import annotations
@@ -20,15 +31,30 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatd.bench import wire
 from chatd.bench.stats import Histogram
+
+if TYPE_CHECKING:
+    from chatd.bench.runner import Settings
 
 LINE, WS = "line", "ws"
 LOBBY = "#lobby"
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 READ_SIZE = 1 << 16  # 256 KiB reads cost 5x more: malloc mmaps them
+MAX_BUFFER = 1 << 23
+"""Bytes a client may hold back (an incomplete line or frame, unsent output)."""
+SWEEP_MAX = 0.02
+"""Seconds between two sweeps of the swept clients, at most: several of the
+server's writes (one per connection per reactor pass) per read."""
+SWEEP_MIN = 0.001
+"""... and at least, when reads come back half full (a fast connection)."""
+SWEEP_CHUNK = 128
+"""Swept reads between two looks at the sample, which must not wait."""
+BUSY_HOLD = 0.1
+"""With C{busy_poll}: seconds after the last event during which the loop
+keeps polling without sleeping."""
 
 CONNECTING, HANDSHAKE, SIGNON, READY, CLOSED = range(5)
 _monotonic_ns = time.monotonic_ns
@@ -56,6 +82,8 @@ class Spec:
     room: str
     source: str | None
     sid: int | None = None
+    sample: bool = False
+    """Read at once, timed and order-checked (see the module docstring)."""
 
 
 class Client:
@@ -64,11 +92,18 @@ class Client:
 
     @ivar got: benchmark messages seen since the start (every run's marker).
     @ivar waiting: for a sender, the key of its message in flight, if any.
+    @ivar sample: read at once, timed, order-checked; else swept and counted.
+    @ivar swept: registered in the loop's swept C{epoll} set.
+    @ivar counting: swept and only counting (L{counted}), not parsing.
+    @ivar carry: the bytes of the last read still to be looked at again
+        with the next one; with C{counting}, marks that start before
+        C{skip} in it were already counted.
     """
 
     __slots__ = (
         "buf",
         "carry",
+        "counting",
         "door",
         "dups",
         "error",
@@ -82,10 +117,13 @@ class Client:
         "out",
         "ready_at",
         "room",
+        "sample",
         "sent",
         "sid",
+        "skip",
         "sock",
         "state",
+        "swept",
         "waiting",
     )
 
@@ -95,9 +133,13 @@ class Client:
         self.nick = spec.nick
         self.room = spec.room
         self.sid = spec.sid
+        self.sample = spec.sample
+        self.swept = False
+        self.counting = False
         self.state = CONNECTING
         self.buf = bytearray()
         self.carry = b""
+        self.skip = 0
         self.out = b""
         self.got = 0
         self.sent = 0
@@ -121,6 +163,9 @@ class Client:
 
     def write(self, data: bytes) -> None:
         if self.out:
+            if len(self.out) + len(data) > MAX_BUFFER:
+                self.fail("the server does not read what it is sent")
+                return
             self.out += data
             return
         try:
@@ -159,7 +204,7 @@ class Client:
             self.write(greeting)
         else:
             self.state = HANDSHAKE
-            address = self.loop.target.ws
+            address = self.loop.settings.target.ws
             assert address is not None  # what this client connected to
             host, port, path = address
             request, self.expect_ws_accept = wire.ws_handshake(host, port, path)
@@ -192,10 +237,80 @@ class Client:
             return
         if not data:
             self.fail("closed by the server")
+            return
+        if self.swept and len(data) > READ_SIZE // 2:
+            self.loop.full_reads += 1
+        if self.counting:
+            self.counted(data)
         elif self.state == READY:
             self.received(data)
         else:
             self.setup(data)
+
+    def counted(self, data: bytes) -> None:
+        """
+        The cheapest path, for swept clients: count the run's marker in
+        C{data}, answer keepalive probes, keep the few bytes a marker or a
+        ping could straddle.  Lines and frames are not delimited: a marker
+        is only ever sent inside a message, and a ping is recognised as a
+        control frame header right after the C{}} that ends every JSON
+        frame (a byte that never follows C{}} in UTF-8 text).
+        """
+        loop = self.loop
+        if self.carry:
+            data = self.carry + data
+        count = data.count(loop.mark, self.skip)
+        if count:
+            self.got += count
+            start, stop = loop.window
+            if start <= _monotonic_ns() < stop:
+                loop.deliveries += count
+        size = len(data)
+        if self.door is LINE:
+            if b"\xff" in data:  # IAC: the telnet door checks silent clients
+                self.write(wire.TELNET_PROBE_ANSWER)
+            cut, done = size, 0
+        else:
+            cut, done = self._pings(data)
+            if data[-1] == 0x7D:  # "}": a ping may follow in the next read
+                cut = min(cut, size - 1)
+        tail = size - wire.MARK_SIZE + 1  # a marker from here on is incomplete
+        at = data.find(b"@", max(tail, done))
+        if 0 <= at < cut:
+            cut = at
+        if cut < size:
+            self.carry = data[cut:]
+            self.skip = max(0, tail - cut)
+        else:
+            self.carry = b""
+            self.skip = 0
+
+    def _pings(self, data: bytes) -> tuple[int, int]:
+        """
+        Answer every complete ping in C{data} that follows a JSON frame;
+        return where an incomplete one starts (else C{len(data)}) and where
+        the last one answered ends (else 0).  Searched for by its opcode
+        byte alone: C{bytes.find} of one byte is C{memchr}, of two bytes
+        some thirty times slower.
+        """
+        size = len(data)
+        done = 0
+        at = data.find(b"\x89", 1)
+        while at > 0:
+            if data[at - 1] == 0x7D:  # "}"
+                if at + 2 > size:
+                    return at - 1, done
+                length = data[at + 1]
+                if length < 126:  # else not a (server, unmasked) control frame
+                    end = at + 2 + length
+                    if end > size:
+                        return at - 1, done
+                    self.write(wire.ws_frame(data[at + 2 : end], wire.WS_PONG))
+                    done = end
+                    at = data.find(b"\x89", end + 1)
+                    continue
+            at = data.find(b"\x89", at + 1)
+        return size, done
 
     def received(self, data: bytes) -> None:
         """
@@ -204,6 +319,9 @@ class Client:
         """
         if self.carry:
             data = self.carry + data
+        if len(data) > MAX_BUFFER:
+            self.fail(f"a line or frame longer than {MAX_BUFFER} bytes")
+            return
         if self.door is LINE:
             end = data.rfind(b"\n") + 1
             if b"\xff" in data:  # IAC: the telnet door checks silent clients
@@ -239,6 +357,9 @@ class Client:
         sign-on and join confirmations and for refusals.
         """
         self.buf += data
+        if len(self.buf) > MAX_BUFFER:
+            self.fail(f"more than {MAX_BUFFER} bytes before being in the room")
+            return
         if self.door is LINE:
             self._line_setup()
         elif self.state == HANDSHAKE:
@@ -314,7 +435,11 @@ class Client:
         self.state = READY
         self.ready_at = _monotonic_ns()
         self.loop.became_ready(self)
-        if rest:
+        if not rest:
+            return
+        if self.counting:
+            self.counted(rest)
+        else:
             self.received(rest)
 
 
@@ -323,21 +448,27 @@ class Loop:
     One worker's event loop: every client it owns, the counters they feed,
     and the pipe to the parent process.
 
+    Two C{epoll} sets: C{epoll} (the pipe, clients setting up, the sample)
+    is waited on; C{swept} (every other client in its room) is only polled,
+    without waiting, every C{sweep_every} seconds.
+
     @ivar window: C{(start, end)} in C{monotonic_ns}: deliveries and round
         trips are counted, and latency sampled, only inside it.
     @ivar sending: whether senders send their next message once the last
         one came back.
+    @ivar settings: the run's (its C{busy_poll}: poll without sleeping while
+        messages flow, so that the server pays no loopback wake-up, at the
+        cost of a full core here).
+    @ivar spin_s: with C{busy_poll}, CPU time spent polling in vain (what
+        the tool's CPU figure holds beyond its work).
     """
 
-    def __init__(
-        self, target: Target, mark: bytes, size: int, check_seq: bool, pipe: Any = None
-    ) -> None:
-        self.target = target
-        self.mark = mark
-        self.size = size
-        self.check_seq = check_seq
+    def __init__(self, settings: Settings, pipe: Any = None) -> None:
+        self.settings = settings
+        self.mark = mark = settings.mark  # read for every read of every client
         self.seq_pattern = re.compile(re.escape(mark) + rb"([0-9a-f]{5}):([0-9a-f]{8})")
         self.epoll = select.epoll()
+        self.swept = select.epoll()
         self.clients: dict[int, Client] = {}
         self.pending: list[Spec] = []
         self.opening = 0
@@ -351,6 +482,10 @@ class Loop:
         self.deliveries = 0
         self.round_trips = 0
         self.latency = Histogram()
+        self.sweep_every = SWEEP_MAX
+        self.next_sweep = 0.0
+        self.full_reads = 0
+        self.spin_s = 0.0
         self.pipe = pipe
         self.inbox: list[Any] = []
         if pipe is not None:
@@ -374,7 +509,7 @@ class Loop:
             except OSError as e:
                 self._count_error(f"socket: {e.strerror}")
                 continue
-            address = self.target.line if spec.door == LINE else self.target.ws
+            address = self.settings.target.line if spec.door == LINE else self.settings.target.ws
             assert address is not None
             code = client.sock.connect_ex(address[:2])
             if code not in (0, errno.EINPROGRESS):
@@ -390,11 +525,24 @@ class Loop:
 
     def want_write(self, client: Client, wanted: bool) -> None:
         mask = select.EPOLLIN | (select.EPOLLOUT if wanted else 0)
-        self.epoll.modify(client.fd, mask)
+        (self.swept if client.swept else self.epoll).modify(client.fd, mask)
 
     def became_ready(self, client: Client) -> None:
+        """
+        C{client} is in its room: unless it is in the sample, it moves to
+        the swept set.
+        """
         self.opening -= 1
         self.ready.append(client)
+        if not client.sample:
+            mask = select.EPOLLIN | (select.EPOLLOUT if client.out else 0)
+            self.epoll.unregister(client.fd)
+            self.swept.register(client.fd, mask)
+            client.swept = True
+            client.counting = not self.settings.check_seq
+            if client.counting and client.door is WS:
+                # What comes next starts a frame: as if after a JSON frame.
+                client.carry, client.skip = b"}", 1
         self._open_more()
 
     def closed(self, client: Client, why: str) -> None:
@@ -409,7 +557,7 @@ class Loop:
     def forget(self, client: Client) -> None:
         self.clients.pop(client.fd, None)
         try:
-            self.epoll.unregister(client.fd)
+            (self.swept if client.swept else self.epoll).unregister(client.fd)
         except (OSError, ValueError):
             pass
         client.sock.close()
@@ -434,9 +582,21 @@ class Loop:
     def delivered(self, client: Client, data: bytes, end: int, count: int) -> None:
         """
         C{count} benchmark messages arrived at C{client} in C{data[:end]}.
+        Only the sample parses anything: a timestamp, its sequence numbers
+        and, for a sender, whether its message in flight came back.
         """
-        now = _monotonic_ns()
         client.got += count
+        if client.sample:
+            self._sampled(client, data, end, count)
+        else:
+            start, stop = self.window
+            if start <= _monotonic_ns() < stop:
+                self.deliveries += count
+            if self.settings.check_seq:
+                self._check_seq(client, data, end)
+
+    def _sampled(self, client: Client, data: bytes, end: int, count: int) -> None:
+        now = _monotonic_ns()
         start, stop = self.window
         if start <= now < stop:
             self.deliveries += count
@@ -445,8 +605,7 @@ class Loop:
             # The oldest message of the read stands for all of them: an
             # upper bound on each one's latency.
             self.latency.add(now // 1000 - sent, count)
-        if self.check_seq:
-            self._check_seq(client, data, end)
+        self._check_seq(client, data, end)
         waiting = client.waiting
         if waiting is not None and data.find(waiting, 0, end) >= 0:
             client.waiting = None
@@ -471,7 +630,9 @@ class Loop:
         seq = client.sent
         client.sent += 1
         client.waiting = wire.key(self.mark, client.sid, seq)
-        client.say(wire.text(self.mark, client.sid, seq, _monotonic_ns() // 1000, self.size))
+        client.say(
+            wire.text(self.mark, client.sid, seq, _monotonic_ns() // 1000, self.settings.size)
+        )
 
     # -- running ------------------------------------------------------------
 
@@ -479,35 +640,92 @@ class Loop:
         """
         Serve every socket until C{done()} or C{deadline} (C{time.monotonic}),
         whichever comes first; return C{done()}.
+
+        The loop sleeps in C{epoll_wait} until the next sweep is due, unless
+        C{busy_poll} and an event came within L{BUSY_HOLD} seconds.
         """
         poll = self.epoll.poll
+        busy = self.settings.busy_poll
+        busy_until = 0.0
+        spinning = -1.0  # this thread's CPU time when the empty polls began
+        monotonic = time.monotonic
+        cpu = time.thread_time
+        while not done():
+            now = monotonic()
+            remaining = deadline - now
+            if remaining <= 0:
+                break
+            if now >= self.next_sweep:
+                if spinning >= 0:
+                    self.spin_s += cpu() - spinning
+                    spinning = -1.0
+                if self._sweep():
+                    busy_until = now + BUSY_HOLD
+                now = monotonic()
+                self.next_sweep = now + self.sweep_every
+            if busy and now < busy_until:
+                events = poll(0)
+                if not events:
+                    if spinning < 0:
+                        spinning = cpu()
+                    continue
+                if spinning >= 0:
+                    self.spin_s += cpu() - spinning
+                    spinning = -1.0
+            else:
+                events = poll(max(0.0, min(remaining, self.next_sweep - now, 0.05)))
+            if events:
+                busy_until = now + BUSY_HOLD
+                self._dispatch(events)
+        if spinning >= 0:
+            self.spin_s += cpu() - spinning
+        return done()
+
+    def _sweep(self) -> bool:
+        """
+        Read every swept client that has something, looking at the sample
+        every L{SWEEP_CHUNK} reads; adapt C{sweep_every} to how full the
+        reads came back.  Whether anything was read.
+        """
+        self.full_reads = 0
+        found = False
+        for _ in range(len(self.clients) // 1000 + 2):
+            events = self.swept.poll(0, 1000)
+            for at in range(0, len(events), SWEEP_CHUNK):
+                self._dispatch(events[at : at + SWEEP_CHUNK])
+                self._dispatch(self.epoll.poll(0))
+            found = found or bool(events)
+            if len(events) < 1000:
+                break
+        if self.full_reads:
+            self.sweep_every = max(SWEEP_MIN, self.sweep_every / 2)
+        elif self.sweep_every < SWEEP_MAX:
+            self.sweep_every = min(SWEEP_MAX, self.sweep_every * 1.25)
+        return found
+
+    def _dispatch(self, events: list[tuple[int, int]]) -> None:
         clients = self.clients
         pipe_fd = self.pipe.fileno() if self.pipe is not None else -1
         out_mask = select.EPOLLOUT
-        while not done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            for fd, events in poll(min(remaining, 0.05)):
-                if fd == pipe_fd:
-                    self.inbox.append(self.pipe.recv())
+        for fd, mask in events:
+            if fd == pipe_fd:
+                self.inbox.append(self.pipe.recv())
+                continue
+            client = clients.get(fd)
+            if client is None:
+                continue
+            if mask & out_mask:
+                if client.state == CONNECTING:
+                    self._connect_done(client)
+                elif client.out:
+                    client.flush()
+                else:
+                    self.want_write(client, False)
+                if not mask & ~out_mask:
                     continue
-                client = clients.get(fd)
-                if client is None:
+                if client.state == CLOSED:
                     continue
-                if events & out_mask:
-                    if client.state == CONNECTING:
-                        self._connect_done(client)
-                    elif client.out:
-                        client.flush()
-                    else:
-                        self.want_write(client, False)
-                    if not events & ~out_mask:
-                        continue
-                    if client.state == CLOSED:
-                        continue
-                client.readable()
-        return True
+            client.readable()
 
     def _connect_done(self, client: Client) -> None:
         code = client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -530,3 +748,4 @@ class Loop:
         for client in list(self.clients.values()):
             client.close()
         self.epoll.close()
+        self.swept.close()

@@ -84,7 +84,7 @@ def _sleep_until(ns: int) -> None:
 def _worker(
     settings: Settings, warmup: float, duration: float, pipe: Connection, index: int
 ) -> None:
-    loop = Loop(settings.target, settings.mark, settings.size, settings.check_seq, pipe)
+    loop = Loop(settings, pipe)
     rooms = room_of(settings.rooms)
     specs = settings.specs(index, rooms)
     cpu = CpuClock()
@@ -92,7 +92,17 @@ def _worker(
     loop.run(lambda: not loop.setting_up, time.monotonic() + settings.setup_timeout)
     loop.give_up_setting_up()
     setup_cpu = cpu.read()
-    pipe.send(("ready", {"ready": len(loop.ready), "errors": loop.errors, "cpu": setup_cpu}))
+    pipe.send(
+        (
+            "ready",
+            {
+                "ready": len(loop.ready),
+                "sample": sum(1 for c in loop.ready if c.sample),
+                "errors": loop.errors,
+                "cpu": setup_cpu,
+            },
+        )
+    )
     kind, times = loop.message(time.monotonic() + settings.setup_timeout + 60)
     if kind != "go":
         loop.close_all()
@@ -108,8 +118,10 @@ def _worker(
             loop.send_next(client)
     loop.run(lambda: time.monotonic_ns() >= measure, measure / 1e9 + to_mono + 1)
     cpu.reset()
+    spin0 = loop.spin_s
     loop.run(lambda: time.monotonic_ns() >= end, end / 1e9 + to_mono + 1)
     window_cpu = cpu.read()
+    window_cpu["spin_s"] = round(loop.spin_s - spin0, 3)
     loop.sending = False
     loop.run(lambda: all(c.waiting is None for c in senders), time.monotonic() + GRACE)
     pipe.send(("sent", {client.sid: client.sent for client in senders}))
@@ -129,7 +141,8 @@ def _worker(
     loop.run(complete, time.monotonic() + GRACE)
     missing = duplicates = 0
     for client in receivers:
-        if settings.check_seq:
+        # The sample checked every sequence number, in either mode.
+        if settings.check_seq or client.sample:
             for sid, count in totals.items():
                 if rooms(sid) == client.room:
                     have = client.next_seq.get(b"%05x" % sid, 0)
@@ -191,6 +204,8 @@ def _merge(
         "duration_s": duration,
         "workers": settings.workers,
         "check": "seq" if settings.check_seq else "count",
+        "poll": "busy" if settings.busy_poll else "sleep",
+        "sample": sum(r["sample"] for r in ready),
         "connected": sum(r["ready"] for r in ready),
         "connect_errors": sum(errors.values()),
         "connect_error_kinds": errors,
@@ -229,6 +244,7 @@ def render(result: dict[str, Any]) -> str:
         ("door / clients / rooms", f"{result['door']} / {result['clients']} / {result['rooms']}"),
         ("senders / size", f"{result['senders']} / {result['size']} bytes"),
         ("warm-up / measured", f"{result['warmup_s']:g} s / {result['duration_s']:g} s"),
+        ("poll / sampled clients", f"{result['poll']} / {result['sample']}"),
         ("connected", f"{result['connected']} in {result['setup_s']} s"),
         ("connect errors", errors_text(result["connect_errors"], result["connect_error_kinds"])),
         ("messages/s", f"{result['messages_per_s']:,}"),
@@ -273,4 +289,5 @@ def _cpu(cpu: dict[str, Any]) -> str:
         f"{w['cpu_pct']}% = {w['user_s']}+{w['sys_s']} s user+sys / {w['wall_s']} s"
         for w in cpu["workers"]
     )
-    return f"{cpu['total_pct']}% (workers: {each})"
+    spin = f", {cpu['spin_pct']}% in polls that found nothing" if cpu.get("spin_pct") else ""
+    return f"{cpu['total_pct']}%{spin} (workers: {each})"

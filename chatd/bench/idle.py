@@ -64,6 +64,7 @@ def run(settings: Settings, hold: float, pid: int | None) -> dict[str, Any]:
         "workers": settings.workers,
         "concurrency": settings.concurrency,
         "sources": settings.sources,
+        "poll": "busy" if settings.busy_poll else "sleep",
         "tcp_connected": connects,
         "signed_on": held,
         "connect_errors": sum(errors.values()),
@@ -93,7 +94,7 @@ def _rate(count: int, start: int, end: int) -> float | None:
 
 
 def _worker(settings: Settings, pipe: Connection, index: int) -> None:
-    loop = Loop(settings.target, settings.mark, settings.size, False, pipe)
+    loop = Loop(settings, pipe)
     specs = settings.specs(index, lambda _: LOBBY)
     cpu = CpuClock()
     started = time.monotonic_ns()
@@ -160,8 +161,8 @@ def render(result: dict[str, Any]) -> str:
     rows = [
         ("door / connections", f"{result['door']} / {result['connections']}"),
         (
-            "workers / concurrency / sources",
-            "{workers} / {concurrency} / {sources}".format(**result),
+            "workers / concurrency / sources / poll",
+            "{workers} / {concurrency} / {sources} / {poll}".format(**result),
         ),
         ("TCP connected", f"{result['tcp_connected']} ({result['tcp_connects_per_s']}/s)"),
         (

@@ -37,6 +37,9 @@ class Settings:
     rooms: int = 1
     senders: int = 0
     check_seq: bool = False
+    sample: int = 10
+    """Receivers read at once and timed, besides the senders."""
+    busy_poll: bool = False
 
     @property
     def token(self) -> str:
@@ -62,6 +65,7 @@ class Settings:
     def specs(self, worker: int, room: Callable[[int], str]) -> list[Spec]:
         """
         The clients that worker C{worker} opens: every C{workers}-th one.
+        The first C{senders} send; they and the next C{sample} are sampled.
         """
         return [
             Spec(
@@ -71,6 +75,7 @@ class Settings:
                 room=room(i),
                 source=self.source_of(i),
                 sid=i if i < self.senders else None,
+                sample=i < self.senders + self.sample,
             )
             for i in range(worker, self.clients, self.workers)
         ]

@@ -114,13 +114,24 @@ def _cpu() -> tuple[float, float]:
 
 def cpu_summary(per_worker: list[dict[str, float]]) -> dict[str, Any]:
     """
-    Per-worker and total CPU as a percentage of one core over the wall time.
+    Per-worker and total CPU as a percentage of one core over the wall time;
+    with C{spin_s} (busy polling), also the part of it spent finding nothing.
     """
     rows = []
     for n, entry in enumerate(per_worker):
-        pct = 100.0 * entry["cpu_s"] / entry["wall_s"] if entry["wall_s"] else 0.0
-        rows.append({"worker": n, **entry, "cpu_pct": round(pct, 1)})
-    return {"workers": rows, "total_pct": round(sum(r["cpu_pct"] for r in rows), 1)}
+        wall = entry["wall_s"]
+        pct = 100.0 * entry["cpu_s"] / wall if wall else 0.0
+        row = {"worker": n, **entry, "cpu_pct": round(pct, 1)}
+        if "spin_s" in entry:
+            row["spin_pct"] = round(100.0 * entry["spin_s"] / wall if wall else 0.0, 1)
+        rows.append(row)
+    summary: dict[str, Any] = {
+        "workers": rows,
+        "total_pct": round(sum(r["cpu_pct"] for r in rows), 1),
+    }
+    if rows and all("spin_pct" in r for r in rows):
+        summary["spin_pct"] = round(sum(r["spin_pct"] for r in rows), 1)
+    return summary
 
 
 def table(rows: list[tuple[str, Any]]) -> str:
