@@ -128,10 +128,10 @@ class Outbox:
         self._set_push()
 
     def _set_push(self) -> None:
+        """
+        Push as the transport allows: straight through, or queued.
+        """
         push = self._direct if self.paused_since is None and not self.closed else self.put
-        self._push_with(push)
-
-    def _push_with(self, push: Callable[[Any], None]) -> None:
         if push != self.push:
             self.push = push
             if self._owner is not None:
@@ -140,23 +140,16 @@ class Outbox:
     def gather(self, append: Callable[[Any], None]) -> None:
         """
         A batch holds this pass's output: while the transport keeps up,
-        push with its C{append}.  (Called for every recipient of every
-        pass, so it does the work of L{_push_with} itself.)
+        push with its C{append}.
         """
         if self.push == self._direct:
             self.push = append
             if self._owner is not None:
                 self._owner.push = append
 
-    def gathered(self) -> None:
-        """
-        The batch sent what it held: push as the transport allows.
-        """
-        push = self._direct if self.paused_since is None and not self.closed else self.put
-        if push != self.push:
-            self.push = push
-            if self._owner is not None:
-                self._owner.push = push
+    gathered = _set_push
+    """The batch sent what it held (called for every recipient of every
+    pass, so it is L{_set_push} itself, not a call to it)."""
 
     @property
     def saturated(self) -> bool:
