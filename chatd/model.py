@@ -20,6 +20,10 @@ MAX_NICK_LENGTH = 24
 MAX_ROOM_LENGTH = 32
 MAX_TEXT_LENGTH = 2000
 MAX_TOPIC_LENGTH = 390
+MEMBERS_PAGE = 100
+"""Nicks in a page of a big room's members."""
+PRESENCE_NAMES = 20
+"""The most nicks a presence event lists; above, it gives only counts."""
 MAX_ID = 2**63 - 1
 """The largest number a request may carry (a message id, a page size): the
 largest integer SQLite stores, so that no number a client sends can overflow
@@ -202,11 +206,40 @@ class TopicChanged(Topic):
 
 @dataclass(frozen=True, slots=True)
 class UserList:
-    """The members of C{room}, in the order they joined, and its operators."""
+    """
+    The members of C{room}, in the order they joined, and its operators
+    among them: all of them, or with C{page} one page of the room's
+    C{count} members (L{MEMBERS_PAGE} each, C{pages} in all).
+    """
 
     room: str
     nicks: tuple[str, ...]
     ops: tuple[str, ...] = ()
+    count: int = 0
+    page: int | None = None
+    pages: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """
+    Who joined and left big room C{room} since the last such event, told
+    to its members at most once a second instead of each join and part.
+
+    @ivar joins: members who joined and are still there.
+    @ivar parts: members who left (not counting those who joined since).
+    @ivar count: the members now.
+    @ivar joined: their nicks, or C{None} when the change is too long to
+        list (more than L{PRESENCE_NAMES} nicks).
+    @ivar left: likewise.
+    """
+
+    room: str
+    joins: int
+    parts: int
+    count: int
+    joined: tuple[str, ...] | None = None
+    left: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +439,7 @@ Event = (
     | NickChanged
     | Topic
     | UserList
+    | Presence
     | Kicked
     | BanChanged
     | OpChanged

@@ -110,6 +110,21 @@ class Who(Request):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Members(Request):
+    """
+    A page of a room's members (L{chatd.model.MEMBERS_PAGE} each), for
+    rooms too big to list at once.
+    """
+
+    type = "members"
+    room: str
+    page: int | None = None
+
+    def replicated(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rooms(Request):
     type = "rooms"
 
@@ -340,7 +355,7 @@ class Announce(Request):
 USER_REQUESTS: dict[str, type[Request]] = {
     r.type: r
     for r in (
-        *(Say, Me, Nick, Join, Part, Msg, Who, Rooms, Topic, History, Register),
+        *(Say, Me, Nick, Join, Part, Msg, Who, Members, Rooms, Topic, History, Register),
         *(Identify, Password, Op, Deop, Kick, Ban, Unban, Mode, Invite, Kill),
     )
 }

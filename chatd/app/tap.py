@@ -312,6 +312,14 @@ class Options(usage.Options):
             _not_negative(int),
         ],
         [
+            "big-room",
+            None,
+            500,
+            "Members above which a room is big: joins and parts are told once a second "
+            "as counts, and member lists come in pages; 0 makes no room big.",
+            _not_negative(int),
+        ],
+        [
             "history-days",
             None,
             0,
@@ -476,6 +484,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
     hub_options = {
         "admins": options["admin-list"],
         "history_on_join": options["history-on-join"],
+        "big_room": options["big-room"],
         "motd": options.get("motd-lines", ()),
     }
     store: IStore

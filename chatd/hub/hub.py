@@ -35,6 +35,7 @@ from chatd.hub.accounts import Accounts, address
 from chatd.hub.fanout import Fanout
 from chatd.hub.history import HistoryPages
 from chatd.hub.passwords import Attempts, Passwords
+from chatd.hub.presence import Presence
 from chatd.hub.state import ADMIN, MAX_BANS, MAX_INVITES, OPERATOR, Place, Room, User
 from chatd.interfaces import IClient, IEncoder, IRunner, IStore
 from chatd.model import (
@@ -42,6 +43,7 @@ from chatd.model import (
     MAX_TOPIC_LENGTH,
     StoreState,
     check_nick,
+    check_number,
     check_room,
     check_text,
     fold,
@@ -106,6 +108,7 @@ class Hub(Accounts, HistoryPages):
         max_rooms_per_user: int = 50,
         history_on_join: int = 20,
         motd: Iterable[str] = (),
+        big_room: int = 500,
         history_page: int = 20,
         max_history_page: int = 200,
         state: StoreState | None = None,
@@ -114,6 +117,7 @@ class Hub(Accounts, HistoryPages):
         self.store = MemoryStore() if store is None else store
         self.runner: IRunner = Alone(clock)
         self.fanout = Fanout()
+        self.presence = Presence(clock, self.fanout, big_room)
         self.passwords = Passwords() if passwords is None else passwords
         self.attempts = Attempts(clock)
         self._floors: dict[str, int] = {}
@@ -246,7 +250,7 @@ class Hub(Accounts, HistoryPages):
         for room in list(user.rooms.values()):
             self._take_out(user, room)
             if not self.closing:
-                self.fanout.broadcast(room.members, model.Parted(room.name, user.nick, reason))
+                self._tell_part(room, user, reason)
 
     def change_nick(self, user: User, new: str) -> None:
         """
@@ -390,8 +394,12 @@ class Hub(Accounts, HistoryPages):
         self._note("join", "{nick} joined {room}", nick=user.nick, room=room.name)
         room.members[user] = None
         user.rooms[folded] = room
-        self.fanout.broadcast(room.members, model.Joined(room.name, user.nick))
-        self.fanout.deliver(user, room.user_list(self.admins))
+        if self.presence.coalesces(room):
+            self.presence.joined(room, user)
+            self.fanout.deliver(user, model.Joined(room.name, user.nick))
+        else:
+            self.fanout.broadcast(room.members, model.Joined(room.name, user.nick))
+        self.fanout.deliver(user, self._user_list(room))
         if room.topic:
             self.fanout.deliver(user, model.Topic(room.name, room.topic, room.topic_by))
         if self.history_on_join > 0 and self.runner.is_local(user):
@@ -404,14 +412,40 @@ class Hub(Accounts, HistoryPages):
         """
         room = self._membership(user, name)
         self._note("part", "{nick} left {room}", nick=user.nick, room=room.name)
-        self.fanout.broadcast(room.members, model.Parted(room.name, user.nick, reason))
+        self._tell_part(room, user, reason)
         self._take_out(user, room)
+
+    def _tell_part(self, room: Room, user: User, reason: str | None) -> None:
+        """
+        Tell that C{user} left C{room}: to it (if it is still there to be
+        told) and to the members, or in a big room to it now and to the
+        members with the room's next presence event.
+        """
+        event = model.Parted(room.name, user.nick, reason)
+        if not self.presence.coalesces(room):
+            self.fanout.broadcast(room.members, event)
+            return
+        self.presence.left(room, user)
+        if user in room.members:
+            self.fanout.deliver(user, event)
 
     def who(self, user: User, name: str) -> None:
         """
-        Send C{user} the members of room C{name}.
+        Send C{user} the members of room C{name}: the first page of a big
+        room's.
         """
-        self.fanout.deliver(user, self._existing(name).user_list(self.admins))
+        self.fanout.deliver(user, self._user_list(self._existing(name)))
+
+    def members(self, user: User, name: str, page: int | None = None) -> None:
+        """
+        Send C{user} page C{page} (by default the first) of the members of
+        room C{name}.
+        """
+        page = 1 if page is None else check_number(page, "The page")
+        self.fanout.deliver(user, self._existing(name).user_list(self.admins, page))
+
+    def _user_list(self, room: Room) -> model.UserList:
+        return room.user_list(self.admins, 1 if self.presence.is_big(room) else None)
 
     def list_rooms(self, user: User) -> None:
         """
@@ -483,7 +517,8 @@ class Hub(Accounts, HistoryPages):
             room=room.name,
         )
         self.fanout.broadcast(room.members, model.OpChanged(room.name, target.nick, user.nick, op))
-        self.fanout.broadcast(room.members, room.user_list(self.admins))
+        if not self.presence.is_big(room):  # n lists of n members: the op event says it
+            self.fanout.broadcast(room.members, room.user_list(self.admins))
 
     def kick(self, user: User, name: str, nick: str, reason: str | None = None) -> None:
         """
@@ -500,6 +535,7 @@ class Hub(Accounts, HistoryPages):
             "kick", "{by} kicked {nick} from {room}", by=by, nick=target.nick, room=room.name
         )
         self.fanout.broadcast(room.members, model.Kicked(room.name, target.nick, by, reason))
+        self.presence.forget(room, target)
         self._take_out(target, room)
 
     def ban(self, user: User, name: str, nick: str, banned: bool = True) -> None:
@@ -736,6 +772,7 @@ _APPLY: dict[type[rq.Request], Callable[[Hub, Any, Any], Any]] = {
     rq.Part: lambda hub, user, r: hub.part(user, r.room, r.reason),
     rq.Msg: lambda hub, user, r: hub.private(user, r.to, r.text),
     rq.Who: lambda hub, user, r: hub.who(user, r.room),
+    rq.Members: lambda hub, user, r: hub.members(user, r.room, r.page),
     rq.Rooms: lambda hub, user, r: hub.list_rooms(user),
     rq.Topic: lambda hub, user, r: hub.topic(user, r.room, r.text),
     rq.History: _history,

@@ -6,9 +6,12 @@ what, who may enter, which modes it has), testable without a hub.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import islice
+
 from chatd.errors import ChatError
 from chatd.interfaces import IClient
-from chatd.model import RoomRecord, UserList, fold
+from chatd.model import MEMBERS_PAGE, RoomRecord, UserList, fold
 
 MODES = "imt"
 MAX_KEY_LENGTH = 23
@@ -182,10 +185,22 @@ class Room:
                 changes.append(sign + letter)
         return changes
 
-    def user_list(self, admins: frozenset[str]) -> UserList:
-        members = self.members
+    def user_list(self, admins: frozenset[str], page: int | None = None) -> UserList:
+        """
+        The members and operators among them: all, or one C{page} (from
+        1) of L{MEMBERS_PAGE}, empty past the last.
+        """
+        members: Iterable[User] = self.members
+        count = len(self.members)
+        pages = max(1, -(-count // MEMBERS_PAGE))
+        if page is not None:
+            start = (page - 1) * MEMBERS_PAGE if page <= pages else count
+            members = tuple(islice(self.members, start, start + MEMBERS_PAGE))
         ops = tuple(m.nick for m in members if self.rank(m, admins) >= OPERATOR)
-        return UserList(self.name, tuple(m.nick for m in members), ops)
+        nicks = tuple(m.nick for m in members)
+        if page is None:
+            return UserList(self.name, nicks, ops)
+        return UserList(self.name, nicks, ops, count, page, pages)
 
 
 Place = tuple[Room, bool]

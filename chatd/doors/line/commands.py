@@ -30,7 +30,7 @@ HELP = (
     "  /msg NICK TEXT        send a private message",
     "  /me ACTION            act in the current room",
     "  /nick NEW             change your nickname",
-    "  /who [#room]          list the users of a room",
+    "  /who [#room] [PAGE]   list the users of a room (big rooms by pages)",
     "  /rooms                list every room",
     "  /topic [#room] [TEXT] show or set a room's topic",
     "  /topic [#room] -      clear a room's topic",
@@ -118,7 +118,17 @@ class LineCommands(Session):
         return self.submit(rq.Me(room=self.current_room(), text=_required(args, "/me ACTION")))
 
     def do_who(self, args: str) -> object:
-        return self.submit(rq.Who(room=args.split()[0] if args else self.current_room()))
+        """
+        C{/who [#room] [PAGE]}: a page of a big room's members, or the first.
+        """
+        words = args.split()
+        page = words.pop() if words and _is_number(words[-1]) else None
+        if len(words) > 1 or (page is not None and not _in_range(page)):
+            raise ChatError("usage", f"Usage: /who [#room] [PAGE], PAGE at most {MAX_ID}")
+        room = words[0] if words else self.current_room()
+        if page is None:
+            return self.submit(rq.Who(room=room))
+        return self.submit(rq.Members(room=room, page=int(page)))
 
     def do_rooms(self, args: str) -> object:
         return self.submit(rq.Rooms())

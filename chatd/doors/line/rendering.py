@@ -112,7 +112,21 @@ def _history_end(target: str, count: int, oldest: int, more: bool) -> str:
 def _users(event: model.UserList) -> bytes:
     ops = set(event.ops)
     nicks = ", ".join(("@" + n if n in ops else n) for n in event.nicks)
-    return as_lines(f"*** Users in {event.room} ({len(event.nicks)}): {nicks}")
+    if event.page is None:
+        return as_lines(f"*** Users in {event.room} ({len(event.nicks)}): {nicks}")
+    page = f"*** Users in {event.room} ({event.count}), page {event.page} of {event.pages}"
+    more = f" (more: /who {event.room} {event.page + 1})" if event.page < event.pages else ""
+    return as_lines(f"{page}: {nicks or '-'}{more}")
+
+
+def _presence(event: model.Presence) -> bytes:
+    line = (
+        f"*** {event.joins} joined, {event.parts} left {event.room} ({_count(event.count, 'user')})"
+    )
+    if event.joined is not None:
+        names = [f"+{n}" for n in event.joined] + [f"-{n}" for n in event.left or ()]
+        line += ": " + " ".join(names)
+    return as_lines(line)
 
 
 def _account(event: model.AccountChanged) -> bytes:
@@ -156,6 +170,7 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     model.Topic: lambda e: as_lines(_topic(e)),
     model.TopicChanged: lambda e: as_lines(_topic(e)),
     model.UserList: _users,
+    model.Presence: _presence,
     model.PrivateHistory: _private_history,
     model.Kicked: lambda e: as_lines(f"*** {e.nick} has left {e.room} ({e.part_reason})"),
     model.BanChanged: lambda e: as_lines(

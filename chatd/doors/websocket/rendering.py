@@ -49,6 +49,31 @@ def _welcome(e: model.Welcome) -> dict[str, Any]:
     return frame
 
 
+def _users(e: model.UserList) -> dict[str, object]:
+    frame: dict[str, object] = {
+        "type": "users",
+        "room": e.room,
+        "nicks": list(e.nicks),
+        "ops": list(e.ops),
+    }
+    if e.page is not None:
+        frame.update(count=e.count, page=e.page, pages=e.pages)
+    return frame
+
+
+def _presence(e: model.Presence) -> dict[str, object]:
+    frame: dict[str, object] = {
+        "type": "presence",
+        "room": e.room,
+        "joins": e.joins,
+        "parts": e.parts,
+        "count": e.count,
+    }
+    if e.joined is not None:
+        frame.update(joined=list(e.joined), left=list(e.left or ()))
+    return frame
+
+
 def _kicked(e: model.Kicked) -> dict[str, Any]:
     return {
         "type": "part",
@@ -106,12 +131,8 @@ _RENDER: dict[type, Callable[[Any], dict[str, Any]]] = {
     model.NickChanged: lambda e: {"type": "nick", "old": e.old, "new": e.new},
     model.Topic: _topic,
     model.TopicChanged: _topic,
-    model.UserList: lambda e: {
-        "type": "users",
-        "room": e.room,
-        "nicks": list(e.nicks),
-        "ops": list(e.ops),
-    },
+    model.UserList: _users,
+    model.Presence: _presence,
     model.Kicked: _kicked,
     model.BanChanged: lambda e: {
         "type": "ban" if e.banned else "unban",
