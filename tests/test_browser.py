@@ -16,6 +16,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support.browser import ChatPage, ChatServer, expect, launch
 from tests.support.processes import WebSocketClient
 
+RECONNECT_MS = 20_000
+"""How long a page may take to come back after a server restart: its first
+attempt is spread over 5 s, and if the server is not up yet, its second over
+10 s."""
+
 # Where each of the four letters of the first "bidi" in a line's body is on
 # screen, which element isolates it, and the body's text.
 _BIDI_LAYOUT = """(body) => {
@@ -361,7 +366,7 @@ class ReconnectTests(SynchronousTestCase):
         # alice's network goes away while the server restarts.
         alice.context.set_offline(True)
         self.server.restart()
-        expect(bob.locator("#conn-state")).to_have_text("online")
+        expect(bob.locator("#conn-state")).to_have_text("online", timeout=RECONNECT_MS)
         expect(bob.sys_line("You joined #python.")).to_have_count(2)
         carol = self.server.line_client("carol")
         carol.send_line("/join #python")
@@ -393,13 +398,74 @@ class ReconnectTests(SynchronousTestCase):
         alice.send("/topic Old news")
         expect(alice.locator("#topic")).to_have_text("Old news")
         self.server.restart()
-        expect(alice.sys_line("You joined #python.")).to_have_count(2)
+        expect(alice.sys_line("You joined #python.")).to_have_count(2, timeout=RECONNECT_MS)
         expect(alice.locator("#conn-state")).to_have_text("online")
         alice.expect_view("#python")
         expect(alice.locator("#topic")).to_have_text("No topic set")
         expect(alice.locator("#topic")).to_have_attribute("title", "")
         alice.send("/topic")
         expect(alice.sys_line("No topic is set.")).to_have_count(1)
+        alice.check_clean(self)
+
+
+class BigRoomTests(SynchronousTestCase):
+    """
+    A room above C{--big-room} members: counts instead of joins and parts,
+    and its member list in pages.
+    """
+
+    def setUp(self) -> None:
+        # Over a hundred line users and a page, all from one address.
+        self.server = ChatServer(
+            self, "--big-room", "3", "--max-per-ip", "0", "--connect-rate", "0"
+        )
+        self.browser = launch(self)
+
+    def test_counts_and_pages(self) -> None:
+        """
+        Joining a big room shows its member count and the first page of its
+        members; who joins and leaves later changes the count and the list,
+        without a line each in the log; the list's other pages are fetched
+        only with "Show more".
+        """
+        peers = [self.server.line_client(f"peer{i:03}") for i in range(100)]
+        peers[-1].read_until(b"(100 users)")  # all their joins told
+        alice = ChatPage(self, self.browser, self.server)
+        alice.sign_on("alice")
+        count = alice.locator("#user-count")
+        more = alice.locator("#users-more")
+        expect(count).to_have_text("— 101")
+        # The first page, then alice's own join, told by name.
+        expect(alice.users().first).to_have_text("peer000")
+        expect(alice.users().filter(has_text="alice (you)")).to_have_count(1)
+        expect(alice.users()).to_have_count(101)
+        expect(more).to_be_hidden()
+
+        late = [self.server.line_client(f"late{i}") for i in range(3)]
+        expect(count).to_have_text("— 104")
+        expect(alice.users()).to_have_count(104)
+        late[0].close()
+        expect(count).to_have_text("— 103")
+        expect(alice.users().filter(has_text="late0")).to_have_count(0)
+        expect(alice.users()).to_have_count(103)
+        expect(alice.sys_line("joined")).to_have_text(["You joined #lobby."])
+        expect(alice.sys_line("left")).to_have_count(0)
+
+        # /who lists the first page again; page 2 holds alice, late1, late2.
+        alice.send("/who")
+        expect(alice.sys_line("Users in #lobby (100 of 103): peer000, ")).to_have_count(1)
+        expect(alice.users()).to_have_count(100)
+        expect(more).to_have_text("Show more")
+        more.click()
+        expect(alice.users()).to_have_count(103)
+        expect(alice.users().filter(has_text="alice (you)")).to_have_count(1)
+        expect(more).to_be_hidden()
+
+        # A crowd, told by count alone when more than 20 come in a second.
+        for i in range(25):
+            self.server.line_client(f"crowd{i:02}")
+        expect(count).to_have_text("— 128")
+        expect(alice.sys_line("joined")).to_have_count(1)
         alice.check_clean(self)
 
 

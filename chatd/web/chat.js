@@ -25,6 +25,7 @@
   const HISTORY_PAGE = 20;     // what the server returns when no limit is given
   const MAX_BACKOFF = 30;      // seconds between reconnect attempts, at most
   const GAP_WAIT = 2500;       // ms to wait for a rejoined room's history page
+  const MEMBERS_PAGE = 100;    // nicks in a page of a big room's members (the server's)
   const STATUS = '*';          // key of the status view (shown when in no room)
 
   const $ = (id) => document.getElementById(id);
@@ -37,7 +38,7 @@
     title: $('view-title'), topic: $('topic'), banner: $('conn-banner'),
     bannerText: $('conn-banner-text'), reconnectNow: $('reconnect-now'),
     messages: $('messages'), inputForm: $('input-form'), input: $('input'),
-    userList: $('user-list'), userCount: $('user-count'), backdrop: $('backdrop'),
+    userList: $('user-list'), userCount: $('user-count'), usersMore: $('users-more'), backdrop: $('backdrop'),
   };
 
   /* ------------------------------------------------------------------ state */
@@ -80,6 +81,8 @@
   function makeView(kind, name, key) {
     const v = { key, kind, name, pane: el('div', { className: 'pane' }), unread: 0, mention: false,
                 users: new Map(), ops: new Set(), topic: undefined, topicBy: '', ids: new Map(),
+                count: null,       // a big room's members, when `users` may hold only some of them
+                page: 0,           // ... and the last page of them fetched (0: none)
                 maxId: -Infinity, fromBottom: null, roomKey: null,
                 more: undefined,   // whether older history exists (undefined: not known)
                 loading: false,    // a request for older history is on its way
@@ -476,7 +479,9 @@
     // Operators first, then everyone else, each alphabetically.
     const nicks = [...v.users.values()].sort((a, b) =>
       (isOp(v, b) - isOp(v, a)) || fold(a).localeCompare(fold(b)));
-    ui.userCount.textContent = nicks.length ? '(' + nicks.length + ')' : '';
+    const total = v.count ?? nicks.length;
+    ui.userCount.textContent = total ? '— ' + total.toLocaleString() : '';
+    ui.usersMore.hidden = v.count === null || v.count <= nicks.length;
     ui.userList.replaceChildren(...nicks.map((n) => {
       const op = isOp(v, n);
       const b = el('button', { type: 'button', title: (op ? 'Operator. ' : '') + (isMe(n) ? 'You' : 'Message ' + n) });
@@ -646,9 +651,15 @@
       ui.bannerText.textContent = S.stay + ' Not reconnecting.';
       return;
     }
-    // Exponential backoff with a little jitter, so that a restarted server
-    // is not hit by every client at the same instant.
-    const delay = Math.min(MAX_BACKOFF, 2 ** S.attempt) * (0.8 + 0.4 * Math.random());
+    // A restarted server would have all its clients back at the same
+    // instant: wait anywhere from 0.5 s to the end of a window of 5 s that
+    // doubles with each failed attempt, up to MAX_BACKOFF ("full jitter").
+    // Retries refused while our old session still holds the nick (or the
+    // server is not ready) are spread by then, and keep a steady
+    // exponential wait, which gives the old session time to go.
+    const delay = S.refused
+      ? Math.min(MAX_BACKOFF, 2 ** S.attempt) * (0.8 + 0.4 * Math.random())
+      : 0.5 + Math.random() * (Math.min(MAX_BACKOFF, 5 * 2 ** S.attempt) - 0.5);
     S.attempt++;
     S.retryAt = Date.now() + delay * 1000;
     S.timer = setTimeout(connect, delay * 1000);
@@ -854,6 +865,8 @@
         v.topicBy = '';
         v.joined = true;
         v.users = new Map([[fold(f.nick), f.nick]]);
+        v.count = null;
+        v.page = 0;
         v.pageSinceJoin = false;
         if (S.pendingKey && S.pendingKey.room === v.key) { v.roomKey = S.pendingKey.key; S.pendingKey = null; }
         const line = sys('You joined ' + f.room + '.', '', v);
@@ -875,6 +888,7 @@
       const v = roomOf(f);
       if (!v) return;
       v.users.set(fold(f.nick), f.nick);
+      if (v.count !== null) v.count++;
       sys([nickSpan(f.nick), ' joined ' + f.room + '.'], '', v);
       if (v === cur()) renderUsers();
     },
@@ -898,6 +912,7 @@
       }
       v.users.delete(fold(f.nick));
       v.ops.delete(fold(f.nick));
+      if (v.count !== null) v.count--;
       sys([nickSpan(f.nick), ' left ' + f.room, ...why, '.'], '', v);
       if (v === cur()) renderUsers();
     },
@@ -932,20 +947,40 @@
       renderSidebar(); renderHeader(); renderUsers();
     },
 
+    // All the members of a room, or (with `page`) one page of a big room's.
     users(f) {
       const v = roomOf(f);
       const nicks = Array.isArray(f.nicks) ? f.nicks : [];
+      const ops = new Set((Array.isArray(f.ops) ? f.ops : []).map(fold));
+      const count = typeof f.count === 'number' ? f.count : nicks.length;
       if (v) {
-        v.users = new Map(nicks.map((n) => [fold(n), n]));
-        v.ops = new Set((Array.isArray(f.ops) ? f.ops : []).map(fold));
+        // The first page starts the list anew; the others add to it.
+        const page = Number.isInteger(f.page) ? f.page : 0;
+        if (page <= 1) { v.users = new Map(); v.ops = new Set(); }
+        for (const n of nicks) v.users.set(fold(n), n);
+        for (const n of ops) v.ops.add(n);
+        v.count = typeof f.count === 'number' ? f.count : null;
+        v.page = page;
         if (v === cur()) renderUsers();
       }
       if (S.asked.who.delete(fold(f.room))) {
-        const ops = new Set((Array.isArray(f.ops) ? f.ops : []).map(fold));
         const sorted = nicks.slice().sort((a, b) => fold(a).localeCompare(fold(b)))
           .map((n) => (ops.has(fold(n)) ? '@' : '') + n);
-        sys('Users in ' + f.room + ' (' + nicks.length + '): ' + sorted.join(', '));
+        const some = nicks.length < count ? nicks.length + ' of ' : '';
+        sys('Users in ' + f.room + ' (' + some + count.toLocaleString() + '): ' + sorted.join(', '));
       }
+    },
+
+    // A big room's joins and parts of the last second, told at once: the
+    // count, and who when they are few.  Nothing goes in the log, where a
+    // line a second would bury the conversation: the header has the count.
+    presence(f) {
+      const v = roomOf(f);
+      if (!v || typeof f.count !== 'number') return;
+      for (const n of Array.isArray(f.left) ? f.left : []) { v.users.delete(fold(n)); v.ops.delete(fold(n)); }
+      for (const n of Array.isArray(f.joined) ? f.joined : []) v.users.set(fold(n), n);
+      v.count = f.count;
+      if (v === cur()) renderUsers();
     },
 
     rooms(f) {
@@ -988,6 +1023,7 @@
       if (!v) return;
       v.users.delete(fold(f.nick));
       v.ops.delete(fold(f.nick));
+      if (v.count !== null) v.count--;
       sys([nickSpan(f.nick), ' was kicked by ', by(f), ...why, '.'], 'mod', v);
       if (v === cur()) renderUsers();
     },
@@ -1255,6 +1291,14 @@
   });
 
   ui.reconnectNow.addEventListener('click', () => { S.attempt = 0; S.stay = null; connect(); });
+
+  // The next page of a big room's members, only when asked for: after the
+  // last one (others joined meanwhile), the first again, which starts anew.
+  ui.usersMore.addEventListener('click', () => {
+    const v = cur();
+    const page = v.page < Math.ceil(v.count / MEMBERS_PAGE) ? v.page + 1 : 1;
+    send({ type: 'members', room: v.name, page });
+  });
 
   function toggleDrawer(cls) {
     const open = !ui.app.classList.contains(cls);
