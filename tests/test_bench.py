@@ -4,13 +4,18 @@ C{twistd chatd} on loopback: a few clients for about a second on each door,
 so that the tool keeps working as the server changes.  Nothing here is timed.
 And its exit status: a run in which clients could not connect or sign on, or
 that measured nothing, fails.  And, without a server, the counting path of
-the clients that are not in the sample, over every way a read can split.
+the clients that are not in the sample, over every way a read can split, and
+what a client watching the server shut down counts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
+import os
+import signal
 import socket
 import struct
 import subprocess
@@ -20,17 +25,20 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.bench import wire
-from chatd.bench.client import LINE, READY, WS, Client, Loop, Spec, Target
+from chatd.bench import idle, wire
+from chatd.bench.__main__ import main as bench_main
+from chatd.bench.client import LINE, READY, WATCHING, WS, Client, Loop, Spec, Target
 from chatd.bench.runner import Settings
 from tests.support.processes import (
     CHECKOUT,
     LOCAL_TCP0,
     LOCALHOST,
+    TIMEOUT,
     TwistdProcess,
     busy_port,
     checkout_env,
     scratch_dir,
+    terminated_by_sigterm,
 )
 
 RUN_TIMEOUT = 60.0
@@ -206,6 +214,74 @@ class BenchSmokeTests(SynchronousTestCase):
         self.assertEqual(result["probe_received"], 8, result)
         self.assertIsNotNone(result["server_rss_kib_per_connection"], result)
 
+    def test_idle_sigterm(self) -> None:
+        """
+        With C{--sigterm}, once the probe is through the tool sends SIGTERM
+        to the server while every connection is open, sees the process exit
+        and every connection closed by the server, and counts what each
+        received meanwhile: at least the shutdown notice.
+        """
+        result = self.bench(
+            "idle",
+            "--door",
+            "mix",
+            "--connections",
+            "50",
+            "--hold",
+            "0.2",
+            "--pid",
+            str(self.server.pid),
+            "--sigterm",
+        )
+        self.assertTrue(terminated_by_sigterm(self.server.wait()), self.server.output())
+        self.assertEqual(result["signed_on"], 50, result)
+        self.assertEqual((result["sigterm_watched"], result["sigterm_closed"]), (50, 50), result)
+        self.assertEqual(sum(result["sigterm_close_kinds"].values()), 50, result)
+        self.assertIsInstance(result["sigterm_exit_s"], float, result)
+        self.assertLessEqual(result["sigterm_exit_s"], result["sigterm_timeout_s"], result)
+        self.assertIsInstance(result["sigterm_last_close_s"], float, result)
+        self.assertGreater(result["sigterm_bytes_per_connection"], 0, result)
+        self.assertGreaterEqual(result["sigterm_messages_per_connection"], 1, result)
+        self.assertGreaterEqual(result["sigterm_messages_max"], 1, result)
+        text = idle.render(result)
+        self.assertIn("SIGTERM -> exit", text)
+        self.assertRegex(text, r"closed by the server +50 of 50, the last ")
+        self.assertIn("received after SIGTERM", text)
+
+    def test_idle_sigterm_ignored(self) -> None:
+        """
+        A process that outlives the SIGTERM timeout, leaving the connections
+        open, fails the run with both reasons.  (The pid given is not the
+        server's but a process of this test's that ignores SIGTERM.)
+        """
+        code = (
+            "import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        stubborn = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+        )
+        self.addCleanup(_kill_by_pid, stubborn)
+        assert stubborn.stdout is not None
+        self.assertEqual(stubborn.stdout.readline(), b"ready\n")
+        args = ["idle", "--door", "mix", "--connections", "4", "--hold", "0", "--sigterm"]
+        args += ["--pid", str(stubborn.pid), "--sigterm-timeout", "0.3", *self.doors]
+        status, result, err = run_bench(self, args, self.server)
+        self.assertEqual(status, 1, (result, err))
+        self.assertIsNone(stubborn.poll())
+        self.assertEqual((result["sigterm_watched"], result["sigterm_closed"]), (4, 0), result)
+        self.assertIsNone(result["sigterm_exit_s"], result)
+        self.assertEqual(
+            result["problems"],
+            [
+                "the server did not exit within 0.3 s of SIGTERM",
+                "4 of 4 connections were left open after SIGTERM",
+            ],
+        )
+        self.assertRegex(idle.render(result), r"SIGTERM -> exit +not within 0\.3 s")
+
     def test_nothing_measured(self) -> None:
         """
         A fan-out run without senders measures nothing: although every
@@ -247,6 +323,17 @@ class BenchFailureTests(SynchronousTestCase):
             self.assertRegex(result["problems"][1], r"^nothing was measured")
             self.assertIn("chatd-bench: FAILED: 10 of 10", err)
             self.assertIn("chatd-bench: FAILED: nothing was measured", err)
+
+    def test_sigterm_needs_pid(self) -> None:
+        """
+        C{--sigterm} without C{--pid} is a usage error: the tool would not
+        know whom to stop.
+        """
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as raised:
+            bench_main(["idle", "--sigterm", "--line", f"{LOCALHOST}:{closed_port()}"])
+        self.assertEqual(raised.exception.code, 2)
+        self.assertIn("--sigterm needs --pid", stderr.getvalue())
 
     def test_no_sign_on(self) -> None:
         """
@@ -386,6 +473,74 @@ class CountingTests(SynchronousTestCase):
         self.assertEqual(len(mark), wire.MARK_SIZE)
 
 
+class WatchingTests(SynchronousTestCase):
+    """
+    L{Client.watched}, what a client counts while the server shuts down:
+    bytes, and lines or data frames, however the stream is cut into reads;
+    pings and the close frame are answered, and the client waits for the
+    server to close the connection.
+    """
+
+    def setUp(self) -> None:
+        settings = Settings(Target(None, None), LINE, 1, 1, 1, 1, 1.0, b"@BCDF:")
+        self.loop = Loop(settings)
+        self.addCleanup(self.loop.close_all)
+
+    def feed(self, door: str, stream: bytes, cuts: Sequence[int]) -> Recorder:
+        client = Recorder(self.loop, door)
+        client.state = WATCHING
+        for start, end in itertools.pairwise([0, *cuts, len(stream)]):
+            if end > start:
+                client.watched(stream[start:end])
+        return client
+
+    def test_line(self) -> None:
+        """
+        Lines are counted by their ends.
+        """
+        stream = b"*** server shutting down\r\n*** bBCDFn1 has quit\r\n"
+        for cut in range(len(stream)):
+            client = self.feed(LINE, stream, [cut])
+            self.assertEqual((client.watched_bytes, client.watched_messages), (len(stream), 2))
+            self.assertEqual(client.written, [])
+
+    def test_websocket(self) -> None:
+        """
+        Data frames are counted, control frames are not; a ping is answered
+        with a pong, the close frame with a close frame (its status code),
+        and the client stays open.
+        """
+        notice = server_frame(b'{"type":"notice","text":"server shutting down"}')
+        close = server_frame(b"\x03\xe9server shutting down", wire.WS_CLOSE)
+        stream = notice + server_frame(b"p", wire.WS_PING) + notice + close
+        for cut in range(len(stream)):
+            client = self.feed(WS, stream, [cut])
+            self.assertEqual((client.watched_bytes, client.watched_messages), (len(stream), 2))
+            self.assertEqual([unmask(w) for w in client.written], [b"p", b"\x03\xe9"], cut)
+            self.assertEqual((client.state, client.carry), (WATCHING, b""), cut)
+
+    def test_watch(self) -> None:
+        """
+        L{Loop.watch} turns the clients in their room into watchers with
+        their counts at zero; a close then counts as closed by the server.
+        """
+        clients = [Recorder(self.loop, door) for door in (LINE, WS)]
+        for fd, client in enumerate(clients, 1000):  # theirs are closed, maybe reused
+            client.fd = fd
+            self.loop.clients[fd] = client
+            client.counting = True
+            client.carry = b"}\x89"
+        self.assertEqual(self.loop.watch(), clients)
+        self.assertEqual([c.state for c in clients], [WATCHING, WATCHING])
+        self.assertEqual([c.carry for c in clients], [b"", b"\x89"])
+        self.assertEqual(self.loop.watching, 2)
+        clients[1].fail("closed by the server")
+        self.assertEqual((self.loop.watching, self.loop.watch_closed), (1, 1))
+        self.assertEqual(self.loop.watch_close_kinds, {"closed by the server": 1})
+        self.assertGreater(self.loop.last_close, 0)
+        self.assertIsNone(clients[1].error)
+
+
 def unmask(frame: bytes) -> bytes:
     """
     The payload of a short masked client frame.
@@ -403,3 +558,15 @@ def _kill(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         process.kill()
         process.wait(RUN_TIMEOUT)
+
+
+def _kill_by_pid(process: subprocess.Popen[bytes]) -> None:
+    """
+    Kill a helper process of a test by its pid if it is still running, and
+    reap it.
+    """
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait(TIMEOUT)
+    if process.stdout is not None:
+        process.stdout.close()

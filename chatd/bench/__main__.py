@@ -89,6 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     still.add_argument("--connections", type=int, default=1000, help="connections to hold")
     still.add_argument("--hold", type=float, default=5.0, help="seconds to hold them")
     still.add_argument("--sources", type=int, default=4, help="127.0.0.x source addresses")
+    still.add_argument(
+        "--sigterm",
+        action="store_true",
+        help="then, every connection still open, send SIGTERM to the server (--pid) and "
+        "measure until it has exited: how long, and what the connections got meanwhile",
+    )
+    still.add_argument(
+        "--sigterm-timeout",
+        type=float,
+        default=idle.SIGTERM_TIMEOUT,
+        help=f"seconds the server has to exit after SIGTERM (default {idle.SIGTERM_TIMEOUT:g})",
+    )
     return parser
 
 
@@ -106,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--door {args.door} needs --{door}")
     if args.size < wire.HEADER_SIZE:
         parser.error(f"--size must be at least {wire.HEADER_SIZE}")
+    if getattr(args, "sigterm", False) and args.pid is None:
+        parser.error("--sigterm needs --pid (the server's)")
     raise_open_files()
     clients = args.clients if args.scenario == "fanout" else args.connections
     settings = Settings(
@@ -129,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = fanout.render(result)
         problems = fanout.problems(result)
     else:
-        result = idle.run(settings, args.hold, args.pid)
+        result = idle.run(settings, args.hold, args.pid, args.sigterm, args.sigterm_timeout)
         text = idle.render(result)
         problems = idle.problems(result)
     result["problems"] = problems

@@ -19,6 +19,11 @@ frames).  After that, two kinds of client read differently:
 
 Nobody waits on the swept set, so data arriving there wakes nobody up; with
 C{busy_poll} the loop does not sleep at all while messages flow (L{Loop.run}).
+
+Last, a run may I{watch} its connections while the server shuts down
+(L{Loop.watch}): every client still open then only counts the bytes and the
+lines (or data frames) it reads, answers pings and the server's close frame
+as a browser would, and notes when the server closes it.
 """
 
 from __future__ import annotations
@@ -50,13 +55,16 @@ SWEEP_MAX = 0.02
 server's writes (one per connection per reactor pass) per read."""
 SWEEP_MIN = 0.001
 """... and at least, when reads come back half full (a fast connection)."""
+WATCH_SWEEP = 0.005
+"""... and at most, while watching the server shut down: how precisely the
+time of the last close is known."""
 SWEEP_CHUNK = 128
 """Swept reads between two looks at the sample, which must not wait."""
 BUSY_HOLD = 0.1
 """With C{busy_poll}: seconds after the last event during which the loop
 keeps polling without sleeping."""
 
-CONNECTING, HANDSHAKE, SIGNON, READY, CLOSED = range(5)
+CONNECTING, HANDSHAKE, SIGNON, READY, CLOSED, WATCHING = range(6)
 _monotonic_ns = time.monotonic_ns
 
 
@@ -98,6 +106,9 @@ class Client:
     @ivar carry: the bytes of the last read still to be looked at again
         with the next one; with C{counting}, marks that start before
         C{skip} in it were already counted.
+    @ivar watched_bytes: with C{WATCHING}, bytes read since the watch began.
+    @ivar watched_messages: ... and lines (line door) or data frames
+        (WebSocket door) among them.
     """
 
     __slots__ = (
@@ -125,6 +136,8 @@ class Client:
         "state",
         "swept",
         "waiting",
+        "watched_bytes",
+        "watched_messages",
     )
 
     def __init__(self, loop: Loop, spec: Spec) -> None:
@@ -150,6 +163,8 @@ class Client:
         self.missing = 0
         self.dups = 0
         self.expect_ws_accept = b""
+        self.watched_bytes = 0
+        self.watched_messages = 0
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -215,7 +230,7 @@ class Client:
     def fail(self, why: str) -> None:
         if self.state == CLOSED:
             return
-        if self.state != READY:
+        if self.state not in (READY, WATCHING):
             self.error = why
         self.loop.closed(self, why)
         self.state = CLOSED
@@ -244,6 +259,8 @@ class Client:
             self.counted(data)
         elif self.state == READY:
             self.received(data)
+        elif self.state == WATCHING:
+            self.watched(data)
         else:
             self.setup(data)
 
@@ -350,6 +367,34 @@ class Client:
         elif opcode == wire.WS_CLOSE:
             self.write(wire.ws_frame(payload[:2], wire.WS_CLOSE))
             self.fail("WebSocket closed by the server")
+
+    def watched(self, data: bytes) -> None:
+        """
+        While watching the server shut down: count bytes and lines (C{\\n},
+        not decoded) or data frames (a walk over their headers only), and
+        answer as a browser or telnet client would: pongs, and the close
+        frame echoed, after which the server closes the connection.
+        """
+        self.watched_bytes += len(data)
+        if self.door is LINE:
+            self.watched_messages += data.count(b"\n")
+            if b"\xff" in data:  # IAC: the telnet door checks silent clients
+                self.write(wire.TELNET_PROBE_ANSWER)
+            return
+        if self.carry:
+            data = self.carry + data
+        frames, end = wire.ws_frames(data, 0)
+        self.carry = data[end:]
+        if len(self.carry) > MAX_BUFFER:
+            self.fail(f"a frame longer than {MAX_BUFFER} bytes")
+            return
+        for opcode, start, stop in frames:
+            if not opcode & 0x08:
+                self.watched_messages += 1
+            elif opcode == wire.WS_PING:
+                self.write(wire.ws_frame(data[start:stop], wire.WS_PONG))
+            elif opcode == wire.WS_CLOSE:  # the server closes the TCP connection next
+                self.write(wire.ws_frame(data[start : min(stop, start + 2)], wire.WS_CLOSE))
 
     def setup(self, data: bytes) -> None:
         """
@@ -482,10 +527,14 @@ class Loop:
         self.deliveries = 0
         self.round_trips = 0
         self.latency = Histogram()
-        self.sweep_every = SWEEP_MAX
+        self.sweep_every = self.sweep_max = SWEEP_MAX
         self.next_sweep = 0.0
         self.full_reads = 0
         self.spin_s = 0.0
+        self.watching = 0
+        self.watch_closed = 0
+        self.watch_close_kinds: dict[str, int] = {}
+        self.last_close = 0
         self.pipe = pipe
         self.inbox: list[Any] = []
         if pipe is not None:
@@ -546,6 +595,13 @@ class Loop:
         self._open_more()
 
     def closed(self, client: Client, why: str) -> None:
+        if client.state == WATCHING:
+            self.watching -= 1
+            self.watch_closed += 1
+            self.watch_close_kinds[why] = self.watch_close_kinds.get(why, 0) + 1
+            self.last_close = _monotonic_ns()
+            self.forget(client)
+            return
         if client.state == READY:
             self.dropped += 1
         else:
@@ -576,6 +632,35 @@ class Loop:
             self.pending.clear()
         for client in [c for c in self.clients.values() if c.state not in (READY, CLOSED)]:
             client.fail("not signed on within --setup-timeout")
+
+    def watch(self) -> list[Client]:
+        """
+        Every client in its room starts watching (L{Client.watched}): from
+        now on it counts what it reads, and its close is counted in
+        C{watch_closed} (by why, in C{watch_close_kinds}) with its time in
+        C{last_close}, known to within L{WATCH_SWEEP}: swept clients stay
+        swept (a sleeping reader would cost the server a wake-up per write),
+        but more often.  The clients watching.
+        """
+        watched = [c for c in self.clients.values() if c.state == READY]
+        for client in watched:
+            if client.door is LINE:
+                client.carry = b""  # lines are counted by their ends alone
+            elif client.counting:
+                # Where counting stopped: after a frame's closing "}" (the
+                # sentinel, maybe followed by the start of the next frame),
+                # as nothing is in flight once every connection is idle.
+                carry = client.carry
+                client.carry = carry[1:] if carry[:1] == b"}" else b""
+            client.counting = False
+            client.skip = 0
+            client.watched_bytes = client.watched_messages = 0
+            client.state = WATCHING
+        self.watching = len(watched)
+        self.sweep_max = WATCH_SWEEP
+        self.sweep_every = min(self.sweep_every, WATCH_SWEEP)
+        self.next_sweep = 0.0
+        return watched
 
     # -- counting -----------------------------------------------------------
 
@@ -699,8 +784,8 @@ class Loop:
                 break
         if self.full_reads:
             self.sweep_every = max(SWEEP_MIN, self.sweep_every / 2)
-        elif self.sweep_every < SWEEP_MAX:
-            self.sweep_every = min(SWEEP_MAX, self.sweep_every * 1.25)
+        elif self.sweep_every < self.sweep_max:
+            self.sweep_every = min(self.sweep_max, self.sweep_every * 1.25)
         return found
 
     def _dispatch(self, events: list[tuple[int, int]]) -> None:

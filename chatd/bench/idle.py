@@ -10,10 +10,25 @@ Phases::
     parent: hold, read the server's RSS      ("probe", send?) to every worker
     worker: one client says the probe; read
             until every client saw it       -> ("result", counts)
+
+and with C{--sigterm} (the server's pid given), while every connection is
+still open::
+
+    parent: ("watch", None) to every worker
+    worker: every client starts watching    -> ("watching", how many)
+    parent: SIGTERM to the server; poll /proc/PID until the process is gone
+            (or a zombie) or the timeout; ("report", exited?) to every worker
+    worker: (if it exited, a moment more for
+            the last closes to come in)     -> ("watched", closes and counts)
+
+The server is not the tool's child: its exit is seen in C{/proc}, not waited
+for.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -24,20 +39,38 @@ from chatd.bench.runner import Settings, Workers, proc_status
 from chatd.bench.stats import CpuClock, cpu_summary, errors_text, not_ready, table
 
 PROBE_TIMEOUT = 30.0
+SIGTERM_TIMEOUT = 120.0
+"""Seconds the server is given to exit after SIGTERM, by default."""
+EXIT_POLL = 0.005
+"""Seconds between two looks at C{/proc/PID} while waiting for the exit."""
+LAST_CLOSES = 2.0
+"""Seconds a worker waits, once the server has exited, for the closes still
+on their way (the kernel closed every socket at the exit)."""
 
 
-def run(settings: Settings, hold: float, pid: int | None) -> dict[str, Any]:
+def run(
+    settings: Settings,
+    hold: float,
+    pid: int | None,
+    sigterm: bool = False,
+    sigterm_timeout: float = SIGTERM_TIMEOUT,
+) -> dict[str, Any]:
     """
-    Run the scenario against the server and return the merged results.
+    Run the scenario against the server and return the merged results;
+    with C{sigterm}, then also stop the server (C{pid}) with SIGTERM and
+    watch it go.
     """
+    if sigterm and pid is None:
+        raise ValueError("sigterm needs the server's pid")
     rss_before = proc_status(pid, "VmRSS") if pid is not None else None
 
     def body(pipe: Connection, index: int) -> None:
-        _worker(settings, pipe, index)
+        _worker(settings, pipe, index, sigterm, sigterm_timeout)
 
     workers = Workers(settings.workers, body)
     results: list[dict[str, Any]] = []
     rss_after = None
+    stopped: dict[str, Any] | None = None
     try:
         ready = workers.gather("ready", settings.setup_timeout + 30)
         if any(r["ready"] for r in ready):  # else there is nothing to hold or probe
@@ -45,6 +78,9 @@ def run(settings: Settings, hold: float, pid: int | None) -> dict[str, Any]:
             rss_after = proc_status(pid, "VmRSS") if pid is not None else None
             workers.tell(("probe", None))
             results = workers.gather("result", PROBE_TIMEOUT + 30)
+            if sigterm:
+                assert pid is not None
+                stopped = _stop_server(workers, pid, sigterm_timeout)
     finally:
         workers.tell(("stop", None))
         workers.finish()
@@ -84,6 +120,112 @@ def run(settings: Settings, hold: float, pid: int | None) -> dict[str, Any]:
             else None
         ),
     }
+    if sigterm:
+        result.update(_sigterm_result(stopped, sigterm_timeout))
+    return result
+
+
+def _stop_server(workers: Workers, pid: int, timeout: float) -> dict[str, Any]:
+    """
+    Have the workers watch their connections, send SIGTERM to C{pid}, wait
+    (at most C{timeout} seconds) for the process to be gone, and gather what
+    the workers saw.
+    """
+    workers.tell(("watch", None))
+    watching = workers.gather("watching", 30)
+    seen = process_state(pid)
+    cpu_before = cpu_after = seen[1] if seen is not None else None
+    signalled = time.monotonic_ns()
+    os.kill(pid, signal.SIGTERM)
+    exited = None
+    deadline = signalled + int(timeout * 1e9)
+    while True:
+        now = time.monotonic_ns()
+        seen = process_state(pid)
+        if seen is not None:
+            cpu_after = seen[1]
+        if seen is None or seen[0] in ("Z", "X"):
+            exited = now
+            break
+        if now >= deadline:
+            break
+        time.sleep(EXIT_POLL)
+    workers.tell(("report", exited is not None))
+    watched = workers.gather("watched", LAST_CLOSES + 30)
+    return {
+        "signalled": signalled,
+        "exited": exited,
+        "server_cpu_s": (
+            round(cpu_after - cpu_before, 2)
+            if cpu_before is not None and cpu_after is not None
+            else None
+        ),
+        "watching": sum(watching),
+        "parts": watched,
+    }
+
+
+def process_state(pid: int) -> tuple[str, float] | None:
+    """
+    The state letter of process C{pid} (C{Z}: exited, its sockets closed,
+    but not yet reaped by its parent) and the CPU time it has used, from
+    C{/proc/PID/stat}; C{None} once it is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _sigterm_result(stopped: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+    """
+    The C{sigterm_*} fields of the result: all C{None} but the timeout if
+    no signal was sent (no connection signed on).
+    """
+    result: dict[str, Any] = {
+        "sigterm_timeout_s": timeout,
+        "sigterm_watched": None,
+        "sigterm_exit_s": None,
+        "sigterm_closed": None,
+        "sigterm_close_kinds": {},
+        "sigterm_last_close_s": None,
+        "sigterm_bytes_per_connection": None,
+        "sigterm_messages_per_connection": None,
+        "sigterm_messages_max": None,
+        "sigterm_server_cpu_s": None,
+        "sigterm_tool_cpu_pct": None,
+    }
+    if stopped is None:
+        return result
+    signalled, parts = stopped["signalled"], stopped["parts"]
+    watched = stopped["watching"]
+    kinds: dict[str, int] = {}
+    for part in parts:
+        for why, count in part["close_kinds"].items():
+            kinds[why] = kinds.get(why, 0) + count
+    last_close = max((p["last_close"] for p in parts if p["last_close"]), default=0)
+    received = sum(p["bytes"] for p in parts)
+    messages = sum(p["messages"] for p in parts)
+    result.update(
+        {
+            "sigterm_watched": watched,
+            "sigterm_exit_s": (
+                round((stopped["exited"] - signalled) / 1e9, 3) if stopped["exited"] else None
+            ),
+            "sigterm_closed": sum(p["closed"] for p in parts),
+            "sigterm_close_kinds": kinds,
+            "sigterm_last_close_s": (
+                round((last_close - signalled) / 1e9, 3) if last_close else None
+            ),
+            "sigterm_bytes_per_connection": round(received / watched, 1) if watched else None,
+            "sigterm_messages_per_connection": round(messages / watched, 2) if watched else None,
+            "sigterm_messages_max": max((p["messages_max"] for p in parts), default=0),
+            "sigterm_server_cpu_s": stopped["server_cpu_s"],
+            "sigterm_tool_cpu_pct": cpu_summary([p["cpu"] for p in parts])["total_pct"],
+        }
+    )
     return result
 
 
@@ -93,7 +235,9 @@ def _rate(count: int, start: int, end: int) -> float | None:
     return round(count / ((end - start) / 1e9))
 
 
-def _worker(settings: Settings, pipe: Connection, index: int) -> None:
+def _worker(
+    settings: Settings, pipe: Connection, index: int, sigterm: bool, sigterm_timeout: float
+) -> None:
     loop = Loop(settings, pipe)
     specs = settings.specs(index, lambda _: LOBBY)
     cpu = CpuClock()
@@ -133,13 +277,49 @@ def _worker(settings: Settings, pipe: Connection, index: int) -> None:
             },
         )
     )
+    if sigterm:
+        _watch(loop, pipe, sigterm_timeout)
     loop.close_all()
+
+
+def _watch(loop: Loop, pipe: Connection, timeout: float) -> None:
+    """
+    The worker's part of C{--sigterm}: once told, watch every connection
+    still open until the parent asks for the report.
+    """
+    kind, _ = loop.message(time.monotonic() + 24 * 3600)
+    if kind != "watch":
+        return
+    watched = loop.watch()
+    cpu = CpuClock()
+    pipe.send(("watching", len(watched)))
+    kind, exited = loop.message(time.monotonic() + timeout + 60)
+    if kind != "report":
+        return
+    if exited:
+        loop.run(lambda: not loop.watching, time.monotonic() + LAST_CLOSES)
+    pipe.send(
+        (
+            "watched",
+            {
+                "closed": loop.watch_closed,
+                "close_kinds": loop.watch_close_kinds,
+                "last_close": loop.last_close,
+                "bytes": sum(c.watched_bytes for c in watched),
+                "messages": sum(c.watched_messages for c in watched),
+                "messages_max": max((c.watched_messages for c in watched), default=0),
+                "cpu": cpu.read(),
+            },
+        )
+    )
 
 
 def problems(result: dict[str, Any]) -> list[str]:
     """
     What makes an idle result a failure: connections that did not sign on;
-    nothing measured; a probe that did not reach every connection.
+    nothing measured; a probe that did not reach every connection; with
+    C{--sigterm}, a server that did not exit within the timeout, or
+    connections it left open.
     """
     found = not_ready(result, "connections", "signed_on", "connect and sign on")
     if not result["signed_on"]:
@@ -150,6 +330,17 @@ def problems(result: dict[str, Any]) -> list[str]:
         found.append(
             f"the probe reached {result['probe_received']} of {result['signed_on']} connections"
         )
+    watched = result.get("sigterm_watched")
+    if watched is not None:
+        if result["sigterm_exit_s"] is None:
+            found.append(
+                f"the server did not exit within {result['sigterm_timeout_s']:g} s of SIGTERM"
+            )
+        if result["sigterm_closed"] < watched:
+            found.append(
+                f"{watched - result['sigterm_closed']} of {watched} connections were left open "
+                "after SIGTERM"
+            )
     return found
 
 
@@ -185,4 +376,38 @@ def render(result: dict[str, Any]) -> str:
                 f"{per} KiB per connection",
             )
         )
+    if result.get("sigterm_watched") is not None:
+        rows += _sigterm_rows(result)
     return table(rows)
+
+
+def _sigterm_rows(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    exit_s = result["sigterm_exit_s"]
+    last = result["sigterm_last_close_s"]
+    unit = {"line": "lines", "ws": "frames"}.get(result["door"], "lines/frames")
+    if exit_s is None:
+        exit_text = f"not within {result['sigterm_timeout_s']:g} s"
+    else:
+        exit_text = f"{exit_s} s"
+    if result["sigterm_server_cpu_s"] is not None:
+        exit_text += f" (server CPU {result['sigterm_server_cpu_s']} s)"
+    return [
+        ("SIGTERM -> exit", exit_text),
+        (
+            "closed by the server",
+            f"{result['sigterm_closed']} of {result['sigterm_watched']}"
+            + (f", the last {last} s after SIGTERM" if last is not None else "")
+            + (
+                f" ({errors_text(result['sigterm_closed'], result['sigterm_close_kinds'])})"
+                if len(result["sigterm_close_kinds"]) > 1
+                else ""
+            ),
+        ),
+        (
+            "received after SIGTERM",
+            f"{result['sigterm_bytes_per_connection']} bytes, "
+            f"{result['sigterm_messages_per_connection']} {unit} per connection "
+            f"(at most {result['sigterm_messages_max']})",
+        ),
+        ("tool CPU after SIGTERM", f"{result['sigterm_tool_cpu_pct']}%"),
+    ]
