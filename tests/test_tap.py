@@ -23,6 +23,7 @@ from twisted.web.server import Site
 
 from chatd import __version__
 from chatd.app.tap import CannotListen, Options, makeService, private_socket, unix_path
+from chatd.app.workers import LISTEN_BACKLOG, with_backlog
 from chatd.doors.admission import AdmittingFactory
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
@@ -363,3 +364,22 @@ class DocumentationTests(SynchronousTestCase):
         readme = (Path(__file__).parent.parent / "README.rst").read_text()
         for name, *_ in Options.optParameters:
             self.assertIn(f"``--{name}``", readme, name)
+
+
+class BacklogTests(SynchronousTestCase):
+    """
+    The doors listen with a backlog that a reconnect storm does not overflow.
+    """
+
+    def test_added_where_missing(self) -> None:
+        self.assertEqual(
+            with_backlog("tcp:0:interface=127.0.0.1"),
+            f"tcp:0:interface=127.0.0.1:backlog={LISTEN_BACKLOG}",
+        )
+        self.assertEqual(
+            with_backlog("unix:/tmp/x.sock"), f"unix:/tmp/x.sock:backlog={LISTEN_BACKLOG}"
+        )
+
+    def test_given_backlog_kept(self) -> None:
+        self.assertEqual(with_backlog("tcp:1234:backlog=10"), "tcp:1234:backlog=10")
+        self.assertEqual(with_backlog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0")
