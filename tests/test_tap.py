@@ -22,8 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from chatd import __version__
+from chatd.app.reload import LISTEN_BACKLOG, with_backlog
 from chatd.app.tap import CannotListen, Options, makeService, private_socket, unix_path
-from chatd.app.workers import LISTEN_BACKLOG, with_backlog
 from chatd.doors.admission import AdmittingFactory
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor

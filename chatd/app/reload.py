@@ -195,19 +195,39 @@ class TLSEndpoint:
         return listening
 
 
+LISTEN_BACKLOG = 4096
+"""Connections the kernel queues for a door until chatd accepts them."""
+
+
+def with_backlog(description: str) -> str:
+    """
+    C{description} listening with a backlog of L{LISTEN_BACKLOG} unless it
+    names one.  Twisted's default of 50 overflows when thousands of clients
+    reconnect at once after a restart: the kernel then drops their
+    handshakes' last packet, and since chatd speaks first, each waits for
+    the server's SYN-ACK to be sent again, 1, 3, 7... seconds later.  (The
+    kernel caps it at C{net.core.somaxconn}.)
+    """
+    kind = description.partition(":")[0]
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
+
+
 def listener(
     description: str, factory: IProtocolFactory, reactor: Any, name: str
 ) -> StreamServerEndpointService:
     """
     The service that listens on C{description} for C{factory}, as
-    C{strports.service} makes it, except that an C{ssl:} endpoint becomes a
-    L{TLSEndpoint}, whose certificate a SIGHUP rereads.
+    C{strports.service} makes it, except that it listens with a backlog of
+    L{LISTEN_BACKLOG} unless told otherwise, and an C{ssl:} endpoint
+    becomes a L{TLSEndpoint}, whose certificate a SIGHUP rereads.
 
     @param name: the option C{description} was given with, for the log.
     """
-    service = strports.service(description, factory, reactor=reactor)
+    service = strports.service(with_backlog(description), factory, reactor=reactor)
     if isinstance(service.endpoint, SSL4ServerEndpoint):
-        settings = read_ssl(description)
+        settings = read_ssl(with_backlog(description))
         assert settings is not None
         service.endpoint = TLSEndpoint(reactor, description, name, settings)
     return service

@@ -49,7 +49,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from chatd.app.reload import Hangup, listener, sighup_blocked
+from chatd.app.reload import Hangup, listener, sighup_blocked, with_backlog
 from chatd.doors.admission import Admission
 from chatd.doors.origin import ProxyHeaderFactory
 
@@ -251,25 +251,6 @@ def _stop_listening(port: IListeningPort | None) -> Deferred[None]:
     return stopping if isinstance(stopping, Deferred) else succeed(None)
 
 
-LISTEN_BACKLOG = 4096
-"""Connections the kernel queues for a door until chatd accepts them."""
-
-
-def with_backlog(description: str) -> str:
-    """
-    C{description} listening with a backlog of L{LISTEN_BACKLOG} unless it
-    names one.  Twisted's default of 50 overflows when thousands of clients
-    reconnect at once after a restart: the kernel then drops their
-    handshakes' last packet, and since chatd speaks first, each waits for
-    the server's SYN-ACK to be sent again, 1, 3, 7... seconds later.  (The
-    kernel caps it at C{net.core.somaxconn}.)
-    """
-    kind = description.partition(":")[0]
-    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
-        return f"{description}:backlog={LISTEN_BACKLOG}"
-    return description
-
-
 def door_listener(
     options: Mapping[str, Any],
     door: str,
@@ -292,7 +273,7 @@ def door_listener(
     fd = (options.get("inherit") or {}).get(door)
     if fd is None:
         # Like strports.service; SIGHUP rereads the certificate of an ssl: one.
-        return listener(with_backlog(description), factory, reactor, door)
+        return listener(description, factory, reactor, door)
     return InheritedPort(reactor, fd, factory)
 
 
