@@ -30,3 +30,10 @@ class StoreError(Exception):
     The store cannot be used as it is (a corrupt file, a schema from a newer
     chatd, no permission); the message says what and what to do.
     """
+
+
+class StoreBusy(StoreError):
+    """
+    The store refused a read because too many are waiting (a reconnect
+    storm): nothing is wrong with it, and asking again later works.
+    """

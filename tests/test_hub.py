@@ -8,7 +8,7 @@ from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.errors import ChatError
+from chatd.errors import ChatError, StoreBusy
 from chatd.model import (
     Error,
     Event,
@@ -534,6 +534,24 @@ class HistoryTests(SynchronousTestCase):
         hub.history(alice, "#lobby")
         self.assertEqual(events(alice), [Error("history_unavailable", "History is unavailable")])
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_store_busy(self) -> None:
+        """
+        A store refusing reads in a reconnect storm (it warns once a minute)
+        gives the asker an error that says to retry, and logs nothing per
+        read.
+        """
+
+        class BusyStore(MemoryStore):
+            def fetch(self, room: str, limit: int, before: int | None):  # type: ignore[no-untyped-def]
+                return fail(StoreBusy("Too many history reads are waiting"))
+
+        hub = make_hub(store=BusyStore(), history_on_join=0)
+        alice = signed_on(hub, "alice")
+        hub.history(alice, "#lobby")
+        busy = Error("history_unavailable", "History is busy; try again in a moment")
+        self.assertEqual(events(alice), [busy])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_sent_on_join(self) -> None:
         """

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, LogEvent, Logger
@@ -22,7 +23,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import alsoProvides
 from zope.interface.verify import verifyObject
 
-from chatd.errors import StoreError
+from chatd.errors import StoreBusy, StoreError
 from chatd.interfaces import IStore
 from chatd.model import Account, Message, PrivateMessage, RoomRecord, StoreState
 from chatd.store.memory import MemoryStore
@@ -280,6 +281,27 @@ class ShuttingDown:
 
     def removeSystemEventTrigger(self, handle: object) -> None:
         del self.triggers[handle]
+
+
+class CountingStore(SQLiteStore):
+    """
+    An SQLite store that counts its reads, and fails the next C{failing}
+    of them as a broken disk would.
+    """
+
+    reads = 0
+    failing = 0
+
+    def _read(self, work: Callable[[sqlite3.Connection], Any]) -> Deferred[Any]:
+        self.reads += 1
+        if self.failing:
+            self.failing -= 1
+
+            def broken(db: sqlite3.Connection) -> Any:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            return super()._read(broken)
+        return super()._read(work)
 
 
 class SQLiteTestCase(TestCase):
@@ -610,9 +632,10 @@ class ReadTests(SQLiteTestCase):
         """
         Once a room's newest messages were read, asking for them again (or
         for a page among them) is answered at once, new messages included;
-        an older page is read from the database.
+        an older page is read from the database.  (The first read fills
+        the cache, C{cache_per_room} messages.)
         """
-        store = await self.history(50)
+        store = await self.history(50, cache_per_room=20)
         first = store.fetch("#a", 20, None)
         self.assertFalse(first.called)
         self.assertEqual(ids(await first), list(range(31, 51)))
@@ -659,7 +682,7 @@ class ReadTests(SQLiteTestCase):
         Messages recorded while the newest were being read join them in the
         cache, so the next read has both.
         """
-        store = await self.history(30)
+        store = await self.history(30, cache_per_room=22)
         page = store.fetch("#a", 20, None)
         store.record(said(40))
         store.record(said(41))
@@ -701,6 +724,107 @@ class ReadTests(SQLiteTestCase):
             seen[:0] = ids(page)
             before = page[0].id
         self.assertEqual(seen, [i for i in range(1, 121) if i % 4])
+
+    async def test_cold_room_read_once(self) -> None:
+        """
+        Fetches of a room whose cache is cold, made while its first read is
+        out, wait for that one read (of C{cache_per_room} messages) rather
+        than each reading: the newest page, asked for as the hub does on
+        joining (below the next id) or not, and older pages that read
+        holds.  A page older than that is still read.
+        """
+        store = await self.history(150, kind=CountingStore)
+        assert isinstance(store, CountingStore)
+        next_id = self.state.last_id + 1
+        joins = [store.fetch("#a", 21, next_id) for _ in range(100)]
+        newest = store.fetch("#A", 21, None)
+        resumed = store.fetch("#a", 20, 80)
+        older = store.fetch("#a", 20, 40)
+        self.assertEqual(store.reads, 1)
+        for join in joins:
+            self.assertEqual(ids(await join), list(range(130, 151)))
+        self.assertEqual(ids(await newest), list(range(130, 151)))
+        self.assertEqual(ids(await resumed), list(range(60, 80)))
+        self.assertEqual(ids(await older), list(range(20, 40)))
+        self.assertEqual(store.reads, 2)
+        self.assertEqual(ids(self.successResultOf(store.fetch("#a", 20, 71))), list(range(51, 71)))
+        self.assertEqual(ids(self.successResultOf(store.fetch("#a", 2, next_id))), [149, 150])
+
+    async def test_warm_up_answers_as_of_each_fetch(self) -> None:
+        """
+        A fetch that waited for a room's first read gets what it would have
+        got at once from a warm cache: the messages recorded before it, not
+        those recorded after.
+        """
+        store = await self.history(30, kind=CountingStore)
+        assert isinstance(store, CountingStore)
+        first = store.fetch("#a", 3, None)
+        second = store.fetch("#a", 3, None)
+        store.record(said(40))
+        third = store.fetch("#a", 3, None)
+        self.assertEqual(ids(await first), [28, 29, 30])
+        self.assertEqual(ids(await second), [28, 29, 30])
+        self.assertEqual(ids(await third), [29, 30, 40])
+        self.assertEqual(store.reads, 1)
+
+    async def test_warm_up_fails(self) -> None:
+        """
+        If a room's first read fails, every fetch waiting for it fails; the
+        next fetch reads again.
+        """
+        store = await self.history(30, kind=CountingStore)
+        assert isinstance(store, CountingStore)
+        store.failing = 1
+        fetches = [store.fetch("#a", 21, None) for _ in range(10)]
+        fetches.append(store.fetch("#a", 5, 12))
+        for fetch in fetches:
+            with self.assertRaises(sqlite3.OperationalError):
+                await fetch
+        self.assertEqual(store.reads, 1)
+        self.assertEqual(ids(await store.fetch("#a", 3, None)), [28, 29, 30])
+        self.assertEqual(store.reads, 2)
+
+    async def test_bounded_reads(self) -> None:
+        """
+        Beyond C{max_reads} reads waiting or running, history reads fail at
+        once, with a warning at most once a minute; fetches waiting for a
+        room's first read, fetches the cache answers, and account reads go
+        on.  Once reads are back, history is read again.
+        """
+        store = await self.history(30, kind=CountingStore, max_reads=3)
+        assert isinstance(store, CountingStore)
+        clock = store.clock
+        assert isinstance(clock, Clock)
+        self.assertEqual(ids(await store.fetch("#b", 5, None)), [31, 32, 33])
+        store.reads = 0
+        events = capture(store)
+        first = store.fetch("#a", 21, None)
+        waiting = [store.fetch("#a", 5, None) for _ in range(10)]
+        private = [store.fetch_private("bob", "ann", 5, None, 0) for _ in range(2)]
+        account = store.account("bob")
+        self.assertEqual(store.reads, 4)
+        self.failureResultOf(store.fetch("#c", 5, None), StoreBusy)
+        self.failureResultOf(store.fetch("#d", 5, 3), StoreBusy)
+        self.failureResultOf(store.fetch_private("bob", "carl", 5, None, 0), StoreBusy)
+        self.assertEqual(ids(self.successResultOf(store.fetch("#b", 2, None))), [32, 33])
+        self.assertEqual((store.refused_reads, len(events)), (3, 1))
+        self.assertEqual(events[0]["log_level"].name, "warn")
+        clock.advance(59)
+        self.failureResultOf(store.fetch("#c", 5, None), StoreError)
+        self.assertEqual(len(events), 1)
+        clock.advance(1)
+        self.failureResultOf(store.fetch("#c", 5, None), StoreError)
+        self.assertEqual((store.refused_reads, len(events)), (5, 2))
+        self.assertEqual(ids(await first), list(range(10, 31)))
+        for fetch in waiting:
+            self.assertEqual(ids(await fetch), list(range(26, 31)))
+        for fetch in private:
+            self.assertEqual(await fetch, [])
+        self.assertIsNone(await account)
+        self.assertEqual(store.reads, 4)
+        self.assertEqual(await store.fetch("#c", 5, None), [])
+        self.assertEqual(await store.fetch_private("bob", "carl", 5, None, 0), [])
+        self.assertEqual(store.reads, 6)
 
     async def test_private_queued(self) -> None:
         """

@@ -247,6 +247,76 @@ class RedisStoreTests(StoreBehaviour, RedisTestCase):
         self.assertEqual(self.server.command("ZCARD", "slow:pm:ann:bob"), 1)
         self.assertEqual(self.server.command("GET", "slow:seq"), "2")
 
+    def reads(self, store: RedisStore, failing: int = 0) -> list[tuple[Any, ...]]:
+        """
+        The page reads C{store} sends from now on, the first C{failing} of
+        which fail as a broken connection would.
+        """
+        assert store._redis is not None
+        execute = store._redis.execute_command
+        sent: list[tuple[Any, ...]] = []
+
+        def counting(*command: Any, **kw: Any) -> Deferred[Any]:
+            nonlocal failing
+            if command[0] != "ZREVRANGEBYSCORE":
+                return execute(*command, **kw)
+            sent.append(command)
+            if failing:
+                failing -= 1
+                lost: Deferred[Any] = Deferred()
+                CLOCK.callLater(0, lost.errback, ConnectionError("Connection lost"))
+                return lost
+            return execute(*command, **kw)
+
+        store._redis.execute_command = counting  # type: ignore[method-assign]
+        return sent
+
+    async def test_same_page_read_once(self) -> None:
+        """
+        Fetches of a page being read share that read (a list each); other
+        bounds are read on their own; a message this store records meanwhile
+        makes later fetches read again, and see it.
+        """
+        store = self.store
+        assert isinstance(store, RedisStore)
+        for i in range(1, 31):
+            store.record(said(i))
+        await store.flush()
+        sent = self.reads(store)
+        joins = [store.fetch("#a", 21, 31) for _ in range(50)]
+        other = store.fetch("#A", 5, 31)
+        newest = [store.fetch("#a", 3, None) for _ in range(2)]
+        store.record(said(40))
+        later = store.fetch("#a", 3, None)
+        self.assertEqual(len(sent), 4)
+        pages = [await join for join in joins]
+        self.assertEqual(pages[0], pages[1])
+        self.assertIsNot(pages[0], pages[1])
+        for page in pages:
+            self.assertEqual(ids(page), list(range(10, 31)))
+        self.assertEqual(ids(await other), list(range(26, 31)))
+        for page in newest:
+            self.assertEqual(ids(await page), [28, 29, 30])
+        self.assertEqual(ids(await later), [29, 30, 40])
+        self.assertEqual(ids(await store.fetch("#a", 21, 31)), list(range(10, 31)))
+        self.assertEqual(len(sent), 5)
+
+    async def test_shared_read_fails(self) -> None:
+        """
+        If a shared read fails, every fetch waiting for it fails; the next
+        one reads again.
+        """
+        store = self.store
+        assert isinstance(store, RedisStore)
+        store.record(said(1))
+        sent = self.reads(store, failing=1)
+        fetches = [store.fetch("#a", 5, None) for _ in range(10)]
+        for fetch in fetches:
+            with self.assertRaises(StoreError):
+                await fetch
+        self.assertEqual(ids(await store.fetch("#a", 5, None)), [1])
+        self.assertEqual(len(sent), 2)
+
     async def test_bad_message(self) -> None:
         """
         A message that cannot be stored is logged and counted as dropped,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
-from chatd.errors import ChatError
+from chatd.errors import ChatError, StoreBusy
 from chatd.hub.state import Room, User
 from chatd.interfaces import IStore
 from chatd.model import (
@@ -120,5 +120,9 @@ class HistoryPages:
         return None if before is None else check_number(before, "A message id")
 
     def _history_failed(self, failure: Failure, user: User) -> None:
-        self._log_failure(failure, "fetching history")
-        self.fanout.deliver(user, Error("history_unavailable", "History is unavailable"))
+        if failure.check(StoreBusy):  # the store warns of it, once a minute
+            text = "History is busy; try again in a moment"
+        else:
+            self._log_failure(failure, "fetching history")
+            text = "History is unavailable"
+        self.fanout.deliver(user, Error("history_unavailable", text))

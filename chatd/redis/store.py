@@ -119,6 +119,7 @@ class _Saved:
 
 
 _Write = _Said | Registered | Rekeyed | _Saved
+_Bounds = tuple[int, int | None, str]
 _Message = TypeVar("_Message", Message, PrivateMessage)
 
 
@@ -174,6 +175,15 @@ class RedisStore(QueuedStore):
     far behind, or away) new messages are not stored but counted in
     C{dropped}, so memory stays bounded.
 
+    A page asked for while the same page (same room or conversation, same
+    bounds) is being read is given that read's answer rather than read
+    again, unless this store has written to that room or conversation since
+    the read was sent; so a reconnect storm joining one room makes one read,
+    and every answer still reflects every write this store made before it
+    was asked for.  (Messages other nodes store are seen as soon as the hub
+    knows of them: the hub pages below the newest id it knows, so a page
+    asked for after it learnt of a new message has other bounds.)
+
     While Redis is away the connection is remade in the background.  Writes
     made meanwhile wait, within that bound, and are stored once it is back;
     writes that were on the wire when the connection broke may or may not
@@ -221,6 +231,9 @@ class RedisStore(QueuedStore):
         self._failing: StoreError | None = None
         self._closed = False
         self._closing: Deferred[None] | None = None
+        # Pages being read, by sorted set, then by (limit, before, bottom):
+        # who else waits for each.
+        self._reading: dict[str, dict[_Bounds, list[Deferred[list[Any]]]]] = {}
 
     # -- opening -------------------------------------------------------------
 
@@ -307,6 +320,7 @@ class RedisStore(QueuedStore):
             self.log.failure("Message {id} cannot be stored", id=getattr(message, "id", None))
             return
         self._queue.put(write, message=True)
+        self._reading.pop(write.name, None)  # reads sent before cannot answer later fetches
 
     def save_room(self, room: RoomRecord) -> None:
         if not self._refused():
@@ -475,17 +489,43 @@ class RedisStore(QueuedStore):
     ) -> Deferred[list[_Message]]:
         """
         The newest C{limit} messages of the sorted set C{key} whose ids are
-        below C{before} (if given) and above C{bottom}, oldest first.
+        below C{before} (if given) and above C{bottom}, oldest first: the
+        answer to the same read if one is out (see the class docstring).
         """
         if self._closed:
             return fail(StoreError("The store is closed"))
         if limit <= 0:
             return self._nothing()
+        if self._redis is None:
+            return fail(StoreError("The store is not open"))
+        bounds = (limit, before, bottom)
+        reading = self._reading.get(key)
+        if reading is not None and bounds in reading:
+            waiter: Deferred[list[Any]] = Deferred()
+            reading[bounds].append(waiter)
+            return waiter
         top = "+inf" if before is None else f"({before}"
         page = self._read(
             what, "ZREVRANGEBYSCORE", self.prefix + key, top, bottom, "LIMIT", 0, limit
         )
-        return page.addCallback(lambda rows: [parse(r) for r in reversed(rows)])
+        waiters: list[Deferred[list[Any]]] = []
+        self._reading.setdefault(key, {})[bounds] = waiters
+
+        def answered(outcome: list[_Message] | Failure) -> list[_Message] | Failure:
+            reading = self._reading.get(key)
+            if reading is not None and reading.get(bounds) is waiters:
+                del reading[bounds]
+                if not reading:
+                    del self._reading[key]
+            for waiter in waiters:
+                if isinstance(outcome, Failure):
+                    waiter.errback(outcome)
+                else:
+                    waiter.callback(list(outcome))
+            return outcome
+
+        parsed = page.addCallback(lambda rows: [parse(r) for r in reversed(rows)])
+        return parsed.addBoth(answered)
 
     def _nothing(self) -> Deferred[list[Any]]:
         if self._redis is None:
@@ -519,6 +559,7 @@ class RedisStore(QueuedStore):
     async def _prune(self, before: str) -> int:
         removed = 0
         while not self._closed:
+            self._reading.clear()  # reads sent before may hold what this deletes
             due, count = await self._read(
                 "pruning history",
                 "EVAL",

@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import ParamSpec, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from chatd.errors import StoreError
+from chatd.errors import StoreBusy, StoreError
 from chatd.interfaces import IStore
 from chatd.model import Account, Message, PrivateMessage, RoomRecord, StoreState, fold
 from chatd.store.memory import newest, pair_key
@@ -111,6 +111,8 @@ PRIVATE_PAGE = (
 _NO_ID = 2**63 - 1
 _PRUNE_BATCH = 1000
 _BUSY_TIMEOUT_MS = 5000
+_REFUSALS_LOGGED_EVERY = 60.0
+"""Seconds between two warnings that history reads are being refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +184,31 @@ class _Ring:
         self.messages.extendleft(reversed(older[max(len(older) - room, 0) :]))
 
 
+@dataclass(slots=True)
+class _RoomRead:
+    """
+    What one read of a room's page found: C{stored}, the rows read, and
+    C{every}, those merged with the messages still queued.
+    """
+
+    stored: list[Message]
+    every: list[Message]
+
+
+@dataclass(slots=True)
+class _WarmUp:
+    """
+    A read of a room's newest messages to fill its cache, and the fetches
+    of that room waiting for it (each is given the read, or its failure).
+
+    @ivar spoiled: the room's ring was dropped from the cache meanwhile, so
+        the read may miss messages only that ring held: it is not cached.
+    """
+
+    waiters: list[Deferred[_RoomRead]] = field(default_factory=list)
+    spoiled: bool = False
+
+
 class _Readers:
     """
     Reader connections, one per reader thread that has needed one, opened
@@ -228,6 +255,18 @@ class SQLiteStore(QueuedStore):
     reactor, else the global reactor (for tests that drive the timer with
     a L{twisted.internet.task.Clock} while the real reactor runs).
 
+    Reads of a room's newest page, when its cache cannot answer, are made
+    once for everyone: the first fetch reads the newest C{cache_per_room}
+    messages to fill the cache (a warm-up), and fetches of that room made
+    meanwhile wait for it, then are answered from the cache (or, if it still
+    cannot answer them, by reading).  So a reconnect storm joining a cold
+    room makes one read, not one per user.  At most C{max_reads} history
+    reads may wait for or run in the reader threads: beyond that, L{fetch}
+    and L{fetch_private} fail at once with L{StoreError} (warned about once
+    a minute) rather than queue work that would be answered seconds late,
+    each costing the reactor a scan of the queued writes.  Account reads
+    and L{check} are neither refused nor counted.
+
     After L{close}, writes are logged and ignored and every other method
     fails with L{StoreError}.
 
@@ -235,6 +274,8 @@ class SQLiteStore(QueuedStore):
     @ivar commit_seconds: the time they took, in the writer thread.
     @ivar dropped: how many messages were not stored (queue full, or their
         commit failed).
+    @ivar refused_reads: how many history reads were refused (too many
+        reads waiting).
     """
 
     log = Logger()
@@ -250,6 +291,7 @@ class SQLiteStore(QueuedStore):
         max_queued: int = 100_000,
         cache_per_room: int = 100,
         cache_rooms: int = 1000,
+        max_reads: int = 1000,
         reactor: IReactorFromThreads | None = None,
     ) -> None:
         self.path = path
@@ -258,6 +300,7 @@ class SQLiteStore(QueuedStore):
         self.max_queued = max_queued
         self.cache_per_room = cache_per_room
         self.cache_rooms = cache_rooms
+        self.max_reads = max_reads
         if reactor is None:
             if IReactorFromThreads.providedBy(clock):
                 reactor = cast(IReactorFromThreads, clock)
@@ -289,6 +332,11 @@ class SQLiteStore(QueuedStore):
         self._evictions = 0
         self._epoch = 0
         self._pruning = 0
+        self._warming: dict[str, _WarmUp] = {}
+        self._top = 0
+        self._reads = 0
+        self.refused_reads = 0
+        self._refusals_logged: float | None = None
 
     # -- opening -------------------------------------------------------------
 
@@ -312,6 +360,7 @@ class SQLiteStore(QueuedStore):
             if db is not None:
                 db.close()
         self._loaded = True
+        self._top = state.last_id
         return state
 
     def _check_file(self) -> None:
@@ -474,6 +523,42 @@ class SQLiteStore(QueuedStore):
     def _read(self, work: Callable[[sqlite3.Connection], _T]) -> Deferred[_T]:
         return self._run(self._pools()[1], self._readers.run, work)
 
+    def _read_history(self, work: Callable[[sqlite3.Connection], _T]) -> Deferred[_T]:
+        """
+        L{_read} a page of history, counting it until its result is back
+        (see L{_refuse_read}).
+        """
+        self._reads += 1
+
+        def back(outcome: _T | Failure) -> _T | Failure:
+            self._reads -= 1
+            return outcome
+
+        return self._read(work).addBoth(back)
+
+    def _refuse_read(self) -> StoreBusy | None:
+        """
+        Why a history read is refused if C{max_reads} of them are already
+        waiting or running, else None.  Refusals are counted, and warned
+        about once in C{_REFUSALS_LOGGED_EVERY} seconds.
+
+        Only history reads count: the others (accounts, L{check}) are
+        never refused, so they must not get history refused either.
+        """
+        if self._reads < self.max_reads:
+            return None
+        self.refused_reads += 1
+        now = self.clock.seconds()
+        if self._refusals_logged is None or now - self._refusals_logged >= _REFUSALS_LOGGED_EVERY:
+            self._refusals_logged = now
+            self.log.warn(
+                "{reads} history reads of {path} are waiting: more are refused ({refused} so far)",
+                reads=self._reads,
+                path=self.path,
+                refused=self.refused_reads,
+            )
+        return StoreBusy(f"Too many history reads of {self.path} are waiting")
+
     def _writer_db(self) -> sqlite3.Connection:
         """
         The writer's connection (only ever used in the writer thread).
@@ -488,6 +573,7 @@ class SQLiteStore(QueuedStore):
     def record(self, message: Message | PrivateMessage) -> None:
         if self._refused() or not self._queue.admit(self.log):
             return
+        self._top = max(self._top, message.id)
         if isinstance(message, Message):
             key = fold(message.room)
             self._queue.put(_Said(key, message), message=True)
@@ -675,17 +761,80 @@ class SQLiteStore(QueuedStore):
         yield from self._queue
 
     def fetch(self, room: str, limit: int, before: int | None) -> Deferred[list[Message]]:
+        """
+        See L{IStore.fetch}.  A page the cache cannot answer is read, but
+        while the room's cache is being filled (L{_warm_up}) only after
+        that, if the cache still cannot answer it.
+        """
         if self._closed:
             return fail(StoreError("The store is closed"))
         if limit <= 0:
             return succeed([])
         key = fold(room)
+        page = self._cached(key, limit, before)
+        if page is not None:
+            return succeed(page)
+        warm = self._warming.get(key)
+        if warm is not None:
+            cut = self._cut()
+            return self._wait(warm).addCallback(
+                lambda _: self._after_warm_up(key, limit, before, cut)
+            )
+        if limit <= self.cache_per_room and self._newest(key, before):
+            if (error := self._refuse_read()) is not None:
+                return fail(error)
+            return self._wait(self._warm_up(key)).addCallback(
+                self._first_answer, key, limit, before, self._cut()
+            )
+        if (error := self._refuse_read()) is not None:
+            return fail(error)
+        return self._read_room(key, limit, before).addCallback(lambda read: read.every[-limit:])
+
+    def _cached(self, key: str, limit: int, before: int | None) -> list[Message] | None:
+        """
+        The page asked for from the cache, or None if it cannot tell.
+        """
         ring = self._cache.get(key)
         if ring is not None:
             page = ring.answer(limit, before)
             if page is not None:
                 self._cache.move_to_end(key)
-                return succeed(page)
+                return page
+        return None
+
+    def _newest(self, key: str, before: int | None) -> bool:
+        """
+        Whether the page below C{before} is room C{key}'s newest: no message
+        of it has an id at or above C{before} (so when the hub asks, on
+        joining, below the next id).
+        """
+        if before is None:
+            return True
+        ring = self._cache.get(key)
+        if ring is not None and ring.messages:
+            return before > ring.messages[-1].id  # the ring has the newest
+        return before > self._top
+
+    def _cut(self) -> int | None:
+        """
+        Below which id every message recorded so far is: a page answered
+        later from the cache leaves out what was recorded since.  None if
+        that is not known (the store was not loaded).
+        """
+        return self._top + 1 if self._loaded else None
+
+    def _read_room(
+        self, key: str, limit: int, before: int | None, warm: _WarmUp | None = None
+    ) -> Deferred[_RoomRead]:
+        """
+        Read the newest C{limit} stored messages of room C{key} below
+        C{before}, and merge in those still queued.  Cache them if they are
+        the room's newest (C{before} is None) and nothing that happened
+        meanwhile (a failed commit, pruning, the ring dropped) could make
+        them miss some.  For a warm-up C{warm}, only its own ring being
+        dropped counts, not any other's.
+        """
+        ring = self._cache.get(key)
         pending = [
             w.message
             for w in self._pending()
@@ -697,13 +846,74 @@ class SQLiteStore(QueuedStore):
             rows = db.execute(ROOM_PAGE, (key, _NO_ID if before is None else before, limit))
             return [Message(r, s, t, ts, i, bool(a)) for i, r, s, t, ts, a in rows]
 
-        def merge(stored: list[Message]) -> list[Message]:
+        def merge(stored: list[Message]) -> _RoomRead:
             every = _union(stored, pending)
             if before is None and epoch == self._epoch and not self._pruning:
-                self._fill(key, ring, evictions, every, whole=len(stored) < limit)
-            return every[-limit:]
+                if warm is None:
+                    self._fill(key, ring, evictions, every, whole=len(stored) < limit)
+                elif not warm.spoiled:
+                    self._fill(key, ring, self._evictions, every, whole=len(stored) < limit)
+            return _RoomRead(stored, every)
 
-        return self._read(query).addCallback(merge)
+        return self._read_history(query).addCallback(merge)
+
+    def _warm_up(self, key: str) -> _WarmUp:
+        """
+        Read the newest C{cache_per_room} messages of room C{key} to fill
+        its cache; until that is done, its fetches wait for it (L{_wait}).
+        """
+        warm = self._warming[key] = _WarmUp()
+
+        def over(outcome: _RoomRead | Failure) -> None:
+            if self._warming.get(key) is warm:
+                del self._warming[key]
+            waiters, warm.waiters = warm.waiters, []
+            for waiter in waiters:
+                if isinstance(outcome, Failure):
+                    waiter.errback(outcome)
+                else:
+                    waiter.callback(outcome)
+
+        self._read_room(key, self.cache_per_room, None, warm).addBoth(over)
+        return warm
+
+    def _wait(self, warm: _WarmUp) -> Deferred[_RoomRead]:
+        waiter: Deferred[_RoomRead] = Deferred()
+        warm.waiters.append(waiter)
+        return waiter
+
+    def _first_answer(
+        self, read: _RoomRead, key: str, limit: int, before: int | None, cut: int | None
+    ) -> Deferred[list[Message]]:
+        """
+        Answer the fetch that started a warm-up from what it read, as if it
+        had read its own page (below C{before}, C{limit} of them), if the
+        read holds that page: enough stored messages below C{before}, or
+        every one the room has.
+        """
+        below = [m for m in read.stored if before is None or m.id < before]
+        if len(below) >= limit or len(read.stored) < self.cache_per_room:
+            page = [m for m in read.every if before is None or m.id < before]
+            return succeed(page[-limit:])
+        return self._after_warm_up(key, limit, before, cut)
+
+    def _after_warm_up(
+        self, key: str, limit: int, before: int | None, cut: int | None
+    ) -> Deferred[list[Message]]:
+        """
+        Answer a fetch that waited for a warm-up: from the cache, leaving
+        out what was recorded after the fetch (at or above C{cut}), as the
+        cache would have answered it then; or else by reading.
+        """
+        bound = before if cut is None or (before is not None and before <= cut) else cut
+        page = self._cached(key, limit, bound)
+        if page is not None:
+            return succeed(page)
+        if self._closed:
+            return fail(StoreError("The store is closed"))
+        if (error := self._refuse_read()) is not None:
+            return fail(error)
+        return self._read_room(key, limit, before).addCallback(lambda read: read.every[-limit:])
 
     def _fill(
         self,
@@ -732,8 +942,11 @@ class SQLiteStore(QueuedStore):
     def _cache_ring(self, key: str) -> _Ring:
         ring = self._cache[key] = _Ring(self.cache_per_room)
         if len(self._cache) > self.cache_rooms:
-            self._cache.popitem(last=False)
+            dropped, _ = self._cache.popitem(last=False)
             self._evictions += 1
+            warm = self._warming.get(dropped)
+            if warm is not None:
+                warm.spoiled = True
         return ring
 
     def fetch_private(
@@ -743,6 +956,8 @@ class SQLiteStore(QueuedStore):
             return fail(StoreError("The store is closed"))
         if limit <= 0:
             return succeed([])
+        if (error := self._refuse_read()) is not None:
+            return fail(error)
         low, high = pair = pair_key(nick, other)
         pending = [
             w.message
@@ -759,7 +974,8 @@ class SQLiteStore(QueuedStore):
             )
             return [PrivateMessage(s, r, t, ts, i) for i, s, r, t, ts in rows]
 
-        return self._read(query).addCallback(lambda stored: _union(stored, pending)[-limit:])
+        read = self._read_history(query)
+        return read.addCallback(lambda stored: _union(stored, pending)[-limit:])
 
     def account(self, name: str) -> Deferred[Account | None]:
         if self._closed:
