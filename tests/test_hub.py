@@ -136,7 +136,7 @@ class ConnectTests(SynchronousTestCase):
         hub = make_hub()
         alice, bob = signed_on(hub, "alice"), signed_on(hub, "bob")
         events(alice)
-        hub.closing = True
+        hub.close()
         error = self.assertRaises(ChatError, hub.connect, RecordingClient(), "carol")
         self.assertEqual(error.code, "shutting_down")
         hub.disconnect(bob)

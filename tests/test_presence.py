@@ -239,8 +239,7 @@ class BigRoomTests(SynchronousTestCase):
 
     def test_shutdown_tells_nothing(self) -> None:
         signed_on(self.hub, "late")
-        self.hub.closing = True
-        self.hub.presence.stop()
+        self.hub.close()
         for user in list(self.hub.users.values()):
             self.hub.disconnect(user)
         self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -144,8 +144,7 @@ class ChatService(MultiService):
 
     async def _stop(self) -> None:
         self.reloader.stop()
-        self.hub.closing = True
-        self.hub.presence.stop()
+        self.hub.close()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None

@@ -237,6 +237,18 @@ class Hub(Accounts, HistoryPages):
         self.fanout.deliver(user, model.Welcome(user.nick, (room.name,), user.account))
         self._enter(user, room, new)
 
+    def close(self) -> None:
+        """
+        The server is stopping: everybody is about to leave at once, so
+        nobody is told of anybody's departure (each connection is told the
+        server is stopping), and the log says it once, not per user.
+        """
+        self.closing = True
+        self.presence.stop()
+        self._note(
+            "shutdown", "The server is stopping: {count} users sign off", count=len(self.users)
+        )
+
     def disconnect(self, user: User, reason: str | None = None) -> None:
         """
         Remove C{user}; everyone sharing a room sees it leave each room once.
@@ -246,7 +258,10 @@ class Hub(Accounts, HistoryPages):
             return
         del self.users[fold(user.nick)]
         self.runner.signed_off(user)
-        self._note("sign_off", "{nick} signed off", nick=user.nick, address=address(user.client))
+        if not self.closing:  # else close() said it once for everyone
+            self._note(
+                "sign_off", "{nick} signed off", nick=user.nick, address=address(user.client)
+            )
         for room in list(user.rooms.values()):
             self._take_out(user, room)
             if not self.closing:
