@@ -7,11 +7,13 @@ with a Clock.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatd.doors.base import SWEEP_INTERVAL
 from chatd.doors.flow import Outbox, Throttle, TokenBucket
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
@@ -22,16 +24,36 @@ from chatd.testing import CLOSE, PING, TEXT, LinePeer, WebSocketPeer
 IAC, DO, WONT, TM = 255, 253, 252, 6
 
 
+class Recorder:
+    """
+    An outbox's owner that records what it is given.
+    """
+
+    push: Callable[[Any], None]
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.overflows: list[str] = []
+
+    def write(self, payload: bytes) -> None:
+        self.written.append(payload)
+
+    def payload_size(self, payload: bytes) -> int:
+        return len(payload)
+
+    def overflowed(self, why: str) -> None:
+        self.overflows.append(why)
+
+
 class OutboxTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.written: list[bytes] = []
-        self.overflows: list[str] = []
+        self.owner = Recorder()
+        self.written = self.owner.written
+        self.overflows = self.owner.overflows
         self.throttle = Throttle()
         self.limits = Limits(max_sendq=100, soft_sendq=40, paused_timeout=30, stall_timeout=0.5)
-        self.outbox = Outbox(
-            self.written.append, len, self.overflows.append, self.throttle, self.limits, self.clock
-        )
+        self.outbox = Outbox(self.owner, self.throttle, self.limits, self.clock)
 
     def test_straight_through_while_flowing(self) -> None:
         """
@@ -133,36 +155,30 @@ class OutboxTests(SynchronousTestCase):
         direct: list[bytes] = []
         pushes: list[object] = []
 
-        class Owner:
+        class Owner(Recorder):
             def __setattr__(self, name: str, value: object) -> None:
-                pushes.append(value)
+                if name == "push":
+                    pushes.append(value)
+                super().__setattr__(name, value)
 
         owner = Owner()
-        outbox = Outbox(
-            self.written.append,
-            len,
-            self.overflows.append,
-            self.throttle,
-            self.limits,
-            self.clock,
-            direct=direct.append,
-            owner=owner,
-        )
+        written = owner.written
+        outbox = Outbox(owner, self.throttle, self.limits, self.clock, direct=direct.append)
         outbox.push(b"a")
-        self.assertEqual((direct, self.written), ([b"a"], []))
+        self.assertEqual((direct, written), ([b"a"], []))
         outbox.pauseProducing()
         self.assertEqual(outbox.push, outbox.put)
         outbox.push(b"b")
         outbox.push(b"c")
-        self.assertEqual((direct, self.written, outbox.queued), ([b"a"], [], 2))
+        self.assertEqual((direct, written, outbox.queued), ([b"a"], [], 2))
         outbox.resumeProducing()
-        self.assertEqual(self.written, [b"b", b"c"])
+        self.assertEqual(written, [b"b", b"c"])
         outbox.push(b"d")
         self.assertEqual(direct, [b"a", b"d"])
         outbox.close()
         outbox.push(b"e")
-        self.assertEqual((direct, self.written), ([b"a", b"d"], [b"b", b"c"]))
-        self.assertEqual(pushes, [outbox.put, direct.append, outbox.put])
+        self.assertEqual((direct, written), ([b"a", b"d"], [b"b", b"c"]))
+        self.assertEqual(pushes, [direct.append, outbox.put, direct.append, outbox.put])
 
     def test_push_stays_queued_when_resume_pauses_again(self) -> None:
         """
@@ -170,25 +186,24 @@ class OutboxTests(SynchronousTestCase):
         keeps queueing behind what is left.
         """
         outbox = self.outbox
+        direct = outbox.push
         outbox.pauseProducing()
         outbox.put(b"1")
         outbox.put(b"2")
-        self.written.clear()
-        write = self.written.append
 
         def pausing_write(payload: bytes) -> None:
-            write(payload)
+            self.written.append(payload)
             outbox.pauseProducing()
 
-        outbox._write = pausing_write
+        self.owner.write = pausing_write  # type: ignore[method-assign]
         outbox.resumeProducing()
         self.assertEqual(self.written, [b"1"])
         self.assertEqual(outbox.push, outbox.put)
         outbox.push(b"3")
-        outbox._write = write
+        del self.owner.write
         outbox.resumeProducing()
         self.assertEqual(self.written, [b"1", b"2", b"3"])
-        self.assertEqual(outbox.push, write)
+        self.assertEqual(outbox.push, direct)
 
 
 class TokenBucketTests(SynchronousTestCase):
@@ -198,19 +213,26 @@ class TokenBucketTests(SynchronousTestCase):
         """
         clock = Clock()
         bucket = TokenBucket(rate=2, burst=3, clock=clock)
-        self.assertEqual([bucket.take() for _ in range(3)], [0, 0, 0])
-        self.assertEqual(bucket.take(), 0.5)
+        full_at = 0.0
+
+        def take() -> float:
+            nonlocal full_at
+            delay, full_at = bucket.take(full_at)
+            return delay
+
+        self.assertEqual([take() for _ in range(3)], [0, 0, 0])
+        self.assertEqual(take(), 0.5)
         clock.advance(0.5)
-        self.assertEqual(bucket.take(), 0)
+        self.assertEqual(take(), 0)
         clock.advance(100)
-        self.assertEqual([bucket.take() for _ in range(4)], [0, 0, 0, 0.5])
+        self.assertEqual([take() for _ in range(4)], [0, 0, 0, 0.5])
 
     def test_off(self) -> None:
         """
         A rate of 0 never holds anything back.
         """
         bucket = TokenBucket(rate=0, burst=1, clock=Clock())
-        self.assertEqual([bucket.take() for _ in range(100)], [0] * 100)
+        self.assertEqual([bucket.take(0.0)[0] for _ in range(100)], [0] * 100)
 
 
 class DoorFlowTestCase(SynchronousTestCase):
@@ -427,6 +449,36 @@ class DeadlineTests(DoorFlowTestCase):
         self.assertEqual(frames[0][0], TEXT)
         self.assertEqual(json.loads(frames[0][1])["code"], "sign_on_timeout")
         self.assertEqual(frames[-1][0], CLOSE)
+
+
+class SweepTests(DoorFlowTestCase):
+    def test_no_timer_per_connection(self) -> None:
+        """
+        Neither the sign-on deadline nor the telnet probe is a timer of the
+        connection's own: the door's sweep is its only one, and it stops
+        with the last connection.
+        """
+        before = len(self.clock.getDelayedCalls())
+        peers = [self.peer() for _ in range(10)] + [self.peer(f"user{n}") for n in range(10)]
+        self.assertEqual(len(self.clock.getDelayedCalls()), before + 1)
+        for peer in peers:
+            peer.disconnect()
+        self.assertEqual(len(self.clock.getDelayedCalls()), before)
+
+    def test_deadlines_met_within_the_sweep_interval(self) -> None:
+        """
+        The sweep looks every second: a deadline that falls between two
+        looks is met at the next.
+        """
+        self.peer("alice")  # the sweep looks at 1 s, 2 s, ...
+        self.clock.advance(0.5)
+        late = self.peer()  # to have signed on by 30.5 s
+        self.clock.pump([0.25] * 120)
+        self.assertEqual(self.clock.seconds(), 30.5)
+        self.assertFalse(late.transport.disconnecting)
+        self.clock.pump([0.25] * 2)
+        self.assertEqual(self.clock.seconds(), 30 + SWEEP_INTERVAL)
+        self.assertTrue(late.transport.disconnecting)
 
 
 class ProbeTests(DoorFlowTestCase):

@@ -14,7 +14,7 @@ from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
 from chatd.limits import Limits
-from chatd.testing import BINARY, CLOSE, PING, LinePeer, WebSocketPeer
+from chatd.testing import BINARY, CLOSE, PING, PONG, LinePeer, WebSocketPeer
 
 
 class WebSocketTestCase(SynchronousTestCase):
@@ -335,7 +335,7 @@ class ConnectionTests(WebSocketTestCase):
             [{"type": "part", "room": "#lobby", "nick": "bob", "reason": "connection closed"}],
         )
         self.assertNotIn("bob", self.hub.users)
-        self.assertEqual(self.door.connections, {alice.protocol})
+        self.assertEqual(list(self.door.connections), [alice.protocol])
 
     def test_shutdown(self) -> None:
         """
@@ -364,3 +364,59 @@ class ConnectionTests(WebSocketTestCase):
         self.assertFalse(alice.transport.disconnecting)
         self.clock.advance(10)
         self.assertTrue(alice.transport.disconnecting)
+
+    def test_answered_pings_keep_the_connection(self) -> None:
+        """
+        A peer that answers each ping is pinged again after the next 25 s of
+        silence, and kept.
+        """
+        alice = self.peer("alice")
+        for _ in range(5):
+            self.clock.advance(25)
+            ((opcode, payload),) = alice.frames()
+            self.assertEqual(opcode, PING)
+            self.clock.advance(5)
+            alice.send_raw(payload, PONG)
+        self.clock.advance(20)
+        self.assertEqual(alice.frames(), [])
+        self.assertFalse(alice.transport.disconnecting)
+
+    def test_talking_peer_not_pinged(self) -> None:
+        """
+        Whatever a peer sends shows it is there: one that talks more often
+        than every 25 s is never pinged.
+        """
+        alice = self.peer("alice")
+        for _ in range(10):
+            self.clock.advance(20)
+            alice.send(type="say", room="#lobby", text="still here")
+        self.assertNotIn(PING, [opcode for opcode, _ in alice.frames()])
+        self.assertFalse(alice.transport.disconnecting)
+
+
+class MemoryTests(WebSocketTestCase):
+    def test_no_timer_per_connection(self) -> None:
+        """
+        Connections have no timers of their own: however many are open, the
+        door's sweep is its only one, and it stops with the last connection.
+        """
+        before = len(self.clock.getDelayedCalls())
+        peers = [self.peer(f"user{n}") for n in range(20)]
+        self.assertEqual(len(self.clock.getDelayedCalls()), before + 1)
+        for peer in peers:
+            peer.disconnect()
+        self.assertEqual(len(self.clock.getDelayedCalls()), before)
+
+    def test_handshake_forgotten(self) -> None:
+        """
+        An open connection keeps nothing of its opening handshake, and none
+        of Autobahn's state that an idle connection has by default, after
+        the handshake and after each message.
+        """
+        alice = self.peer("alice")
+        dropped = {"http_headers", "http_request_data", "http_response_data", "send_queue"}
+        dropped |= {"trafficStats", "is_open", "current_frame", "wasClean", "autoPingInterval"}
+        self.assertEqual(dropped & vars(alice.protocol).keys(), set())
+        alice.send(type="say", room="#lobby", text="hello")
+        self.assertEqual(dropped & vars(alice.protocol).keys(), set())
+        self.assertEqual(alice.received()[0]["text"], "hello")

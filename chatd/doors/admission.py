@@ -31,7 +31,6 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.doors.base import Session
 from chatd.doors.origin import Networks, normal_host
 from chatd.limits import Limits
 
@@ -214,8 +213,9 @@ class AdmittedConnection(ProtocolWrapper):
     """
     An admitted web connection: releases its place when it closes, and is
     dropped if it is still plain HTTP (no WebSocket session has taken it
-    over) when its deadline passes, however it trickles bytes.  A WebSocket
-    session that takes over writes to the real transport directly (see
+    over, L{taken_over}) when its deadline passes, however it trickles
+    bytes.  A WebSocket session that takes over writes to the real transport
+    directly (see
     L{chatd.doors.websocket.ChatWebSocketProtocol.makeConnection}); this
     wrapper then only relays its input and the end of the connection.
     """
@@ -231,15 +231,27 @@ class AdmittedConnection(ProtocolWrapper):
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         self.ticket.release()
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def taken_over(self) -> Ticket:
+        """
+        A WebSocket session takes the connection over, with its own deadline
+        to sign on by: this one no longer applies.  Return the connection's
+        ticket.
+        """
+        self._cancel_deadline()
+        return self.ticket
+
+    def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
-        super().connectionLost(reason)
+        self._deadline = None
 
     def _expire(self) -> None:
         self._deadline = None
-        if not isinstance(self.wrappedProtocol, Session):
-            self.factory.admission.refused["http_deadline"] += 1
-            self.transport.abortConnection()
+        self.factory.admission.refused["http_deadline"] += 1
+        self.transport.abortConnection()
 
 
 @implementer(IProtocolNegotiationFactory)

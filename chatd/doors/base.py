@@ -10,10 +10,13 @@ from __future__ import annotations
 import socket
 from collections import Counter, deque
 from collections.abc import Callable
+from math import inf
+from operator import attrgetter
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -29,6 +32,9 @@ from chatd.model import Error, Event, Notice
 from chatd.requests import Request
 
 SHUTDOWN_NOTICE = "server shutting down"
+SWEEP_INTERVAL = 1.0
+"""Seconds between a door's looks at its connections' deadlines
+(L{Door.sweep}): each deadline is met within this much."""
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
@@ -88,6 +94,10 @@ class Session:
     L{deliver} (an event, encoded by the door's encoder) or, for text of
     its own, L{send}.  A door provides L{write} and L{direct}, the wire
     writers the outbox uses; it never calls them itself.
+
+    A connection's deadlines (signing on in time, the door's L{watch} on a
+    silent peer) have no timer of their own: the door's sweep calls L{tick}
+    once the clock passes L{due}.
     """
 
     door: Door
@@ -101,6 +111,11 @@ class Session:
     _closing = False
     _reading_paused = False
     _pending: Deferred[Any] | None = None
+    _inbox: deque[Any] | tuple[()] = ()
+    _wake: IDelayedCall | None = None
+    _flooding = False
+    due = inf  # when the door's sweep next calls tick()
+    _deadline: float | None = None  # when it must have signed on by
 
     # -- what each door provides --------------------------------------------
 
@@ -136,6 +151,14 @@ class Session:
         """
         raise NotImplementedError
 
+    def watch(self, now: float) -> float:
+        """
+        The door's check on a silent peer (a probe, a ping, dropping it when
+        no answer came): do what is due at C{now}, and return when to look
+        again (C{inf}: never).
+        """
+        return inf
+
     # -- lifecycle ----------------------------------------------------------
 
     @property
@@ -163,27 +186,17 @@ class Session:
         self.encoder = door.encoder
         self.batch = door.batcher.batch(getattr(self, "stream", None))
         limits, clock = door.limits, door.clock
-        self.push = self.direct()
-        self.outbox = Outbox(
-            self.write,
-            self.payload_size,
-            self.overflowed,
-            door.throttle,
-            limits,
-            clock,
-            direct=self.push,
-            owner=self,
-        )
+        self.outbox = Outbox(self, door.throttle, limits, clock, direct=self.direct())
         if self.batch is not None:
             self.batch.outbox = self.outbox
         # Made when first needed (an empty deque costs half a kilobyte).
-        self._inbox: deque[Any] | tuple[()] = ()
-        self._flood = TokenBucket(limits.flood_rate, limits.flood_burst, clock)
-        self._wake: IDelayedCall | None = None
+        self._inbox = ()
+        self._wake = None
         self._flooding = False
-        self._deadline: IDelayedCall | None = clock.callLater(
-            limits.sign_on_timeout, self._sign_on_expired
-        )
+        self._flood_full_at = 0.0  # when its flood bucket is full again
+        now = clock.seconds()
+        self._deadline = now + limits.sign_on_timeout
+        self.due = min(self._deadline, self.watch(now))
         door.opened(self)
         return self.outbox
 
@@ -197,10 +210,19 @@ class Session:
             self.batch.discard()
         self._inbox = ()
         self.door.throttle.forget(self)
-        for timer in (self._wake, self._deadline):
-            if timer is not None and timer.active():
-                timer.cancel()
+        if self._wake is not None and self._wake.active():
+            self._wake.cancel()
         self.door.closed(self, reason)
+
+    def tick(self, now: float) -> None:
+        """
+        The door's sweep: act on whichever deadline C{now} has passed, and
+        set when to look next.
+        """
+        if self._deadline is not None and now >= self._deadline:
+            self._sign_on_expired()
+        deadline = inf if self._deadline is None else self._deadline
+        self.due = min(deadline, self.watch(now))
 
     def abort(self) -> None:
         """
@@ -299,7 +321,7 @@ class Session:
                 self.door.throttle.wait(self, self._resume_soon)
                 self._set_reading(False)
                 return
-            delay = self._flood.take()
+            delay, self._flood_full_at = self.door.flood.take(self._flood_full_at)
             if delay:
                 self._flooding = True
                 self._wake = self.door.clock.callLater(delay, self._resume)
@@ -416,8 +438,7 @@ class Session:
             self.gateway.disconnect(user, "connection closed")
             return False
         self.user = user
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
+        self._deadline = None
         return True
 
     def sign_off(self, reason: str | None) -> None:
@@ -440,6 +461,7 @@ class Door:
     The shared half of a door's factory: the hub, the encoder, the limits,
     and every live connection, so that the door can close them all.
 
+    @ivar connections: the live connections, in the order they opened.
     @ivar counters: how many connections were dropped or refused, by why.
     """
 
@@ -461,24 +483,49 @@ class Door:
         self.clock = clock
         self.limits = Limits() if limits is None else limits
         self.throttle = Throttle() if throttle is None else throttle
-        self.connections: set[Session] = set()
+        self.connections: dict[Session, None] = {}
         self.counters: Counter[str] = Counter()
         self.batcher = WriteBatcher(clock)
+        self.flood = TokenBucket(self.limits.flood_rate, self.limits.flood_burst, clock)
         self._emptied: list[Deferred[None]] = []
+        self._sweeper = LoopingCall(self.sweep)
+        self._sweeper.clock = clock
 
     def count(self, what: str) -> None:
         self.counters[what] += 1
 
     def opened(self, session: Session) -> None:
-        self.connections.add(session)
+        self.connections[session] = None
+        if not self._sweeper.running:
+            self._sweeper.start(SWEEP_INTERVAL, now=False)
 
     def closed(self, session: Session, reason: str | None) -> None:
         session.sign_off(reason)
-        self.connections.discard(session)
+        self.connections.pop(session, None)
         if not self.connections:
+            if self._sweeper.running:
+                self._sweeper.stop()
             waiting, self._emptied = self._emptied, []
             for d in waiting:
                 d.callback(None)
+
+    def sweep(self) -> None:
+        """
+        Tick every connection whose next deadline has come, soonest first (as
+        their own timers would have fired): one timer for the door, every
+        L{SWEEP_INTERVAL} while it has connections, where a timer per
+        connection (a C{DelayedCall} and the bound method it holds) would
+        keep 0.3 KiB each.
+        """
+        now = self.clock.seconds()
+        due = [s for s in self.connections if s.due <= now]
+        for session in sorted(due, key=attrgetter("due")):
+            if session not in self.connections:  # an earlier tick ended it
+                continue
+            try:
+                session.tick(now)
+            except Exception:
+                self.log.failure("Checking a {door} connection's deadlines failed", door=self.name)
 
     def shutdown(self, reason: str = SHUTDOWN_NOTICE) -> Deferred[None]:
         """

@@ -98,16 +98,29 @@ class LineChatProtocol(LineCommands, LineReceiver, TelnetProtocol):
 
     delimiter = b"\n"
     door: LineDoor
-    _discarding = False
-    _after_cr = False  # the last input ended with CR: an LF or NUL next is part of it
+    factory: LineDoor
 
     def __init__(self) -> None:
+        # Every attribute a connection ever sets is set as it starts (here
+        # and in started()): CPython then keeps them in a compact form shared
+        # by the instances of the class, where a name first set later, once
+        # many instances exist, gives each a dictionary of its own (0.6 KiB).
         self._current = None
+        self._buffer = b""
+        self._discarding = False
+        self._after_cr = False  # the last input ended with CR: an LF or NUL next is part of it
+        self.user = None
+        self._closing = False
+        self._reading_paused = False
+        self._pending = None
+
+    @property
+    def telnet(self) -> TelnetServer:
+        return cast(TelnetServer, self.transport)
 
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.telnet = cast(TelnetServer, self.transport)
         self.stream = self.telnet.transport
         self.address = self.telnet.ticket.host
         outbox = self.started(self.factory)
@@ -138,6 +151,9 @@ class LineChatProtocol(LineCommands, LineReceiver, TelnetProtocol):
 
     def payload_size(self, payload: bytes) -> int:
         return len(payload)
+
+    def watch(self, now: float) -> float:
+        return self.telnet.check_silence(now)
 
     def finish(self) -> None:
         if self.batch is not None:
@@ -285,7 +301,7 @@ class LineDoor(Door, ServerFactory):
         ticket = self.admission.admit(addr)
         if isinstance(ticket, str):
             return Refusal(as_lines(f"!!! {ticket}"))
-        transport = TelnetServer(LineChatProtocol)
+        transport = TelnetServer(LineChatProtocol())
         transport.factory = self
         transport.ticket = ticket
         return transport

@@ -23,6 +23,7 @@ control characters.
 from __future__ import annotations
 
 import re
+from math import inf
 from typing import TYPE_CHECKING
 
 from twisted.conch.telnet import (
@@ -44,7 +45,7 @@ from twisted.conch.telnet import (
     WONT,
     TelnetTransport,
 )
-from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.interfaces import ITCPTransport
 from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
@@ -148,31 +149,39 @@ class TelnetServer(TelnetTransport):
       - NVT functions reach the protocol as control keys (L{KEY_OF_FUNCTION});
         unknown commands are ignored.  Nothing drops data the client sent.
       - A peer silent too long is probed with C{DO TIMING-MARK}, which telnet
-        clients answer by themselves, and dropped if nothing comes back.
+        clients answer by themselves, and dropped if nothing comes back
+        (L{check_silence}, which the door's sweep calls).
 
     It writes the protocol's bytes unchanged: the stock class rewrites every
     LF as CR LF and doubles 0xFF in each write, but the line door's payloads
     already end lines with CR LF, contain no bare LF, and are UTF-8 (which
     never holds 0xFF), so one encoded payload serves every recipient.
+
+    All its attributes are set as a connection starts, so that CPython
+    keeps them in the compact form it shares between the instances of a
+    class, not in a dictionary per connection.
     """
 
     factory: LineDoor
-    protocol: LineChatProtocol
     transport: ITCPTransport  # from makeConnection on: TCP, TLS or a unix socket
     ticket: Ticket
-    _probe: IDelayedCall | None = None
-    _probe_sent = False
-    state = "data"  # or "command", "option", "subnegotiation", "subnegotiation-command"
-    _verb = 0  # the negotiation verb whose option byte comes next
-    _sb_length = 0  # how much subnegotiation was skipped so far
-    _enabled = 0  # options in force (_BINARY_IN, _BINARY_OUT, _LINEMODE bits)
-    _asked = 0  # options chatd asked the client for, not yet answered
+
+    def __init__(self, protocol: LineChatProtocol) -> None:
+        # Not Telnet.__init__: its option and command tables (0.8 KiB for
+        # each connection) serve the stock negotiation this class replaces.
+        self.protocol: LineChatProtocol = protocol
+        self._heard = 0.0  # when the peer last sent anything
+        self._probe_sent = False
+        self.state = "data"  # or "command", "option", "subnegotiation", "subnegotiation-command"
+        self._verb = 0  # the negotiation verb whose option byte comes next
+        self._sb_length = 0  # how much subnegotiation was skipped so far
+        self._enabled = 0  # options in force (_BINARY_IN, _BINARY_OUT, _LINEMODE bits)
+        self._asked = 0  # options chatd asked the client for, not yet answered
 
     def connectionMade(self) -> None:
         self._heard = self.factory.clock.seconds()
-        super().connectionMade()
-        if self.factory.limits.probe_idle > 0:
-            self._schedule_probe(self.factory.limits.probe_idle)
+        self.protocol.factory = self.factory
+        self.protocol.makeConnection(self)
 
     def offer(self) -> None:
         """
@@ -185,9 +194,10 @@ class TelnetServer(TelnetTransport):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.ticket.release()
-        if self._probe is not None and self._probe.active():
-            self._probe.cancel()
-        super().connectionLost(reason)
+        try:
+            self.protocol.connectionLost(reason)
+        finally:
+            del self.protocol
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
@@ -307,19 +317,22 @@ class TelnetServer(TelnetTransport):
 
     # -- probing silent peers -----------------------------------------------
 
-    def _schedule_probe(self, delay: float) -> None:
-        self._probe = self.factory.clock.callLater(delay, self._check_silence)
-
-    def _check_silence(self) -> None:
+    def check_silence(self, now: float) -> float:
+        """
+        Probe a peer silent for C{probe_idle} seconds, and drop it if the
+        probe is not answered within C{probe_timeout}; return when to check
+        again (C{inf}: never, the probe is off).
+        """
         limits = self.factory.limits
-        silent = self.factory.clock.seconds() - self._heard
-        if silent < limits.probe_idle:
-            self._schedule_probe(limits.probe_idle - silent)
-        elif not self._probe_sent:
+        if limits.probe_idle <= 0:
+            return inf
+        if now - self._heard < limits.probe_idle:
+            return self._heard + limits.probe_idle
+        if not self._probe_sent:
             self._probe_sent = True
             self._write(IAC + DO + TIMING_MARK)
-            self._schedule_probe(limits.probe_timeout)
-        else:
-            self.factory.count("dead_peer")
-            self.protocol.sign_off("ping timeout")
-            self.transport.abortConnection()
+            return now + limits.probe_timeout
+        self.factory.count("dead_peer")
+        self.protocol.sign_off("ping timeout")
+        self.transport.abortConnection()
+        return inf

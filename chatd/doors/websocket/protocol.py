@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from math import inf
 from typing import Any
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import TrafficStats
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -46,6 +48,139 @@ CONNECTION_DONE = Failure(ConnectionDone())
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
+class _Unwatched:
+    """
+    Stands in, once a connection is open, for the Deferreds Autobahn fires
+    when it opens and when it closes (C{is_open}, C{is_closed}): nothing in
+    chatd waits on them.
+    """
+
+    def callback(self, result: object) -> None:
+        """
+        Nobody is waiting.
+        """
+
+
+class _FactoryOption:
+    """
+    One of Autobahn's protocol options, read from the door: Autobahn copies
+    each option (29 of them) onto every connection that lacks it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, protocol: Any, owner: type | None = None) -> Any:
+        if protocol is None:
+            return self
+        return getattr(protocol.factory, self.name)
+
+
+_IDLE: dict[str, object] = {
+    # Autobahn's state of an open connection between messages.
+    "_perMessageCompress": None,
+    "trackedTimings": None,
+    "send_state": WebSocketServerProtocol.SEND_STATE_GROUND,
+    "data": b"",
+    "triggered": False,
+    "wasMaxFramePayloadSizeExceeded": False,
+    "wasMaxMessagePayloadSizeExceeded": False,
+    "closedByMe": False,
+    "failedByMe": False,
+    "droppedByMe": False,
+    "wasClean": False,
+    "wasNotCleanReason": None,
+    "wasServerConnectionDropTimeout": False,
+    "wasOpenHandshakeTimeout": False,
+    "wasCloseHandshakeTimeout": False,
+    "wasServingFlashSocketPolicyFile": False,
+    "localCloseCode": None,
+    "localCloseReason": None,
+    "remoteCloseCode": None,
+    "remoteCloseReason": None,
+    "openHandshakeTimeoutCall": None,
+    "closeHandshakeTimeoutCall": None,
+    "autoPingTimeoutCall": None,
+    "autoPingPending": None,
+    "autoPingPendingCall": None,
+    "autoPingPendingSeq": 0,
+    "autoPingPendingSent": None,
+    "websocket_version": 13,
+    "websocket_protocol_in_use": None,
+    "inside_message": False,
+    "current_frame": None,
+    "_isMessageCompressed": False,
+    "utf8validateIncomingCurrentMessage": False,
+    "message_is_binary": False,
+    "message_data": None,
+    "frame_data": None,
+    "control_frame_data": None,
+    # Stand-ins for what an open connection no longer needs (_SPENT).
+    "http_request_data": None,
+    "http_status_line": None,
+    "http_headers": None,
+    "http_request_uri": None,
+    "http_request_path": None,
+    "http_request_params": None,
+    "http_request_host": None,
+    "http_response_data": None,
+    "websocket_protocols": None,
+    "websocket_origin": None,
+    "websocket_extensions": None,
+    "websocket_extensions_in_use": (),
+    "_wskey": None,
+    "_transport_details": None,
+    "is_open": _Unwatched(),
+    "is_closed": _Unwatched(),
+    "_valid_events": None,
+    "_results": None,
+    "send_queue": (),  # only chopped or sync sends use it
+    "trafficStats": TrafficStats(),  # counted, never read
+    "utf8validator": None,  # the door checks UTF-8 itself
+    "current_frame_masker": None,
+    "message_data_total_length": 0,
+    "frame_length": 0,
+}
+"""What L{ChatWebSocketProtocol} has as class attributes: an open, idle
+connection's state in Autobahn."""
+
+_SPENT = frozenset(
+    {
+        # The opening handshake.
+        "http_request_data",
+        "http_status_line",
+        "http_headers",
+        "http_request_uri",
+        "http_request_path",
+        "http_request_params",
+        "http_request_host",
+        "http_response_data",
+        "websocket_protocols",
+        "websocket_origin",
+        "websocket_extensions",
+        "websocket_extensions_in_use",
+        "_wskey",
+        "_ticket",
+        "_transport_details",
+        # What Autobahn makes for every connection but chatd never uses.
+        "is_open",
+        "is_closed",
+        "_valid_events",
+        "_results",
+        "send_queue",
+        "trafficStats",
+        "utf8validator",
+        # The last frame's.
+        "current_frame_masker",
+        "message_data_total_length",
+        "frame_length",
+    }
+)
+"""What an open connection drops between messages, whatever its value
+(L{ChatWebSocketProtocol._settle}); the class has a stand-in for each."""
+_MISSING = object()
+
+
 class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[misc]
     """
     One WebSocket connection: C{hello} first, then requests.
@@ -55,14 +190,22 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
     without its per-frame cost (the debug log call whose arguments are built
     even when it is off, traffic counters nobody reads): no compression is
     ever negotiated (the door refuses permessage-deflate), chatd never asks
-    Autobahn for C{sync} or chopped sends (so its send queue stays empty and
-    nothing can be overtaken), and C{logOctets} is off.  Frames are written
-    only while the connection is open, as Autobahn would.
+    Autobahn for C{sync} or chopped sends (L{sendData}), and C{logOctets} is
+    off.  Frames are written only while the connection is open, as Autobahn
+    would.
+
+    Autobahn keeps some 110 attributes on every connection: 3.3 KiB in one
+    dictionary.  Here its options are read from the door (L{_FactoryOption}),
+    and between messages a connection keeps only what differs from the
+    class's attributes (L{_IDLE}), which are an open, idle connection's
+    (L{_settle}).
     """
 
     door: WebSocketDoor
     transport: Any  # TCP or TLS, taken over from the HTTP channel
     _ticket: Ticket | None = None  # the connection's place, from admission
+    _heard = 0.0  # when the peer last sent anything
+    _pinged = False  # whether it was pinged since
 
     def makeConnection(self, transport: Any) -> None:
         """
@@ -71,7 +214,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         transport itself (for channel binding), and writes skip a layer.
         """
         if isinstance(transport, AdmittedConnection):
-            self._ticket = transport.ticket
+            self._ticket = transport.taken_over()
             transport = transport.transport
         super().makeConnection(transport)
 
@@ -79,6 +222,7 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
         super().connectionMade()
         self.stream = self.transport
         no_delay(self.stream)
+        self._heard = self.factory.clock.seconds()
         outbox = self.started(self.factory)
         # The HTTP channel that accepted the upgrade was the producer until now.
         self.transport.unregisterProducer()
@@ -125,6 +269,45 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
             raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, why)
         self.address = client
 
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Note that the peer is alive, hand C{data} to Autobahn (skipping the
+        debug log call its adapter makes for every read), and settle.
+        """
+        self._heard = self.door.clock.seconds()
+        self._pinged = False
+        self._dataReceived(data)
+        self._settle()
+
+    def _settle(self) -> None:
+        """
+        Once a frame has ended outside a message on an open connection, keep
+        only the attributes that differ from the class's, and none in
+        L{_SPENT}: Autobahn sets its frame state anew for every frame (and
+        C{current_frame} back to C{None} after it), and a dictionary never
+        shrinks by itself.
+        """
+        attributes = self.__dict__
+        if attributes.get("current_frame", _MISSING) is not None or self.inside_message:
+            return
+        if self.state == _OPEN:
+            self.__dict__ = {
+                name: value
+                for name, value in attributes.items()
+                if name not in _SPENT and _CLASS_VALUES.get(name, _MISSING) is not value
+            }
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """
+        Autobahn's own frames (the handshake's answer, pings, pongs, close
+        frames) go out like the door's output: into this pass's L{Batch} on
+        plain TCP.  (chatd never asks for C{sync} or chopped sends.)
+        """
+        if self.batch is not None:
+            self.batch.push(data)
+        else:
+            self.transport.write(data)
+
     def write(self, frame: bytes) -> None:
         if self.state == _OPEN:
             if self.batch is not None:
@@ -145,6 +328,26 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
 
     def payload_size(self, frame: bytes) -> int:
         return len(frame)
+
+    def watch(self, now: float) -> float:
+        """
+        Ping a peer silent for C{ping_interval} seconds, and drop it if
+        nothing comes back within C{ping_timeout}: Autobahn's automatic
+        pings, without its two timers per connection.
+        """
+        limits = self.door.limits
+        if limits.ping_interval <= 0:
+            return inf
+        if now - self._heard < limits.ping_interval:
+            return self._heard + limits.ping_interval
+        if self.state != _OPEN:  # opening (the sign-on deadline) or closing
+            return inf
+        if not self._pinged:
+            self._pinged = True
+            self.sendPing()
+            return now + limits.ping_timeout
+        self.onAutoPingTimeout()
+        return inf
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
         self.outbox.close()
@@ -214,6 +417,19 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
 
     def _submit(self, requested: type[Request], request: dict[str, Any]) -> Answer:
         return self.submit(from_wire(requested, request))
+
+
+for _name, _value in _IDLE.items():
+    setattr(ChatWebSocketProtocol, _name, _value)
+for _name in WebSocketServerProtocol.CONFIG_ATTRS:
+    setattr(ChatWebSocketProtocol, _name, _FactoryOption(_name))
+_CLASS_VALUES = {
+    name: value
+    for cls in reversed(ChatWebSocketProtocol.__mro__)
+    for name, value in vars(cls).items()
+}
+"""Every attribute of L{ChatWebSocketProtocol}'s class, by name, for
+L{ChatWebSocketProtocol._settle}."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -334,11 +550,13 @@ def protocol_options(limits: Limits) -> dict[str, Any]:
     return {
         "maxFramePayloadSize": limits.max_frame,
         "maxMessagePayloadSize": limits.max_frame,
-        "utf8validateIncoming": False,
+        "utf8validateIncoming": False,  # and no validator is kept (_SPENT)
         "failByDrop": False,
-        "autoPingInterval": limits.ping_interval,
-        "autoPingTimeout": limits.ping_timeout,
-        "openHandshakeTimeout": limits.sign_on_timeout,
+        # No timers per connection: the door's sweep pings silent peers
+        # (ChatWebSocketProtocol.watch), and the sign-on deadline covers the
+        # opening handshake.
+        "autoPingInterval": 0,
+        "openHandshakeTimeout": 0,
         "perMessageCompressionAccept": lambda offers: None,
         # Nagle off (see chatd.doors.base.no_delay): Autobahn sets it on a
         # TCP transport; the door's connectionMade also does it under TLS.
