@@ -423,6 +423,10 @@ for _name, _value in _IDLE.items():
     setattr(ChatWebSocketProtocol, _name, _value)
 for _name in WebSocketServerProtocol.CONFIG_ATTRS:
     setattr(ChatWebSocketProtocol, _name, _FactoryOption(_name))
+# Nothing for Autobahn to copy onto each connection, and so nothing for it
+# to pretty-print into a debug line that is then thrown away: that was a
+# sixth of a WebSocket sign-on's time.
+ChatWebSocketProtocol.CONFIG_ATTRS = ()
 _CLASS_VALUES = {
     name: value
     for cls in reversed(ChatWebSocketProtocol.__mro__)
