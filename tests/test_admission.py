@@ -17,6 +17,7 @@ from chatd.doors.line import LineDoor
 from chatd.doors.origin import Networks
 from chatd.doors.web import make_site
 from chatd.doors.websocket import OriginPolicy, WebSocketDoor, normalise_origin
+from chatd.doors.websocket.protocol import ChatWebSocketProtocol
 from chatd.hub import Hub
 from chatd.limits import Limits, parse_rate
 from chatd.testing import HANDSHAKE, TCPLikeTransport, WebSocketPeer, client_frame
@@ -343,3 +344,35 @@ class WebDeadlineTests(SynchronousTestCase):
         self.clock.advance(3600)
         self.assertFalse(transport.aborted)
         self.assertIn(b'"welcome"', transport.value())
+
+
+class DirectUpgradeTests(WebDeadlineTests):
+    """
+    The same, with the WebSocket door given to the admitting factory: a
+    connection whose first request is the handshake goes to the door
+    without twisted.web parsing it first.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory.upgrade = self.door
+
+    def test_handshake_skips_the_site(self) -> None:
+        protocol, transport = self.connect()
+        channel = protocol.wrappedProtocol
+        protocol.dataReceived(HANDSHAKE)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        self.assertIsInstance(protocol.wrappedProtocol, ChatWebSocketProtocol)
+        self.assertEqual(channel._channel.requests, [])  # the site never saw a request
+
+    def test_page_first_goes_to_the_site(self) -> None:
+        """
+        Any other first request is the site's, which also hands C{/ws} over
+        when the handshake comes later on the same connection.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"200 OK", transport.value())
+        transport.clear()
+        protocol.dataReceived(HANDSHAKE)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))

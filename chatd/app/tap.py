@@ -523,7 +523,12 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
     if options["web"] != OFF:
         websocket = WebSocketDoor(gateway, reactor, limits, throttle, options["origins"])
         site = AdmittingFactory(
-            make_site(websocket), admission, http_refusal, reactor, limits.sign_on_timeout
+            make_site(websocket),
+            admission,
+            http_refusal,
+            reactor,
+            limits.sign_on_timeout,
+            upgrade=websocket,
         )
         port = door_listener(options, "web", site, reactor, admission)
         service.add_door(

@@ -22,9 +22,11 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IProtocolFactory,
     IProtocolNegotiationFactory,
     IReactorTime,
     ITCPTransport,
+    ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -207,6 +209,8 @@ class Refusal(Protocol):
 
 
 CONNECTION_DONE = Failure(ConnectionDone())
+UPGRADE_REQUESTS = (b"GET /ws HTTP/", b"GET /ws?")
+"""How a request for the WebSocket door (C{/ws}) starts."""
 
 
 class AdmittedConnection(ProtocolWrapper):
@@ -224,6 +228,34 @@ class AdmittedConnection(ProtocolWrapper):
     transport: ITCPTransport  # from makeConnection on: TCP, TLS or a unix socket
     ticket: Ticket
     _deadline: IDelayedCall | None = None
+    _first = True  # no byte has come yet
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            upgrade = self.factory.upgrade
+            if upgrade is not None and data.startswith(UPGRADE_REQUESTS):
+                self._upgrade(upgrade, data)
+                return
+        self.wrappedProtocol.dataReceived(data)
+
+    def _upgrade(self, upgrade: IProtocolFactory, data: bytes) -> None:
+        """
+        The connection's first request is the WebSocket handshake: give it
+        straight to C{upgrade}'s protocol, which reads the handshake itself,
+        rather than have twisted.web parse it first and Autobahn again (a
+        third of a WebSocket sign-on).  Any other request, or a handshake
+        that comes after a page on the same connection, goes to the site,
+        which hands C{/ws} over as well.
+        """
+        protocol = upgrade.buildProtocol(self.getPeer())
+        if protocol is None:
+            self.wrappedProtocol.dataReceived(data)
+            return
+        channel, self.wrappedProtocol = self.wrappedProtocol, protocol
+        channel.connectionLost(CONNECTION_DONE)  # it had read nothing: no request to end
+        protocol.makeConnection(cast(ITransport, self))  # a ProtocolWrapper is one
+        protocol.dataReceived(data)
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -272,12 +304,19 @@ class AdmittingFactory(WrappingFactory):
         refusal: Callable[[str], bytes],
         clock: IReactorTime,
         deadline: float,
+        upgrade: IProtocolFactory | None = None,
     ) -> None:
+        """
+        @param upgrade: the WebSocket door, if the site serves it at
+            C{/ws}: a connection whose first request is its handshake goes
+            to it directly (L{AdmittedConnection._upgrade}).
+        """
         super().__init__(wrapped)
         self.admission = admission
         self.refusal = refusal
         self.clock = clock
         self.deadline = deadline
+        self.upgrade = upgrade
 
     def acceptableProtocols(self) -> list[bytes]:
         """

@@ -426,7 +426,7 @@ for _name in WebSocketServerProtocol.CONFIG_ATTRS:
 # Nothing for Autobahn to copy onto each connection, and so nothing for it
 # to pretty-print into a debug line that is then thrown away: that was a
 # sixth of a WebSocket sign-on's time.
-ChatWebSocketProtocol.CONFIG_ATTRS = ()
+ChatWebSocketProtocol.CONFIG_ATTRS = []
 _CLASS_VALUES = {
     name: value
     for cls in reversed(ChatWebSocketProtocol.__mro__)
