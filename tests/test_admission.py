@@ -365,6 +365,20 @@ class DirectUpgradeTests(WebDeadlineTests):
         self.assertIsInstance(protocol.wrappedProtocol, ChatWebSocketProtocol)
         self.assertEqual(channel._channel.requests, [])  # the site never saw a request
 
+    def test_trickling_handshake_dropped(self) -> None:
+        """
+        A handshake that never ends is dropped at the sign-on deadline, as
+        a trickled page request is at the HTTP one.
+        """
+        protocol, transport = self.connect()
+        for byte in b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Slow: ":
+            protocol.dataReceived(bytes([byte]))
+        self.clock.advance(29)
+        self.assertFalse(transport.aborted or transport.disconnecting)
+        for _ in range(3):
+            self.clock.advance(1)
+        self.assertTrue(transport.aborted or transport.disconnecting)
+
     def test_page_first_goes_to_the_site(self) -> None:
         """
         Any other first request is the site's, which also hands C{/ws} over
