@@ -15,7 +15,7 @@ from twisted.web.server import Site
 from chatd.doors.admission import Admission, AdmittingFactory, Refusal, Ticket, http_refusal
 from chatd.doors.line import LineDoor
 from chatd.doors.origin import Networks
-from chatd.doors.web import make_site
+from chatd.doors.web import WEBSOCKET_PATH, make_site
 from chatd.doors.websocket import OriginPolicy, WebSocketDoor, normalise_origin
 from chatd.doors.websocket.protocol import ChatWebSocketProtocol
 from chatd.hub import Hub
@@ -355,7 +355,14 @@ class DirectUpgradeTests(WebDeadlineTests):
 
     def setUp(self) -> None:
         super().setUp()
-        self.factory.upgrade = self.door
+        self.factory = AdmittingFactory(
+            make_site(self.door),
+            self.factory.admission,
+            http_refusal,
+            self.clock,
+            30,
+            upgrade=(WEBSOCKET_PATH, self.door),
+        )
 
     def test_handshake_skips_the_site(self) -> None:
         protocol, transport = self.connect()

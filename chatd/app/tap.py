@@ -44,7 +44,7 @@ from chatd.doors.admission import (
 from chatd.doors.flow import Throttle
 from chatd.doors.line import LineDoor
 from chatd.doors.origin import Networks
-from chatd.doors.web import make_site
+from chatd.doors.web import WEBSOCKET_PATH, make_site
 from chatd.doors.websocket import OriginPolicy, WebSocketDoor
 from chatd.errors import ChatError, StoreError
 from chatd.hub import Hub, LocalGateway
@@ -528,7 +528,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
             http_refusal,
             reactor,
             limits.sign_on_timeout,
-            upgrade=websocket,
+            upgrade=(WEBSOCKET_PATH, websocket),
         )
         port = door_listener(options, "web", site, reactor, admission)
         service.add_door(

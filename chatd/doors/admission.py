@@ -209,8 +209,6 @@ class Refusal(Protocol):
 
 
 CONNECTION_DONE = Failure(ConnectionDone())
-UPGRADE_REQUESTS = (b"GET /ws HTTP/", b"GET /ws?")
-"""How a request for the WebSocket door (C{/ws}) starts."""
 
 
 class AdmittedConnection(ProtocolWrapper):
@@ -234,7 +232,7 @@ class AdmittedConnection(ProtocolWrapper):
         if self._first:
             self._first = False
             upgrade = self.factory.upgrade
-            if upgrade is not None and data.startswith(UPGRADE_REQUESTS):
+            if upgrade is not None and data.startswith(self.factory.upgrade_requests):
                 self._upgrade(upgrade, data)
                 return
         self.wrappedProtocol.dataReceived(data)
@@ -246,7 +244,7 @@ class AdmittedConnection(ProtocolWrapper):
         rather than have twisted.web parse it first and Autobahn again (a
         third of a WebSocket sign-on).  Any other request, or a handshake
         that comes after a page on the same connection, goes to the site,
-        which hands C{/ws} over as well.
+        which hands the WebSocket path over as well.
         """
         protocol = upgrade.buildProtocol(self.getPeer())
         if protocol is None:
@@ -304,11 +302,11 @@ class AdmittingFactory(WrappingFactory):
         refusal: Callable[[str], bytes],
         clock: IReactorTime,
         deadline: float,
-        upgrade: IProtocolFactory | None = None,
+        upgrade: tuple[bytes, IProtocolFactory] | None = None,
     ) -> None:
         """
-        @param upgrade: the WebSocket door, if the site serves it at
-            C{/ws}: a connection whose first request is its handshake goes
+        @param upgrade: the path the site serves the WebSocket door at, and
+            the door: a connection whose first request is its handshake goes
             to it directly (L{AdmittedConnection._upgrade}).
         """
         super().__init__(wrapped)
@@ -316,7 +314,11 @@ class AdmittingFactory(WrappingFactory):
         self.refusal = refusal
         self.clock = clock
         self.deadline = deadline
-        self.upgrade = upgrade
+        self.upgrade: IProtocolFactory | None = None
+        self.upgrade_requests: tuple[bytes, ...] = ()
+        if upgrade is not None:
+            path, self.upgrade = upgrade
+            self.upgrade_requests = (b"GET " + path + b" HTTP/", b"GET " + path + b"?")
 
     def acceptableProtocols(self) -> list[bytes]:
         """

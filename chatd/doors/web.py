@@ -30,6 +30,9 @@ CLIENT_FILES = {
     b"chat.js": ("chat.js", "text/javascript; charset=utf-8"),
     b"chat.css": ("chat.css", "text/css; charset=utf-8"),
 }
+WEBSOCKET_PATH = b"/ws"
+"""Where the site serves the WebSocket door."""
+
 CONTENT_SECURITY_POLICY = (
     b"default-src 'self'; connect-src 'self'; img-src 'self' data:; "
     b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
@@ -131,7 +134,7 @@ def make_site(door: WebSocketDoor) -> Site:
     root = ClientRoot()
     for path, (name, content_type) in CLIENT_FILES.items():
         root.putChild(path, ClientFile((web / name).read_bytes(), content_type))
-    root.putChild(b"ws", WebSocketResource(door))
+    root.putChild(WEBSOCKET_PATH[1:], WebSocketResource(door))
     root.putChild(b"healthz", Liveness())
     root.putChild(b"readyz", Readiness(door.gateway, door.clock))
     site = Site(root, reactor=door.clock)

@@ -93,9 +93,7 @@ class Presence:
         Tell each room with a change its members: who joined and left, or
         only how many when that is too many names.
         """
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
+        self._cancel()
         pending, self._pending = self._pending, {}
         for room, change in pending.items():
             joins, parts = len(change.joined), len(change.left)
@@ -116,8 +114,13 @@ class Presence:
         """
         Tell nothing more (the server is shutting down).
         """
+        self._cancel()
         self._pending.clear()
-        self.flush()
+
+    def _cancel(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
 
     def _change(self, room: Room) -> _Change:
         change = self._pending.get(room)

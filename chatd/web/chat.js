@@ -25,7 +25,6 @@
   const HISTORY_PAGE = 20;     // what the server returns when no limit is given
   const MAX_BACKOFF = 30;      // seconds between reconnect attempts, at most
   const GAP_WAIT = 2500;       // ms to wait for a rejoined room's history page
-  const MEMBERS_PAGE = 100;    // nicks in a page of a big room's members (the server's)
   const STATUS = '*';          // key of the status view (shown when in no room)
 
   const $ = (id) => document.getElementById(id);
@@ -83,6 +82,7 @@
                 users: new Map(), ops: new Set(), topic: undefined, topicBy: '', ids: new Map(),
                 count: null,       // a big room's members, when `users` may hold only some of them
                 page: 0,           // ... and the last page of them fetched (0: none)
+                pages: 1,          // ... of how many, when that page came
                 maxId: -Infinity, fromBottom: null, roomKey: null,
                 more: undefined,   // whether older history exists (undefined: not known)
                 loading: false,    // a request for older history is on its way
@@ -867,6 +867,7 @@
         v.users = new Map([[fold(f.nick), f.nick]]);
         v.count = null;
         v.page = 0;
+        v.pages = 1;
         v.pageSinceJoin = false;
         if (S.pendingKey && S.pendingKey.room === v.key) { v.roomKey = S.pendingKey.key; S.pendingKey = null; }
         const line = sys('You joined ' + f.room + '.', '', v);
@@ -961,6 +962,7 @@
         for (const n of ops) v.ops.add(n);
         v.count = typeof f.count === 'number' ? f.count : null;
         v.page = page;
+        v.pages = Number.isInteger(f.pages) ? f.pages : 1;
         if (v === cur()) renderUsers();
       }
       if (S.asked.who.delete(fold(f.room))) {
@@ -1296,7 +1298,7 @@
   // last one (others joined meanwhile), the first again, which starts anew.
   ui.usersMore.addEventListener('click', () => {
     const v = cur();
-    const page = v.page < Math.ceil(v.count / MEMBERS_PAGE) ? v.page + 1 : 1;
+    const page = v.page < v.pages ? v.page + 1 : 1;
     send({ type: 'members', room: v.name, page });
   });
 

@@ -206,6 +206,10 @@ class ChatWebSocketProtocol(Session, WebSocketServerProtocol):  # type: ignore[m
     _ticket: Ticket | None = None  # the connection's place, from admission
     _heard = 0.0  # when the peer last sent anything
     _pinged = False  # whether it was pinged since
+    # Its options are the door's (_FactoryOption): nothing for Autobahn to
+    # copy onto each connection, nor to pretty-print into a debug line that
+    # is then thrown away (that was a sixth of a WebSocket sign-on).
+    CONFIG_ATTRS: list[str] = []
 
     def makeConnection(self, transport: Any) -> None:
         """
@@ -423,10 +427,6 @@ for _name, _value in _IDLE.items():
     setattr(ChatWebSocketProtocol, _name, _value)
 for _name in WebSocketServerProtocol.CONFIG_ATTRS:
     setattr(ChatWebSocketProtocol, _name, _FactoryOption(_name))
-# Nothing for Autobahn to copy onto each connection, and so nothing for it
-# to pretty-print into a debug line that is then thrown away: that was a
-# sixth of a WebSocket sign-on's time.
-ChatWebSocketProtocol.CONFIG_ATTRS = []
 _CLASS_VALUES = {
     name: value
     for cls in reversed(ChatWebSocketProtocol.__mro__)
