@@ -34,6 +34,10 @@ class IEncoder(Interface):
 class IClient(Interface):
     """
     One connected, named user as the hub sees it: a sink for payloads.
+
+    A client may also have a true C{greets_itself}: its door greets it at
+    sign-on (IRC's welcome numerics and MOTD), so the hub neither puts it
+    in C{#lobby} nor sends it the message of the day.
     """
 
     encoder: IEncoder = Attribute("The IEncoder whose payloads send() accepts.")

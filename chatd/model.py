@@ -28,6 +28,9 @@ MAX_ID = 2**63 - 1
 """The largest number a request may carry (a message id, a page size): the
 largest integer SQLite stores, so that no number a client sends can overflow
 a store."""
+MAX_LIMIT = 2**31
+"""The largest member limit (mode C{+l}) a room may have: more than any room
+holds, and within the 32-bit integers IRC clients parse it into."""
 
 # The counts below are MAX_NICK_LENGTH - 1 and MAX_ROOM_LENGTH.
 _NICK = re.compile(r"[A-Za-z][A-Za-z0-9_\-\[\]\\^{}|]{0,23}\Z")
@@ -91,6 +94,27 @@ def check_number(value: int, what: str) -> int:
     return value
 
 
+def check_limit(value: int | None) -> int:
+    """
+    Return C{value} if it may be a room's member limit (mode C{+l}), from 1
+    to L{MAX_LIMIT}, else raise C{bad_limit}.
+    """
+    if value is None or isinstance(value, bool) or not 1 <= value <= MAX_LIMIT:
+        raise ChatError("bad_limit", f"A room's limit is a whole number from 1 to {MAX_LIMIT}")
+    return value
+
+
+def parse_limit(text: str) -> int:
+    """
+    The member limit written as C{text} (a door's C{+l N}), checked by
+    L{check_limit}: C{bad_limit} for anything else, such as no number.
+    """
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_LIMIT)):
+        return check_limit(None)
+    return check_limit(int(text))
+
+
 @dataclass(frozen=True, slots=True)
 class Welcome:
     """
@@ -118,6 +142,7 @@ class Message:
     ts: float
     id: int
     action: bool = False
+    notice: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +170,7 @@ class PrivateMessage:
     text: str
     ts: float
     id: int = 0
+    notice: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +201,16 @@ class Joined:
 
 @dataclass(frozen=True, slots=True)
 class Parted:
-    """C{nick} left C{room} (by C{/part}, by quitting, or by dropping)."""
+    """
+    C{nick} left C{room} (by C{/part}, by quitting, or by dropping: then
+    C{quit}, which doors that tell a departure once, like IRC's C{QUIT},
+    go by).
+    """
 
     room: str
     nick: str
     reason: str | None = None
+    quit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +223,17 @@ class NickChanged:
 
 @dataclass(frozen=True, slots=True)
 class Topic:
-    """The topic of C{room} (empty when none is set), as an answer or on join."""
+    """
+    The topic of C{room} (empty when none is set), as an answer or on join;
+    C{at} is when it was set (seconds since the epoch; 0 if not known, as
+    for a topic kept by an older chatd), for doors that show it (IRC's
+    C{333}), and C{None} when no topic is set.
+    """
 
     room: str
     topic: str
     by: str | None
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +245,8 @@ class TopicChanged(Topic):
 class UserList:
     """
     The members of C{room}, in the order they joined, and its operators
-    among them: all of them, or with C{page} one page of the room's
-    C{count} members (L{MEMBERS_PAGE} each, C{pages} in all).
+    and voiced members among them: all of them, or with C{page} one page
+    of the room's C{count} members (L{MEMBERS_PAGE} each, C{pages} in all).
     """
 
     room: str
@@ -218,6 +255,7 @@ class UserList:
     count: int = 0
     page: int | None = None
     pages: int = 1
+    voiced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +318,24 @@ class OpChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class VoiceChanged:
+    """
+    C{by} gave C{nick} a voice in C{room} (it may speak when the room is
+    moderated), or took it away.
+    """
+
+    room: str
+    nick: str
+    by: str
+    voiced: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ModeChanged:
-    """C{by} changed a mode of C{room}: C{change} is e.g. C{+m}, C{-t} or C{+k KEY}."""
+    """
+    C{by} changed a mode of C{room}: C{change} is e.g. C{+m}, C{-t},
+    C{+k KEY}, C{-k}, C{+l 10} or C{-l}.
+    """
 
     room: str
     change: str
@@ -290,11 +344,17 @@ class ModeChanged:
 
 @dataclass(frozen=True, slots=True)
 class Modes:
-    """The modes of C{room} (e.g. C{+ikt}) and its key, as an answer."""
+    """
+    The modes of C{room} (e.g. C{+iklnt}), its key and member limit, as an
+    answer; C{created} is when the room came to be (seconds since the
+    epoch), for doors that show it (IRC's C{329}).
+    """
 
     room: str
     modes: str
     key: str | None
+    limit: int | None = None
+    created: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,36 +441,47 @@ class RoomRecord:
     The settings of a registered room, which outlive its members.
 
     @ivar owner: the folded name of the owning account.
-    @ivar modes: the set flags among C{i} (invite only), C{m} (moderated)
-        and C{t} (only operators set the topic), sorted; C{k} is implied by
-        C{key}.
+    @ivar modes: the set flags among C{i} (invite only), C{m} (moderated),
+        C{n} (no messages from outside), C{s} (secret) and C{t} (only
+        operators set the topic), sorted; C{k} is implied by C{key}, C{l}
+        by C{limit}.
     @ivar ops: folded names of accounts that are operators here.
     @ivar bans: folded names of accounts (or nicknames) banned from here.
+    @ivar limit: the most members it lets in (mode C{+l}), if any.
+    @ivar topic_at: when the topic was set (0 if not known).
     """
 
     name: str
     owner: str
     topic: str = ""
     topic_by: str | None = None
-    modes: str = ""
+    modes: str = "n"
     key: str | None = None
     ops: frozenset[str] = frozenset()
     bans: frozenset[str] = frozenset()
+    limit: int | None = None
+    topic_at: float = 0.0
 
     def to_list(self) -> list[object]:
         """
         The record as a JSON-ready list (for Redis and cluster snapshots).
         """
         fields = [self.name, self.owner, self.topic, self.topic_by, self.modes, self.key]
-        return [*fields, sorted(self.ops), sorted(self.bans)]
+        return [*fields, sorted(self.ops), sorted(self.bans), self.limit, self.topic_at]
 
     @classmethod
     def from_list(cls, data: list[Any]) -> RoomRecord:
         """
-        The record that L{to_list} made C{data} from.
+        The record that L{to_list} made C{data} from.  A list of 8 is from
+        a chatd that had no limit, topic time or mode C{n}: its rooms always
+        refused messages from outside, so they have C{n}.
         """
-        name, owner, topic, topic_by, modes, key, ops, bans = data
-        return cls(name, owner, topic, topic_by, modes, key, frozenset(ops), frozenset(bans))
+        name, owner, topic, topic_by, modes, key, ops, bans, *rest = data
+        limit, topic_at = rest if rest else (None, 0.0)
+        if not rest:
+            modes = "".join(sorted(modes + "n"))
+        ops, bans = frozenset(ops), frozenset(bans)
+        return cls(name, owner, topic, topic_by, modes, key, ops, bans, limit, topic_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +514,7 @@ Event = (
     | Kicked
     | BanChanged
     | OpChanged
+    | VoiceChanged
     | ModeChanged
     | Modes
     | Invited

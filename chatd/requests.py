@@ -56,6 +56,7 @@ class Say(Request):
     type = "say"
     room: str
     text: str
+    notice: bool | None = None  # an IRC NOTICE: never answered automatically
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +99,7 @@ class Msg(Request):
     type = "msg"
     to: str
     text: str
+    notice: bool | None = None  # an IRC NOTICE: never answered automatically
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,6 +228,24 @@ class Deop(Request):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Voice(Request):
+    """
+    Let member C{nick} speak when the room is moderated (C{+m}).
+    """
+
+    type = "voice"
+    room: str
+    nick: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Devoice(Request):
+    type = "devoice"
+    room: str
+    nick: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Kick(Request):
     type = "kick"
     reason: str | None = None
@@ -250,12 +270,14 @@ class Unban(Request):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mode(Request):
     """
-    With no C{mode}, ask for the room's modes; otherwise change them.
+    With no C{mode}, ask for the room's modes; otherwise change them: C{key}
+    goes with C{+k}, C{limit} (the most members) with C{+l}.
     """
 
     type = "mode"
     mode: str | None = None
     key: str | None = None
+    limit: int | None = None
     room: str
 
     def replicated(self) -> bool:
@@ -288,12 +310,36 @@ class SignOn(Request):
     type = "connect"
     nick: str
     account: str | None = None
+    greets_itself: bool | None = None  # its door welcomes it: no #lobby, no motd
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SignOff(Request):
     type = "disconnect"
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Oper(Request):
+    """
+    Become a server operator by proving the password of C{name}, an
+    account among the server's admins (IRC's C{OPER}); the nickname and
+    account stay as they are.  Once checked, an L{Opered} change follows.
+    """
+
+    type = "oper"
+    name: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Opered(Request):
+    """
+    The user proved the admin account C{account}: it is a server operator.
+    """
+
+    type = "opered"
+    account: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -356,13 +402,15 @@ USER_REQUESTS: dict[str, type[Request]] = {
     r.type: r
     for r in (
         *(Say, Me, Nick, Join, Part, Msg, Who, Members, Rooms, Topic, History, Register),
-        *(Identify, Password, Op, Deop, Kick, Ban, Unban, Mode, Invite, Kill),
+        *(Identify, Password, Op, Deop, Voice, Devoice, Kick, Ban, Unban, Mode, Invite, Kill),
+        Oper,
     )
 }
 """The requests a user may send, by C{type}."""
 
 SERVER_REQUESTS: dict[str, type[Request]] = {
-    r.type: r for r in (SignOn, SignOff, Identified, Registered, ServerKill, ServerKick, Announce)
+    r.type: r
+    for r in (SignOn, SignOff, Identified, Opered, Registered, ServerKill, ServerKick, Announce)
 }
 """The requests only the server makes, by C{type}."""
 
@@ -425,10 +473,14 @@ def _fields(kind: type[Request]) -> _Fields:
     fields = _FIELDS.get(kind)
     if fields is None:
         fields = _FIELDS[kind] = tuple(
-            (f.name, wire_name(f), int if "int" in str(f.type) else str, f.default is None)
+            (f.name, wire_name(f), _kind(str(f.type)), f.default is None)
             for f in dataclasses.fields(kind)
         )
     return fields
+
+
+def _kind(annotation: str) -> type:
+    return bool if "bool" in annotation else int if "int" in annotation else str
 
 
 def _checked(name: str, value: object, kind: type) -> object:
@@ -445,5 +497,5 @@ def _checked(name: str, value: object, kind: type) -> object:
 
 
 def _mistyped(name: str, kind: type) -> ChatError:
-    expected = {str: "a string", int: "an integer"}.get(kind, kind.__name__)
+    expected = {str: "a string", int: "an integer", bool: "true or false"}.get(kind, kind.__name__)
     return ChatError("bad_request", f"Field {name!r} must be {expected}")

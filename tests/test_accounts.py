@@ -192,7 +192,7 @@ class SignOnTests(SynchronousTestCase):
         self.assertIs(self.hub.users["alice"], new)
         self.assertEqual(list(new.rooms), ["#lobby", "#den"])
         seen = events(bob)
-        self.assertIn(Parted("#den", "alice", "signed on again"), seen)
+        self.assertIn(Parted("#den", "alice", "signed on again", quit=True), seen)
         self.assertIn(Joined("#den", "alice"), seen)
 
     def test_identify_renames(self) -> None:
@@ -532,7 +532,7 @@ class TakeoverKeepsRoomsTests(SynchronousTestCase):
         #gusroom is as gus left it, with C{heir} as its operator.
         """
         room = hub.rooms["#gusroom"]
-        self.assertEqual((room.topic, room.topic_by, room.modes), ("gus's own room", "gus", "t"))
+        self.assertEqual((room.topic, room.topic_by, room.modes), ("gus's own room", "gus", "nt"))
         self.assertEqual(list(room.members), [heir])
         self.assertEqual(room.guest_ops, {heir})
         self.assertIs(heir.rooms["#gusroom"], room)
@@ -556,15 +556,15 @@ class TakeoverKeepsRoomsTests(SynchronousTestCase):
                 UserList("#lobby", ("gus",)),
                 Joined("#gusroom", "gus"),
                 UserList("#gusroom", ("gus",), ("gus",)),
-                Topic("#gusroom", "gus's own room", "gus"),
+                Topic("#gusroom", "gus's own room", "gus", 0.0),
             ],
         )
         self.assertIs(self.hub.rooms["#gusroom"], room)
         self.check_room(self.hub, new)
         self.hub.topic(new, "#gusroom")
-        self.assertEqual(client.take(), [Topic("#gusroom", "gus's own room", "gus")])
+        self.assertEqual(client.take(), [Topic("#gusroom", "gus's own room", "gus", 0.0)])
         self.hub.topic(new, "#gusroom", "still mine")
-        self.assertEqual(client.take(), [TopicChanged("#gusroom", "still mine", "gus")])
+        self.assertEqual(client.take(), [TopicChanged("#gusroom", "still mine", "gus", 0.0)])
 
     def test_other_members_see_it_leave_and_come_back(self) -> None:
         """
@@ -580,8 +580,8 @@ class TakeoverKeepsRoomsTests(SynchronousTestCase):
         self.assertEqual(
             events(bob),
             [
-                Parted("#lobby", "gus", "signed on again"),
-                Parted("#gusroom", "gus", "signed on again"),
+                Parted("#lobby", "gus", "signed on again", quit=True),
+                Parted("#gusroom", "gus", "signed on again", quit=True),
                 Joined("#lobby", "gus"),
                 Joined("#gusroom", "gus"),
             ],
@@ -650,7 +650,7 @@ class TakeoverKeepsRoomsTests(SynchronousTestCase):
         again = b.connect(client, "gus", "gus")
         cluster.pump()
         new = cluster.successResultOf(again)
-        self.assertIn(Topic("#gusroom", "gus's own room", "gus"), client.take())
+        self.assertIn(Topic("#gusroom", "gus's own room", "gus", 0.0), client.take())
         self.check_room(b.hub, new)
         self.check_room(a.hub, a.hub.users["gus"])
         self.assertEqual(a.snapshot(), b.snapshot())

@@ -35,6 +35,7 @@ from chatd.requests import (
     Say,
     Topic,
     Unban,
+    Voice,
 )
 from chatd.store.memory import MemoryStore
 from chatd.testing import MemoryLog, RecordingClient, SharedLog, quick_passwords
@@ -239,6 +240,35 @@ class MembershipTests(SynchronousTestCase):
         self.cluster.pump()
         self.assertEqual([u.nick for u in self.a.hub.rooms["#den"].members], ["alice", "bob"])
 
+    def test_a_snapshot_keeps_voices_limits_and_times(self) -> None:
+        """
+        A new node's replica has each room's voiced members, limit, modes,
+        topic time and creation time as the others have them, so that it
+        applies what follows as they do.
+        """
+        self.cluster.clock.advance(10)
+        alice = self.cluster.connect(self.a, "alice")
+        bob = self.cluster.connect(self.a, "bob")
+        self.a.submit(alice, Join(room="#den"))
+        self.a.submit(bob, Join(room="#den"))
+        self.cluster.pump()
+        self.cluster.clock.advance(5)
+        self.a.submit(alice, Topic(room="#den", text="plans"))
+        self.a.submit(alice, Voice(room="#den", nick="bob"))
+        self.a.submit(alice, Mode(room="#den", mode="+ml", limit=2))
+        self.a.submit(alice, Mode(room="#den", mode="-n"))
+        self.cluster.pump()
+        b = self.cluster.node("b")
+        mine, theirs = self.a.hub.rooms["#den"], b.hub.rooms["#den"]
+        self.assertEqual(
+            (theirs.modes, theirs.limit, theirs.topic_at, theirs.created),
+            ("m", 2, 15.0, 10.0),
+        )
+        self.assertEqual(
+            (mine.modes, mine.limit, mine.topic_at, mine.created), ("m", 2, 15.0, 10.0)
+        )
+        self.assertEqual([u.nick for u in theirs.voiced], ["bob"])
+
     def test_a_dead_node_s_users_go(self) -> None:
         b = self.cluster.node("b")
         alice = self.cluster.connect(self.a, "alice")
@@ -248,7 +278,7 @@ class MembershipTests(SynchronousTestCase):
         self.cluster.clock.advance(self.a.log.heartbeat_ttl + 2)
         self.cluster.pump()
         self.assertEqual(sorted(self.a.hub.users), ["alice"])
-        self.assertIn(Parted("#lobby", "bob", "connection lost"), taken(alice))
+        self.assertIn(Parted("#lobby", "bob", "connection lost", quit=True), taken(alice))
         again = self.cluster.connect(self.a, "bob")  # the nick is free again
         self.assertEqual(again.nick, "bob")
 

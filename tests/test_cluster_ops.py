@@ -21,15 +21,18 @@ from chatd.model import Message
 from chatd.requests import (
     SERVER_REQUESTS,
     USER_REQUESTS,
+    Devoice,
     History,
     Identified,
     Join,
     Me,
+    Mode,
     Say,
     ServerKick,
     SignOn,
     Topic,
     Unban,
+    Voice,
 )
 from chatd.store.memory import MemoryStore
 from chatd.testing import MemoryLog, RecordingClient, SharedLog, quick_passwords
@@ -45,6 +48,9 @@ class FormatTests(SynchronousTestCase):
             Say(room="#den", text="hi"),
             Topic(room="#den", text=""),
             History(with_="bob", limit=5),
+            Mode(room="#den", mode="+kl", key="k", limit=5),
+            Voice(room="#den", nick="bob"),
+            Devoice(room="#den", nick="bob"),
             SignOn(nick="alice", account=None),
             Identified(nick="alice", account="alice"),
             Hello(responder=None),
@@ -128,7 +134,7 @@ class ReplayTests(SynchronousTestCase):
         hub = node.hub
         self.assertEqual(sorted(hub.users), ["alice"])
         den = hub.rooms["#den"]
-        self.assertEqual((den.topic, den.modes), ("plans", "t"))
+        self.assertEqual((den.topic, den.modes), ("plans", "nt"))
         self.assertEqual(hub.last_id, shared.seq - 1)  # the say's place in the log
         self.assertIsNone(node.why_not_ready())
 

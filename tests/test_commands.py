@@ -184,7 +184,9 @@ class LineModerationTests(DoorsTestCase):
         alice.send("/mode +m")
         self.assertEqual(bob.lines(), ["*** alice set mode +m on #den"])
         bob.send("can I talk?")
-        self.assertEqual(bob.lines(), ["!!! #den is moderated; only operators may speak"])
+        self.assertEqual(
+            bob.lines(), ["!!! #den is moderated; only operators and voiced members may speak"]
+        )
         alice.send("/op bob")
         self.assertEqual(
             bob.lines(),
@@ -193,7 +195,7 @@ class LineModerationTests(DoorsTestCase):
         bob.send("/kick alice")
         self.assertEqual(bob.lines(), ["!!! alice outranks you in #den"])
         alice.send("/mode")
-        self.assertEqual(alice.lines()[-1], "*** Modes of #den: +m")
+        self.assertEqual(alice.lines()[-1], "*** Modes of #den: +mn")
         alice.send("/ban #den bob")
         self.assertEqual(
             bob.lines(),
@@ -210,6 +212,52 @@ class LineModerationTests(DoorsTestCase):
         self.assertEqual(bob.lines(), ["!!! #den needs the right key: /join #den KEY"])
         bob.send("/join #den sesame")
         self.assertIn("*** bob has joined #den", bob.lines())
+
+    def test_voice_and_limit(self) -> None:
+        """
+        C{/voice} lets a member talk in a C{+m} room, C{/who} marks it with
+        C{+}, C{/devoice} takes it back; C{/mode +l N} fills a room,
+        C{/mode} shows the limit, and a bad number is refused.
+        """
+        alice = self.registered_line("alice")
+        bob = self.line("bob")
+        alice.send("/join #den")
+        bob.send("/join #den")
+        alice.send("/mode +m")
+        alice.received()
+        bob.received()
+        alice.send("/voice bob")
+        self.assertEqual(
+            bob.lines(),
+            ["*** alice gave voice to bob in #den", "*** Users in #den (2): @alice, +bob"],
+        )
+        bob.send("now I talk")
+        self.assertEqual(alice.lines()[-1], "[#den] <bob> now I talk")
+        bob.received()
+        alice.send("/devoice #den bob")
+        self.assertEqual(bob.lines()[0], "*** alice took voice in #den from bob")
+        bob.send("/who")
+        self.assertEqual(bob.lines(), ["*** Users in #den (2): @alice, bob"])
+        alice.send("/mode +lk 2 sesame")
+        self.assertEqual(
+            bob.lines(), ["*** alice set mode +l 2 on #den", "*** alice set mode +k sesame on #den"]
+        )
+        alice.send("/mode")
+        self.assertEqual(alice.lines()[-1], "*** Modes of #den: +klmn (key: sesame, limit: 2)")
+        carol = self.line("carol")
+        carol.send("/join #den sesame")
+        self.assertEqual(carol.lines(), ["!!! #den is full"])
+        alice.received()
+        for bad in ("/mode +l", "/mode +l many", "/mode +l 0"):
+            alice.send(bad)
+            self.assertEqual(
+                alice.lines(), ["!!! A room's limit is a whole number from 1 to 2147483648"]
+            )
+        alice.send("/mode +l 3 extra")
+        self.assertEqual(alice.lines(), ["!!! Usage: /mode [#room] [+|-FLAGS [KEY] [N]]"])
+        alice.send("/mode -l")
+        carol.send("/join #den sesame")
+        self.assertIn("*** carol has joined #den", carol.lines())
 
 
 class WebSocketAccountTests(DoorsTestCase):
@@ -272,7 +320,7 @@ class WebSocketModerationTests(DoorsTestCase):
         )
         bob.send(type="mode", room="#den")
         self.assertEqual(
-            bob.received(), [{"type": "modes", "room": "#den", "modes": "+k", "key": "sesame"}]
+            bob.received(), [{"type": "modes", "room": "#den", "modes": "+kn", "key": "sesame"}]
         )
         bob.send(type="kick", room="#den", nick="alice")
         (error,) = bob.received()
@@ -308,6 +356,57 @@ class WebSocketModerationTests(DoorsTestCase):
         self.assertEqual(bob.received()[0], {"type": "join", "room": "#den", "nick": "bob"})
         bob.send(type="kill", nick="alice")
         self.assertEqual(bob.received()[-1]["code"], "not_admin")
+
+    def test_voice_and_limit_frames(self) -> None:
+        """
+        C{voice} and C{devoice} frames, the C{voice} frame every member
+        sees and C{voiced} in C{users}; C{mode} with a C{limit}, and the
+        refusals of a full room and of a bad limit.
+        """
+        alice = self.ws("alice")
+        bob = self.ws("bob")
+        alice.send(type="join", room="#den")
+        bob.send(type="join", room="#den")
+        alice.received()
+        bob.received()
+        alice.send(type="voice", room="#den", nick="bob")
+        frames = bob.received()
+        self.assertEqual(
+            frames[0],
+            {"type": "voice", "room": "#den", "nick": "bob", "by": "alice", "voiced": True},
+        )
+        self.assertEqual((frames[1]["type"], frames[1]["voiced"]), ("users", ["bob"]))
+        bob.send(type="devoice", room="#den", nick="alice")
+        self.assertEqual(bob.received()[-1]["code"], "not_op")
+        alice.send(type="devoice", room="#den", nick="bob")
+        self.assertFalse(bob.received()[0]["voiced"])
+        alice.send(type="mode", room="#den", mode="+l", limit=2)
+        self.assertEqual(
+            bob.received(), [{"type": "mode", "room": "#den", "mode": "+l 2", "by": "alice"}]
+        )
+        bob.send(type="mode", room="#den")
+        self.assertEqual(
+            bob.received(), [{"type": "modes", "room": "#den", "modes": "+ln", "limit": 2}]
+        )
+        carol = self.ws("carol")
+        carol.send(type="join", room="#den")
+        self.assertEqual(
+            carol.received(),
+            [
+                {
+                    "type": "error",
+                    "code": "room_full",
+                    "message": "#den is full",
+                    "request": "join",
+                }
+            ],
+        )
+        alice.send(type="mode", room="#den", mode="+l", limit=2**31 + 1)
+        self.assertEqual(alice.received()[-1]["code"], "bad_limit")
+        alice.send(type="mode", room="#den", mode="+l", limit="3")
+        self.assertEqual(alice.received()[-1]["code"], "bad_request")
+        alice.send(type="mode", room="#den", mode="+l")
+        self.assertEqual(alice.received()[-1]["code"], "bad_limit")
 
     def test_history_frames(self) -> None:
         """
@@ -402,7 +501,7 @@ class RefusalMatrixTests(DoorsTestCase):
         self.owner.received()
         for command, expected in (
             ("/mode +k", "!!! A key is 1-23 printable characters, no spaces"),
-            ("/mode +q", "!!! Modes are + or - then letters among i, k, m, t (e.g. +mt)"),
+            ("/mode +q", "!!! Modes are + or - then letters among i, k, l, m, n, s, t (e.g. +mt)"),
             ("/unban zed", "!!! zed is not banned from #den"),
             ("/deop owner", "!!! owner owns #den"),
         ):
@@ -425,7 +524,8 @@ class RefusalMatrixTests(DoorsTestCase):
         self.line_guest.received()
         self.line_guest.send("hello")
         self.assertEqual(
-            self.line_guest.lines(), ["!!! #den is moderated; only operators may speak"]
+            self.line_guest.lines(),
+            ["!!! #den is moderated; only operators and voiced members may speak"],
         )
 
 
@@ -478,7 +578,7 @@ class NewUserTests(DoorsTestCase):
         again.send("/topic #gusroom")
         self.assertEqual(again.lines(), ["*** Topic for #gusroom: gus was here (set by gus)"])
         again.send("/mode #gusroom")
-        self.assertEqual(again.lines(), ["*** Modes of #gusroom: +t"])
+        self.assertEqual(again.lines(), ["*** Modes of #gusroom: +nt"])
         again.send("/topic #gusroom new topic")
         self.assertEqual(again.lines(), ["*** gus changed the topic of #gusroom to: new topic"])
 

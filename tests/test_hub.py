@@ -113,7 +113,7 @@ class ConnectTests(SynchronousTestCase):
         hub.disconnect(bob, "gone fishing")
         self.assertEqual(
             events(alice),
-            [Parted("#lobby", "bob", "gone fishing"), Parted("#py", "bob", "gone fishing")],
+            [Parted("#lobby", "bob", "gone fishing", True), Parted("#py", "bob", "gone fishing", True)],
         )
         hub.disconnect(bob, "again")
         self.assertEqual(events(alice), [])
@@ -215,7 +215,7 @@ class RoomTests(SynchronousTestCase):
             [
                 Joined("#py", "bob"),
                 UserList("#py", ("alice", "bob"), ("alice",)),
-                Topic("#py", "snakes", "alice"),
+                Topic("#py", "snakes", "alice", 0.0),
             ],
         )
         self.assertEqual(events(alice), [Joined("#py", "bob")])
@@ -318,17 +318,17 @@ class RoomTests(SynchronousTestCase):
         alice, bob = signed_on(hub, "alice"), signed_on(hub, "bob")
         events(alice)
         hub.topic(alice, "#lobby", " welcome all ")
-        change = TopicChanged("#lobby", "welcome all", "alice")
+        change = TopicChanged("#lobby", "welcome all", "alice", 0.0)
         self.assertEqual((events(alice), events(bob)), ([change], [change]))
         hub.part(bob, "#lobby")
         events(alice)
         events(bob)
         hub.topic(bob, "#lobby")
-        self.assertEqual(events(bob), [Topic("#lobby", "welcome all", "alice")])
+        self.assertEqual(events(bob), [Topic("#lobby", "welcome all", "alice", 0.0)])
         error = self.assertRaises(ChatError, hub.topic, bob, "#lobby", "mine")
         self.assertEqual(error.code, "not_in_room")
         hub.topic(alice, "#lobby", "")
-        self.assertEqual(events(alice), [TopicChanged("#lobby", "", "alice")])
+        self.assertEqual(events(alice), [TopicChanged("#lobby", "", "alice", 0.0)])
         self.assertEqual(hub.rooms["#lobby"].topic, "")
 
     def test_topic_too_long(self) -> None:

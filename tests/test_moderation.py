@@ -1,10 +1,11 @@
 """
-Room ownership and moderation in the hub: operators, kicks, bans, modes,
-invitations, server operators, and what of it survives a restart.
+Room ownership and moderation in the hub: operators, voices, kicks, bans,
+modes, invitations, server operators, and what of it survives a restart.
 """
 
 from __future__ import annotations
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.errors import ChatError
@@ -15,14 +16,20 @@ from chatd.model import (
     Invited,
     Joined,
     Kicked,
+    Message,
     ModeChanged,
     Modes,
     Notice,
     OpChanged,
+    RoomInfo,
+    RoomList,
+    RoomRecord,
     Topic,
     TopicChanged,
     UserList,
+    VoiceChanged,
     Welcome,
+    parse_limit,
 )
 from chatd.store.memory import MemoryStore
 from chatd.testing import RecordingClient, events, make_hub, register, signed_on
@@ -48,7 +55,8 @@ class Case(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.store = MemoryStore()
-        self.hub = make_hub(store=self.store, admins=["root"])
+        self.clock = Clock()
+        self.hub = make_hub(self.clock, store=self.store, admins=["root"])
         self.alice = account(self.hub, "alice")
         self.bob = account(self.hub, "bob")
         self.carol = signed_on(self.hub, "carol")
@@ -63,6 +71,14 @@ class Case(SynchronousTestCase):
 
     def everyone(self, *users: User) -> list[list[object]]:
         return [events(u) for u in users or (self.alice, self.bob, self.carol)]
+
+    def outsider(self, nick: str) -> User:
+        """
+        Sign on C{nick}, in the lobby only, and forget everyone's events.
+        """
+        user = signed_on(self.hub, nick)
+        self.everyone(user, self.alice, self.bob, self.carol)
+        return user
 
 
 class OwnershipTests(Case):
@@ -105,14 +121,14 @@ class OwnershipTests(Case):
         record = hub.registered["#den"]
         self.assertEqual(
             (record.owner, record.topic, record.modes, record.key, record.ops, record.bans),
-            ("alice", "Den rules", "t", "sesame", frozenset({"bob"}), frozenset({"mallory"})),
+            ("alice", "Den rules", "nt", "sesame", frozenset({"bob"}), frozenset({"mallory"})),
         )
         mallory = signed_on(hub, "mallory")
         self.refused("banned", hub.join, mallory, "#den", "sesame")
         guest = signed_on(hub, "dave")
         self.refused("bad_key", hub.join, guest, "#den", "wrong")
         hub.join(guest, "#den", "sesame")
-        self.assertIn(Topic("#den", "Den rules", "alice"), events(guest))
+        self.assertIn(Topic("#den", "Den rules", "alice", 0.0), events(guest))
         self.refused("not_op", hub.topic, guest, "#den", "mine now")
 
 
@@ -217,11 +233,11 @@ class ModeTests(Case):
         C{mode} without a change shows the room's modes and key.
         """
         self.hub.set_mode(self.carol, "#den", None)
-        self.assertEqual(events(self.carol), [Modes("#den", "", None)])
+        self.assertEqual(events(self.carol), [Modes("#den", "+n", None, None, 0.0)])
         self.hub.set_mode(self.alice, "#den", "+mik", "k3y")
         self.everyone()
         self.hub.set_mode(self.carol, "#den", None)
-        self.assertEqual(events(self.carol), [Modes("#den", "+ikm", "k3y")])
+        self.assertEqual(events(self.carol), [Modes("#den", "+ikmn", "k3y", None, 0.0)])
 
     def test_changes_seen_once_each(self) -> None:
         """
@@ -232,7 +248,7 @@ class ModeTests(Case):
         expected = [ModeChanged("#den", "+m", "alice"), ModeChanged("#den", "+t", "alice")]
         self.assertEqual(self.everyone(), [expected] * 3)
         self.hub.set_mode(self.alice, "#den", "+m")
-        self.assertEqual(self.everyone(), [[Modes("#den", "+mt", None)], [], []])
+        self.assertEqual(self.everyone(), [[Modes("#den", "+mnt", None, None, 0.0)], [], []])
 
     def test_moderated(self) -> None:
         """
@@ -252,7 +268,7 @@ class ModeTests(Case):
         self.hub.set_mode(self.alice, "#den", "+t")
         self.refused("not_op", self.hub.topic, self.carol, "#den", "mine")
         self.hub.topic(self.alice, "#den", "ours")
-        self.assertIn(TopicChanged("#den", "ours", "alice"), events(self.carol))
+        self.assertIn(TopicChanged("#den", "ours", "alice", 0.0), events(self.carol))
 
     def test_invite_only(self) -> None:
         """
@@ -295,7 +311,7 @@ class ModeTests(Case):
                 change,
                 key,
             )
-        self.assertEqual(self.hub.rooms["#den"].modes, "")
+        self.assertEqual(self.hub.rooms["#den"].modes, "n")
 
 
 class AdminTests(Case):
@@ -433,3 +449,226 @@ class LobbyRulesTests(SynchronousTestCase):
         """
         _, seen = self.signing_on("plain")
         self.assertEqual(seen[:2], [Welcome("plain", ("#lobby",)), Joined("#lobby", "plain")])
+
+
+class OutsideTests(Case):
+    def test_members_only_by_default(self) -> None:
+        """
+        Every room, the lobby included, has mode C{n}: someone who is not
+        in it cannot speak in it, and nobody hears of the attempt.
+        """
+        dave = self.outsider("dave")
+        self.assertEqual((self.hub.rooms["#den"].modes, self.hub.rooms["#lobby"].modes), ("n", "n"))
+        self.refused("not_in_room", self.hub.say, dave, "#den", "let me in")
+        self.assertEqual(self.everyone(), [[], [], []])
+
+    def test_minus_n_lets_outsiders_speak(self) -> None:
+        """
+        In a room without C{n} anyone not banned may speak from outside:
+        the members get the message, the sender no copy.  A moderated room
+        still hears only operators and voiced members, and a room that does
+        not exist is not one the sender is in.
+        """
+        self.hub.set_mode(self.alice, "#den", "-n")
+        self.assertEqual(self.everyone(), [[ModeChanged("#den", "-n", "alice")]] * 3)
+        dave = self.outsider("dave")
+        message = self.hub.say(dave, "#den", "hello from outside")
+        expected = Message("#den", "dave", "hello from outside", 0.0, message.id)
+        self.assertEqual(self.everyone(), [[expected]] * 3)
+        self.assertEqual(events(dave), [])
+        self.hub.ban(self.alice, "#den", "dave")
+        self.everyone()
+        self.refused("banned", self.hub.say, dave, "#den", "again")
+        eve = self.outsider("eve")
+        self.hub.set_mode(self.alice, "#den", "+m")
+        self.refused("moderated", self.hub.say, eve, "#den", "hello?")
+        self.refused("not_in_room", self.hub.say, eve, "#nowhere", "hello?")
+        self.assertEqual(self.everyone(), [[ModeChanged("#den", "+m", "alice")]] * 3)
+
+
+class SecretTests(Case):
+    def test_secret_rooms_are_listed_to_members_only(self) -> None:
+        """
+        A C{+s} room is left out of the room list of anyone not in it.
+        """
+        self.hub.set_mode(self.alice, "#den", "+s")
+        self.everyone()
+        dave = self.outsider("dave")
+        self.hub.list_rooms(dave)
+        self.assertEqual(events(dave), [RoomList((RoomInfo("#lobby", 4, ""),))])
+        self.hub.list_rooms(self.carol)
+        self.assertEqual(
+            events(self.carol),
+            [RoomList((RoomInfo("#den", 3, ""), RoomInfo("#lobby", 4, "")))],
+        )
+        self.hub.set_mode(self.carol, "#den", None)
+        self.assertEqual(events(self.carol), [Modes("#den", "+ns", None, None, 0.0)])
+
+
+class LimitTests(Case):
+    def test_a_full_room_refuses(self) -> None:
+        """
+        A room with C{+l N} and N members refuses a join, before anything
+        changes; an invitation does not get past the limit; a server
+        operator does.
+        """
+        self.hub.set_mode(self.alice, "#den", "+l", limit=3)
+        self.assertEqual(self.everyone(), [[ModeChanged("#den", "+l 3", "alice")]] * 3)
+        dave = self.outsider("dave")
+        error = self.assertRaises(ChatError, self.hub.join, dave, "#den")
+        self.assertEqual((error.code, error.message), ("room_full", "#den is full"))
+        self.assertEqual((self.everyone(), events(dave)), ([[], [], []], []))
+        self.assertNotIn("#den", dave.rooms)
+        self.hub.invite(self.alice, "#den", "dave")
+        self.refused("room_full", self.hub.join, dave, "#den")
+        self.hub.set_mode(self.carol, "#den", None)
+        self.assertEqual(events(self.carol), [Modes("#den", "+ln", None, 3, 0.0)])
+        self.hub.join(account(self.hub, "root"), "#den")
+
+    def test_change_and_remove(self) -> None:
+        """
+        C{+l N} changes the limit (setting the same one changes nothing),
+        C{-l} removes it; the limit is kept with a registered room.
+        """
+        self.hub.set_mode(self.alice, "#den", "+l", limit=5)
+        self.hub.set_mode(self.alice, "#den", "+l", limit=5)
+        self.hub.set_mode(self.alice, "#den", "+lt", limit=4)
+        self.assertEqual(
+            self.everyone()[0],
+            [
+                ModeChanged("#den", "+l 5", "alice"),
+                Modes("#den", "+ln", None, 5, 0.0),
+                ModeChanged("#den", "+l 4", "alice"),
+                ModeChanged("#den", "+t", "alice"),
+            ],
+        )
+        self.assertEqual(self.hub.registered["#den"].limit, 4)
+        self.assertEqual(make_hub(store=self.store).registered["#den"].limit, 4)
+        self.hub.set_mode(self.alice, "#den", "-l")
+        self.assertEqual(self.everyone()[1], [ModeChanged("#den", "-l", "alice")])
+        self.assertIsNone(self.hub.rooms["#den"].limit)
+        self.assertEqual(self.hub.rooms["#den"].mode_string(), "+nt")
+
+    def test_bad_limits(self) -> None:
+        """
+        A limit that is missing, not positive or too big is C{bad_limit},
+        and nothing changes, not even the other flags of the change.
+        """
+        self.hub.set_mode(self.alice, "#den", "+l", limit=7)
+        self.everyone()
+        for limit in (None, 0, -1, 2**31 + 1):
+            self.refused("bad_limit", self.hub.set_mode, self.alice, "#den", "+ml", None, limit)
+        for text in ("", "abc", "-3", "0", "+5", "2147483649", "9" * 5000):
+            self.refused("bad_limit", parse_limit, text)
+        self.assertEqual(parse_limit(" 12 "), 12)
+        self.assertEqual((self.hub.rooms["#den"].modes, self.hub.rooms["#den"].limit), ("n", 7))
+        self.assertEqual(self.everyone(), [[], [], []])
+
+    def test_a_lower_limit_puts_nobody_out(self) -> None:
+        """
+        Lowering the limit below the member count leaves the members in;
+        the room lets nobody else in until it is below the limit again.
+        """
+        self.hub.set_mode(self.alice, "#den", "+l", limit=1)
+        self.assertEqual(len(self.hub.rooms["#den"].members), 3)
+        dave = self.outsider("dave")
+        self.refused("room_full", self.hub.join, dave, "#den")
+        self.hub.part(self.carol, "#den")
+        self.refused("room_full", self.hub.join, dave, "#den")
+        self.hub.set_mode(self.alice, "#den", "+l", limit=3)
+        self.hub.join(dave, "#den")
+
+
+class VoiceTests(Case):
+    def test_voice_seen_by_all(self) -> None:
+        """
+        Every member sees a voice change, then the user list, which marks
+        the voiced members.
+        """
+        self.hub.set_voice(self.alice, "#den", "carol")
+        after = UserList("#den", ("alice", "bob", "carol"), ("alice",), voiced=("carol",))
+        self.assertEqual(
+            self.everyone(), [[VoiceChanged("#den", "carol", "alice", True), after]] * 3
+        )
+        self.hub.set_voice(self.alice, "#den", "carol", False)
+        self.assertEqual(events(self.bob)[0], VoiceChanged("#den", "carol", "alice", False))
+        self.assertEqual(self.hub.rooms["#den"].voiced, set())
+
+    def test_voiced_members_speak_in_moderated_rooms(self) -> None:
+        """
+        In a C{+m} room a voiced member may speak, and no longer once its
+        voice is taken.
+        """
+        self.hub.set_mode(self.alice, "#den", "+m")
+        self.refused("moderated", self.hub.say, self.carol, "#den", "hello?")
+        self.hub.set_voice(self.alice, "#den", "carol")
+        self.hub.say(self.carol, "#den", "hello!")
+        self.hub.set_voice(self.alice, "#den", "carol", False)
+        self.refused("moderated", self.hub.say, self.carol, "#den", "hello?")
+
+    def test_voice_ends_on_leaving(self) -> None:
+        """
+        A voice lasts while the member stays: back in the room, it has
+        none.
+        """
+        self.hub.set_voice(self.alice, "#den", "carol")
+        self.hub.part(self.carol, "#den")
+        self.hub.join(self.carol, "#den")
+        self.assertEqual(self.hub.rooms["#den"].voiced, set())
+        self.assertEqual(events(self.carol)[-1].voiced, ())
+
+    def test_only_operators_voice_members(self) -> None:
+        """
+        A member who is no operator may not give a voice; the target must
+        be in the room; a voice given twice is answered, not announced.
+        """
+        self.refused("not_op", self.hub.set_voice, self.carol, "#den", "bob")
+        self.refused("not_op", self.hub.set_voice, self.carol, "#den", "carol")
+        self.refused("no_such_nick", self.hub.set_voice, self.alice, "#den", "zed")
+        self.hub.set_voice(self.alice, "#den", "bob")
+        self.everyone()
+        self.hub.set_voice(self.alice, "#den", "bob")
+        self.assertEqual(self.everyone(), [[Notice("bob is already voiced in #den")], [], []])
+
+
+class TimeTests(Case):
+    def test_topic_time(self) -> None:
+        """
+        A topic carries when it was set: to the members, to a joiner, to
+        whoever asks, and across a restart.
+        """
+        self.clock.advance(100)
+        self.hub.topic(self.alice, "#den", "plans")
+        self.assertEqual(self.everyone(), [[TopicChanged("#den", "plans", "alice", 100.0)]] * 3)
+        self.clock.advance(50)
+        dave = signed_on(self.hub, "dave")
+        self.hub.join(dave, "#den")
+        self.assertIn(Topic("#den", "plans", "alice", 100.0), events(dave))
+        self.hub.topic(dave, "#lobby")
+        self.assertEqual(events(dave), [Topic("#lobby", "", None, None)])
+        self.assertEqual(make_hub(store=self.store).registered["#den"].topic_at, 100.0)
+
+    def test_creation_time(self) -> None:
+        """
+        A room's modes say when the room came to be.
+        """
+        self.clock.advance(42)
+        self.hub.join(self.carol, "#new")
+        self.clock.advance(1)
+        self.hub.set_mode(self.carol, "#new", None)
+        self.assertEqual(events(self.carol)[-1], Modes("#new", "+n", None, None, 42.0))
+
+
+class RecordTests(SynchronousTestCase):
+    def test_older_records_have_n(self) -> None:
+        """
+        A room record as a list comes back as it was; one written by a
+        chatd before limits and topic times has C{n}, which every room had.
+        """
+        record = RoomRecord("#den", "alice", "hi", "bob", "ns", "k", frozenset({"bob"}), limit=5)
+        self.assertEqual(RoomRecord.from_list(record.to_list()), record)
+        old = ["#den", "alice", "hi", "bob", "mt", None, ["bob"], []]
+        self.assertEqual(
+            RoomRecord.from_list(old),
+            RoomRecord("#den", "alice", "hi", "bob", "mnt", None, frozenset({"bob"})),
+        )

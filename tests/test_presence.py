@@ -114,7 +114,7 @@ class BigRoomTests(SynchronousTestCase):
         page = joined[1]
         self.assertIsInstance(page, UserList)
         self.assertEqual((page.count, page.page, page.pages), (BIG + 2, 1, 1))
-        self.assertEqual(joined[2], Topic("#lobby", "busy", None))
+        self.assertEqual(joined[2], Topic("#lobby", "busy", None, 0.0))
 
     def test_one_event_for_many(self) -> None:
         """

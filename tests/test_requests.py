@@ -142,7 +142,7 @@ class LocalGatewayTests(SynchronousTestCase):
         alice = signed_on(self.hub, "alice")
         self.gateway.submit(alice, Topic(room="#lobby", text="hello"))
         self.gateway.submit(alice, Topic(room="#lobby", text=""))
-        self.assertEqual(events(alice)[-1], TopicChanged("#lobby", "", "alice"))
+        self.assertEqual(events(alice)[-1], TopicChanged("#lobby", "", "alice", 0.0))
 
 
 class HubAloneTests(SynchronousTestCase):

@@ -175,6 +175,8 @@ class StoreBehaviour(_Mixin):
             "sekrit",
             frozenset({"alice", "bob"}),
             frozenset(),
+            limit=12,
+            topic_at=1700000000.5,
         )
         self.store.save_room(tea)
         self.store.save_room(RoomRecord("#b", "bob"))
@@ -1034,20 +1036,47 @@ class OpeningTests(SQLiteTestCase):
         history at the beginning; new ones where they say.
         """
 
-        class First(SQLiteStore):
-            migrations = MIGRATIONS[:1]
-
-        await self.open_store(kind=First).close()
-        db = sqlite3.connect(self.path)
+        db = self.at_schema(1)
         with db:
             db.execute("INSERT INTO accounts VALUES ('alice', 'Alice', 'h', 1.0)")
         db.close()
         store = self.open_store(clock=reactor, commit_window=0.001)
-        self.assertEqual(self.rows("PRAGMA user_version"), [(2,)])
+        self.assertEqual(self.rows("PRAGMA user_version"), [(len(MIGRATIONS),)])
         self.assertEqual(await store.account("alice"), Account("Alice", "h", 1.0, 0))
         await store.create_account(Account("Bob", "h", 2.0, 77))
         await store.flush()
         self.assertEqual(await store.account("bob"), Account("Bob", "h", 2.0, 77))
+
+    async def test_rooms_gain_limit_topic_time_and_n(self) -> None:
+        """
+        Schema 3: rooms of a schema-2 database have mode C{n} (they always
+        refused messages from outside), no limit and no topic time; new
+        ones keep what they say.
+        """
+        db = self.at_schema(2)
+        with db:
+            db.execute(
+                "INSERT INTO rooms VALUES ('#den', '#Den', 'alice', 'hi', 'bob', 'mt', NULL,"
+                " '[\"bob\"]', '[]')"
+            )
+        db.close()
+        store = self.open_store(clock=reactor, commit_window=0.001)
+        old = RoomRecord("#Den", "alice", "hi", "bob", "mnt", None, frozenset({"bob"}))
+        self.assertEqual(self.state.rooms, (old,))
+        new = RoomRecord("#b", "bob", "yo", "bob", "s", "k", limit=3, topic_at=2.5)
+        store.save_room(new)
+        await store.close()
+        self.open_store()
+        self.assertEqual(sorted(self.state.rooms, key=lambda r: r.name), [old, new])
+
+    def at_schema(self, version: int) -> sqlite3.Connection:
+        """
+        Make C{self.path} an empty database of schema C{version}, as an
+        older chatd left it, and return a connection to it.
+        """
+        db = sqlite3.connect(self.path)
+        db.executescript("".join(MIGRATIONS[:version]) + f"PRAGMA user_version = {version};")
+        return db
 
     async def test_failed_migration(self) -> None:
         """

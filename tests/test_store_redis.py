@@ -121,7 +121,7 @@ class RedisStoreTests(StoreBehaviour, RedisTestCase):
         self.assertEqual(command("SMEMBERS", "chatd:accounts"), ["alice"])
         self.assertEqual(
             command("HGETALL", "chatd:rooms"),
-            ["#tea", '["#Tea","alice","",null,"",null,["alice","bob"],[]]'],
+            ["#tea", '["#Tea","alice","",null,"n",null,["alice","bob"],[],null,0.0]'],
         )
 
     async def test_open_reads_state(self) -> None:

@@ -55,7 +55,7 @@ class HelloTests(WebSocketTestCase):
             [
                 {"type": "welcome", "nick": "alice", "rooms": ["#lobby"]},
                 {"type": "join", "room": "#lobby", "nick": "alice"},
-                {"type": "users", "room": "#lobby", "nicks": ["alice"], "ops": []},
+                {"type": "users", "room": "#lobby", "nicks": ["alice"], "ops": [], "voiced": []},
             ],
         )
 
@@ -229,7 +229,13 @@ class ChatTests(WebSocketTestCase):
             bob.received(),
             [
                 {"type": "join", "room": "#py", "nick": "bob"},
-                {"type": "users", "room": "#py", "nicks": ["alice", "bob"], "ops": ["alice"]},
+                {
+                    "type": "users",
+                    "room": "#py",
+                    "nicks": ["alice", "bob"],
+                    "ops": ["alice"],
+                    "voiced": [],
+                },
                 {"type": "topic", "room": "#py", "topic": "snakes", "by": "alice"},
             ],
         )
@@ -237,7 +243,15 @@ class ChatTests(WebSocketTestCase):
         bob.send(type="who", room="#lobby")
         self.assertEqual(
             bob.received(),
-            [{"type": "users", "room": "#lobby", "nicks": ["alice", "bob"], "ops": []}],
+            [
+                {
+                    "type": "users",
+                    "room": "#lobby",
+                    "nicks": ["alice", "bob"],
+                    "ops": [],
+                    "voiced": [],
+                }
+            ],
         )
         bob.send(type="rooms")
         self.assertEqual(

@@ -365,7 +365,9 @@ class ClusterGateway(Gateway):
         if isinstance(request, SignOn):
             assert sid is not None
             client = self._clients.pop(sid, REMOTE) if node == self.node else REMOTE
-            user = self.hub.connect(client, request.nick, request.account)
+            user = self.hub.connect(
+                client, request.nick, request.account, bool(request.greets_itself)
+            )
             user.sid = sid
             self.sessions[sid] = user
             return user
@@ -556,7 +558,8 @@ class ClusterGateway(Gateway):
             self._clients.pop(sid, None)
             return failure
 
-        signing_on = SignOn(nick=nick, account=account)
+        greets_itself = getattr(client, "greets_itself", False) or None
+        signing_on = SignOn(nick=nick, account=account, greets_itself=greets_itself)
         return self._submit(sid, signing_on).addErrback(refused)
 
     def disconnect(self, user: User, reason: str | None = None) -> None:

@@ -24,6 +24,7 @@ def take(hub: Hub, seq: int, nodes: set[str]) -> dict[str, Any]:
         "accounts": sorted(hub.accounts),
         "registered": [r.to_list() for r in hub.registered.values()],
         "users": [[u.sid, u.nick, u.account] for u in hub.users.values()],
+        "opers": [u.sid for u in hub.users.values() if u.oper],
         "rooms": [
             [
                 r.name,
@@ -37,6 +38,10 @@ def take(hub: Hub, seq: int, nodes: set[str]) -> dict[str, Any]:
                 r.owner,
                 sorted(r.op_accounts),
                 sorted(r.bans),
+                r.limit,
+                r.topic_at,
+                r.created,
+                [m.sid for m in r.voiced],
             ]
             for r in hub.rooms.values()
         ],
@@ -57,9 +62,17 @@ def restore(hub: Hub, data: dict[str, Any], elsewhere: IClient) -> dict[str, Use
         user = User(nick, elsewhere, account, last_id)
         user.sid = sid
         hub.users[fold(nick)] = sessions[sid] = user
-    for name, members, guest_ops, invites, topic, by, modes, key, owner, ops, bans in data["rooms"]:
-        room = Room(name)
+    for sid in data.get("opers", ()):  # none in a snapshot from before OPER
+        sessions[sid].oper = True
+    for entry in data["rooms"]:
+        name, members, guest_ops, invites, topic, by, modes, key, owner, ops, bans, *rest = entry
+        # A snapshot from a chatd before limits, voices and mode n has no rest.
+        limit, topic_at, created, voiced = rest or (None, 0.0, 0.0, [])
+        room = Room(name, created=created)
         room.topic, room.topic_by, room.modes, room.key = topic, by, modes, key
+        if not rest:
+            room.modes = "".join(sorted(modes + "n"))
+        room.limit, room.topic_at = limit, topic_at
         room.owner, room.op_accounts, room.bans = owner, set(ops), set(bans)
         room.invites = dict.fromkeys(invites)
         for sid in members:
@@ -67,6 +80,7 @@ def restore(hub: Hub, data: dict[str, Any], elsewhere: IClient) -> dict[str, Use
             room.members[user] = None
             user.rooms[fold(name)] = room
         room.guest_ops = {sessions[sid] for sid in guest_ops}
+        room.voiced = {sessions[sid] for sid in voiced}
         hub.rooms[fold(name)] = room
     lobby = fold(LOBBY)
     hub.rooms.setdefault(lobby, Room(LOBBY, hub.registered.get(lobby)))

@@ -19,7 +19,7 @@ from chatd.hub.passwords import Attempts, Passwords, check_password
 from chatd.hub.state import Place, User
 from chatd.interfaces import IClient, IRunner, IStore
 from chatd.model import Account, AccountChanged, check_nick, fold
-from chatd.requests import Identified, Registered
+from chatd.requests import Identified, Opered, Registered
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -42,6 +42,7 @@ class Accounts:
     attempts: Attempts
     accounts: set[str]
     users: dict[str, User]
+    admins: frozenset[str]
     _floors: dict[str, int]
     _last_id: int
 
@@ -88,6 +89,32 @@ class Accounts:
             return key
 
         return self.store.account(nick).addCallback(verify).addCallback(checked)
+
+    def prove_oper(self, user: User, name: str, password: str) -> Deferred[Opered | None]:
+        """
+        Check C{user}'s claim to the admin account C{name}; fire with the
+        change that makes it a server operator (C{None} if it signed off
+        meanwhile), or fail with C{not_admin} for an account that is none.
+        """
+
+        def proven(account: str) -> Opered | None:
+            if account not in self.admins:
+                raise ChatError("not_admin", f"{name} is not a server operator's account")
+            if self.users.get(fold(user.nick)) is not user:
+                return None
+            return Opered(account=account)
+
+        return self.authenticate(user.client, name, password).addCallback(proven)
+
+    def opered(self, user: User, account: str) -> None:
+        """
+        Make C{user} a server operator, having proved C{account}.
+        """
+        user.oper = True
+        self._note(
+            "oper", "{nick} is a server operator as {account}", nick=user.nick, account=account
+        )
+        self.fanout.deliver(user, AccountChanged(account, "oper"))
 
     def prove(self, user: User, nick: str, password: str) -> Deferred[Identified | None]:
         """

@@ -128,6 +128,7 @@ class Hub(Accounts, HistoryPages):
         self.history_page = history_page
         self.max_history_page = max_history_page
         self.users: dict[str, User] = {}
+        self.leaving: User | None = None  # while its departure is told
         self.closing = False
         self.messages = 0
         self._last_id = 0
@@ -141,7 +142,8 @@ class Hub(Accounts, HistoryPages):
         self._last_id = max(self._last_id, state.last_id)
         self.accounts = set(state.accounts)
         self.registered = {fold(r.name): r for r in state.rooms}
-        self.rooms = {fold(LOBBY): Room(LOBBY, self.registered.get(fold(LOBBY)))}
+        lobby = Room(LOBBY, self.registered.get(fold(LOBBY)), self.clock.seconds())
+        self.rooms = {fold(LOBBY): lobby}
 
     @property
     def last_id(self) -> int:
@@ -180,6 +182,8 @@ class Hub(Accounts, HistoryPages):
             return self.register(user, request.password)
         if isinstance(request, rq.Identify):
             return self.prove(user, request.nick or user.nick, request.password)
+        if isinstance(request, rq.Oper):
+            return self.prove_oper(user, request.name, request.password)
         return None
 
     def apply(self, user: User | None, request: rq.Request) -> Any:
@@ -192,9 +196,17 @@ class Hub(Accounts, HistoryPages):
 
     # -- connecting ---------------------------------------------------------
 
-    def connect(self, client: IClient, nick: str, account: str | None = None) -> User:
+    def connect(
+        self,
+        client: IClient,
+        nick: str,
+        account: str | None = None,
+        greets_itself: bool | None = None,
+    ) -> User:
         """
-        Admit C{client} as C{nick}: it is welcomed and joins C{#lobby}.
+        Admit C{client} as C{nick}: it is welcomed and joins C{#lobby}
+        (unless it C{greets_itself}: a client's door may say so, see
+        L{IClient}; a cluster node says so for another node's client).
 
         A registered nickname needs its C{account} (from L{authenticate});
         an older session holding it is closed and this one takes its place
@@ -212,14 +224,19 @@ class Hub(Accounts, HistoryPages):
         self._note(
             "sign_on", "{nick} signed on", nick=nick, account=account, address=address(client)
         )
+        if greets_itself is None:
+            greets_itself = getattr(client, "greets_itself", False)
         if places:
             entering = [room.name for room, _ in places[: self.max_rooms_per_user]]
             self.fanout.deliver(user, model.Welcome(nick, tuple(entering), account))
             self._inherit(user, places)
+        elif greets_itself:
+            self.fanout.deliver(user, model.Welcome(nick, (), account))
         else:
             self._enter_lobby(user)
-        for line in self.motd:
-            self.fanout.deliver(user, model.Notice(line))
+        if not greets_itself:
+            for line in self.motd:
+                self.fanout.deliver(user, model.Notice(line))
         return user
 
     def _enter_lobby(self, user: User) -> None:
@@ -257,6 +274,7 @@ class Hub(Accounts, HistoryPages):
         if self.users.get(fold(user.nick)) is not user:
             return
         del self.users[fold(user.nick)]
+        self.leaving = user
         self.runner.signed_off(user)
         if not self.closing:  # else close() said it once for everyone
             self._note(
@@ -265,7 +283,8 @@ class Hub(Accounts, HistoryPages):
         for room in list(user.rooms.values()):
             self._take_out(user, room)
             if not self.closing:
-                self._tell_part(room, user, reason)
+                self._tell_part(room, user, reason, quit=True)
+        self.leaving = None
 
     def change_nick(self, user: User, new: str) -> None:
         """
@@ -357,7 +376,7 @@ class Hub(Accounts, HistoryPages):
     def join(self, user: User, name: str, key: str | None = None) -> None:
         """
         Put C{user} in room C{name}, creating it if needed, unless the room
-        bans it, is invite-only or has another key.
+        bans it, is invite-only, has another key or is full.
 
         The joiner gets its own join, then the member list, then the topic
         if one is set, then the room's recent history; every other member
@@ -381,7 +400,7 @@ class Hub(Accounts, HistoryPages):
         room = self.rooms.get(folded)
         new = room is None
         if room is None:
-            room = Room(name, self.registered.get(folded))
+            room = Room(name, self.registered.get(folded), self.runner.now())
         room.check_entry(user, self.admins, key)
         return room, new
 
@@ -416,7 +435,7 @@ class Hub(Accounts, HistoryPages):
             self.fanout.broadcast(room.members, model.Joined(room.name, user.nick))
         self.fanout.deliver(user, self._user_list(room))
         if room.topic:
-            self.fanout.deliver(user, model.Topic(room.name, room.topic, room.topic_by))
+            self.fanout.deliver(user, self._topic(room))
         if self.history_on_join > 0 and self.runner.is_local(user):
             limit = min(self.history_on_join, self.max_history_page)
             self.send_history(user, room, limit, self._last_id + 1, on_join=True)
@@ -430,13 +449,13 @@ class Hub(Accounts, HistoryPages):
         self._tell_part(room, user, reason)
         self._take_out(user, room)
 
-    def _tell_part(self, room: Room, user: User, reason: str | None) -> None:
+    def _tell_part(self, room: Room, user: User, reason: str | None, quit: bool = False) -> None:
         """
-        Tell that C{user} left C{room}: to it (if it is still there to be
-        told) and to the members, or in a big room to it now and to the
-        members with the room's next presence event.
+        Tell that C{user} left C{room} (C{quit}: the server): to it (if it
+        is still there to be told) and to the members, or in a big room to
+        it now and to the members with the room's next presence event.
         """
-        event = model.Parted(room.name, user.nick, reason)
+        event = model.Parted(room.name, user.nick, reason, quit)
         if not self.presence.coalesces(room):
             self.fanout.broadcast(room.members, event)
             return
@@ -464,9 +483,14 @@ class Hub(Accounts, HistoryPages):
 
     def list_rooms(self, user: User) -> None:
         """
-        Send C{user} every room, its member count and topic, by name.
+        Send C{user} every room, its member count and topic, by name; a
+        secret room (C{+s}) only to its members.
         """
-        rooms = sorted(self.rooms.items())
+        rooms = sorted(
+            (folded, r)
+            for folded, r in self.rooms.items()
+            if "s" not in r.modes or folded in user.rooms
+        )
         info = tuple(model.RoomInfo(r.name, len(r.members), r.topic) for _, r in rooms)
         self.fanout.deliver(user, model.RoomList(info))
 
@@ -477,8 +501,7 @@ class Hub(Accounts, HistoryPages):
         room with mode C{+t} only operators set it.
         """
         if text is None:
-            room = self._existing(name)
-            self.fanout.deliver(user, model.Topic(room.name, room.topic, room.topic_by))
+            self.fanout.deliver(user, self._topic(self._existing(name)))
             return
         room = self._membership(user, name)
         if "t" in room.modes:
@@ -490,9 +513,20 @@ class Hub(Accounts, HistoryPages):
             )
         room.topic = text
         room.topic_by = user.nick
+        room.topic_at = self.runner.now()
         self._save(room)
         self._note("topic", "{by} set the topic of {room}", by=user.nick, room=room.name)
-        self.fanout.broadcast(room.members, model.TopicChanged(room.name, text, user.nick))
+        self.fanout.broadcast(
+            room.members, model.TopicChanged(room.name, text, user.nick, room.topic_at)
+        )
+
+    def _topic(self, room: Room) -> model.Topic:
+        """
+        The topic of C{room} as an answer, with when it was set if it is.
+        """
+        return model.Topic(
+            room.name, room.topic, room.topic_by, room.topic_at if room.topic else None
+        )
 
     # -- moderation ---------------------------------------------------------
 
@@ -533,6 +567,39 @@ class Hub(Accounts, HistoryPages):
         )
         self.fanout.broadcast(room.members, model.OpChanged(room.name, target.nick, user.nick, op))
         if not self.presence.is_big(room):  # n lists of n members: the op event says it
+            self.fanout.broadcast(room.members, room.user_list(self.admins))
+
+    def set_voice(self, user: User, name: str, nick: str, voiced: bool = True) -> None:
+        """
+        Give member C{nick} a voice in room C{name} (or, with C{voiced}
+        false, take it away), so that it may speak when the room is
+        moderated; it lasts while the member stays in the room.
+        """
+        room = self._membership(user, name)
+        room.require(user, self.admins, OPERATOR)
+        target = self._member(room, nick)
+        if (target in room.voiced) == voiced:
+            state = "already" if voiced else "not"
+            self.fanout.deliver(
+                user, model.Notice(f"{target.nick} is {state} voiced in {room.name}")
+            )
+            return
+        if voiced:
+            room.voiced.add(target)
+        else:
+            room.voiced.discard(target)
+        self._note(
+            "voice" if voiced else "devoice",
+            "{by} {what} {nick} in {room}",
+            by=user.nick,
+            what="voiced" if voiced else "devoiced",
+            nick=target.nick,
+            room=room.name,
+        )
+        self.fanout.broadcast(
+            room.members, model.VoiceChanged(room.name, target.nick, user.nick, voiced)
+        )
+        if not self.presence.is_big(room):  # as for operators: the event says it
             self.fanout.broadcast(room.members, room.user_list(self.admins))
 
     def kick(self, user: User, name: str, nick: str, reason: str | None = None) -> None:
@@ -594,7 +661,14 @@ class Hub(Accounts, HistoryPages):
         if banned and target is not None and fold(room.name) in target.rooms:
             self._kick(room, target, user.nick, "banned")
 
-    def set_mode(self, user: User, name: str, change: str | None, key: str | None = None) -> None:
+    def set_mode(
+        self,
+        user: User,
+        name: str,
+        change: str | None,
+        key: str | None = None,
+        limit: int | None = None,
+    ) -> None:
         """
         With no C{change}, send C{user} the modes of room C{name}; otherwise
         apply C{change} (L{Room.change_modes}).  Every member sees each
@@ -602,12 +676,12 @@ class Hub(Accounts, HistoryPages):
         """
         room = self._membership(user, name)
         if not change:
-            self.fanout.deliver(user, model.Modes(room.name, room.mode_string(), room.key))
+            self.fanout.deliver(user, self._modes(room))
             return
         room.require(user, self.admins, OPERATOR)
-        changes = room.change_modes(change, key)
+        changes = room.change_modes(change, key, limit)
         if not changes:  # nothing to change: say how things are
-            self.fanout.deliver(user, model.Modes(room.name, room.mode_string(), room.key))
+            self.fanout.deliver(user, self._modes(room))
             return
         self._save(room)
         for applied in changes:
@@ -615,6 +689,9 @@ class Hub(Accounts, HistoryPages):
                 "mode", "{by} set {mode} on {room}", by=user.nick, mode=applied[:2], room=room.name
             )
             self.fanout.broadcast(room.members, model.ModeChanged(room.name, applied, user.nick))
+
+    def _modes(self, room: Room) -> model.Modes:
+        return model.Modes(room.name, room.mode_string(), room.key, room.limit, room.created)
 
     def invite(self, user: User, name: str, nick: str) -> None:
         """
@@ -638,7 +715,7 @@ class Hub(Accounts, HistoryPages):
         """
         Disconnect C{nick} from the server (server operators only).
         """
-        if user.account is None or user.account not in self.admins:
+        if not user.oper and (user.account is None or user.account not in self.admins):
             raise ChatError("not_admin", "Only server operators can do that")
         self.server_kill(nick, user.nick, reason)
 
@@ -679,25 +756,33 @@ class Hub(Accounts, HistoryPages):
 
     # -- talking ------------------------------------------------------------
 
-    def say(self, user: User, name: str, text: str, action: bool = False) -> model.Message:
+    def say(
+        self, user: User, name: str, text: str, action: bool = False, notice: bool = False
+    ) -> model.Message:
         """
         Say C{text} in room C{name}: every member, sender included, gets it
-        exactly once, in the order the hub accepted messages.
+        exactly once, in the order the hub accepted messages.  A non-member
+        may speak in a room without mode C{n} unless banned from it; it gets
+        no copy, not being in the room.
         """
-        room = self._membership(user, name)
+        room = self._speaking_in(user, name)
         check_text(text)
-        if "m" in room.modes and room.rank(user, self.admins) < OPERATOR:
-            raise ChatError("moderated", f"{room.name} is moderated; only operators may speak")
+        if "m" in room.modes and not room.may_speak(user, self.admins):
+            raise ChatError(
+                "moderated",
+                f"{room.name} is moderated; only operators and voiced members may speak",
+            )
         message = model.Message(
-            room.name, user.nick, text, self.runner.now(), self._next_id(), action
+            room.name, user.nick, text, self.runner.now(), self._next_id(), action, notice
         )
         self.fanout.broadcast(room.members, message)
         self._record(message)
         return message
 
-    def private(self, user: User, nick: str, text: str) -> None:
+    def private(self, user: User, nick: str, text: str, notice: bool = False) -> None:
         """
-        Send C{text} to C{nick} alone, and echo it back to the sender.
+        Send C{text} to C{nick} alone (as a C{notice}: never to be answered
+        automatically), and echo it back to the sender.
         """
         check_nick(nick)
         check_text(text)
@@ -705,10 +790,13 @@ class Hub(Accounts, HistoryPages):
         if target is None:
             raise ChatError("no_such_nick", f"There is no user named {nick}")
         ts, id = self.runner.now(), self._next_id()
-        self.fanout.deliver(target, model.PrivateMessage(user.nick, target.nick, text, ts, id))
+        message = model.PrivateMessage(user.nick, target.nick, text, ts, id, notice)
+        self.fanout.deliver(target, message)
         if target is not user:
-            self.fanout.deliver(user, model.PrivateEcho(user.nick, target.nick, text, ts, id))
-        self._record(model.PrivateMessage(user.nick, target.nick, text, ts, id))
+            self.fanout.deliver(
+                user, model.PrivateEcho(user.nick, target.nick, text, ts, id, notice)
+            )
+        self._record(message)
 
     # -- internals ----------------------------------------------------------
 
@@ -751,11 +839,28 @@ class Hub(Accounts, HistoryPages):
             raise ChatError("not_in_room", f"You are not in {name}")
         return room
 
+    def _speaking_in(self, user: User, name: str) -> Room:
+        """
+        The room C{user} may say something in as C{name}: one it is in, or
+        one without mode C{n} that does not ban it.
+        """
+        check_room(name)
+        room = user.rooms.get(fold(name))
+        if room is not None:
+            return room
+        room = self.rooms.get(fold(name))
+        if room is None or "n" in room.modes:
+            raise ChatError("not_in_room", f"You are not in {name}")
+        if room.bans_user(user) and room.rank(user, self.admins) < OPERATOR:
+            raise ChatError("banned", f"You are banned from {room.name}")
+        return room
+
     def _take_out(self, user: User, room: Room) -> None:
         folded = fold(room.name)
         del room.members[user]
         del user.rooms[folded]
         room.guest_ops.discard(user)
+        room.voiced.discard(user)
         if not room.members and folded != fold(LOBBY):
             del self.rooms[folded]
 
@@ -780,12 +885,12 @@ def _history(hub: Hub, user: User, r: rq.History) -> Deferred[None]:
 
 
 _APPLY: dict[type[rq.Request], Callable[[Hub, Any, Any], Any]] = {
-    rq.Say: lambda hub, user, r: hub.say(user, r.room, r.text),
+    rq.Say: lambda hub, user, r: hub.say(user, r.room, r.text, notice=bool(r.notice)),
     rq.Me: lambda hub, user, r: hub.say(user, r.room, r.text, action=True),
     rq.Nick: lambda hub, user, r: hub.change_nick(user, r.nick),
     rq.Join: lambda hub, user, r: hub.join(user, r.room, r.key),
     rq.Part: lambda hub, user, r: hub.part(user, r.room, r.reason),
-    rq.Msg: lambda hub, user, r: hub.private(user, r.to, r.text),
+    rq.Msg: lambda hub, user, r: hub.private(user, r.to, r.text, bool(r.notice)),
     rq.Who: lambda hub, user, r: hub.who(user, r.room),
     rq.Members: lambda hub, user, r: hub.members(user, r.room, r.page),
     rq.Rooms: lambda hub, user, r: hub.list_rooms(user),
@@ -794,13 +899,16 @@ _APPLY: dict[type[rq.Request], Callable[[Hub, Any, Any], Any]] = {
     rq.Password: lambda hub, user, r: hub.change_password(user, r.old, r.new),
     rq.Op: lambda hub, user, r: hub.set_op(user, r.room, r.nick),
     rq.Deop: lambda hub, user, r: hub.set_op(user, r.room, r.nick, op=False),
+    rq.Voice: lambda hub, user, r: hub.set_voice(user, r.room, r.nick),
+    rq.Devoice: lambda hub, user, r: hub.set_voice(user, r.room, r.nick, voiced=False),
     rq.Kick: lambda hub, user, r: hub.kick(user, r.room, r.nick, r.reason),
     rq.Ban: lambda hub, user, r: hub.ban(user, r.room, r.nick),
     rq.Unban: lambda hub, user, r: hub.ban(user, r.room, r.nick, banned=False),
-    rq.Mode: lambda hub, user, r: hub.set_mode(user, r.room, r.mode, r.key),
+    rq.Mode: lambda hub, user, r: hub.set_mode(user, r.room, r.mode, r.key, r.limit),
     rq.Invite: lambda hub, user, r: hub.invite(user, r.room, r.nick),
     rq.Kill: lambda hub, user, r: hub.kill(user, r.nick, r.reason),
     rq.Identified: lambda hub, user, r: hub.identify(user, r.nick, r.account),
+    rq.Opered: lambda hub, user, r: hub.opered(user, r.account),
     rq.Registered: lambda hub, user, r: hub.account_created(user, r.nick),
     rq.ServerKill: lambda hub, user, r: hub.server_kill(r.nick, r.by, r.reason),
     rq.ServerKick: lambda hub, user, r: hub.server_kick(r.nick, r.room, r.by, r.reason),

@@ -93,6 +93,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE accounts ADD COLUMN first_id INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: a room's member limit and when its topic was set; mode n, which
+    # every room had before it could be turned off.
+    """
+    ALTER TABLE rooms ADD COLUMN member_limit INTEGER;
+    ALTER TABLE rooms ADD COLUMN topic_at REAL NOT NULL DEFAULT 0;
+    UPDATE rooms SET modes = modes || 'n';
+    """,
 )
 """
 The schema as SQL scripts, in order: a database at C{PRAGMA user_version}
@@ -454,9 +461,10 @@ class SQLiteStore(QueuedStore):
         ).fetchone()
         accounts = frozenset(row[0] for row in db.execute("SELECT nick_key FROM accounts"))
         rooms = tuple(
-            RoomRecord(name, owner, topic, topic_by, modes, key, _names(ops), _names(bans))
-            for name, owner, topic, topic_by, modes, key, ops, bans in db.execute(
-                "SELECT name, owner, topic, topic_by, modes, join_key, ops, bans FROM rooms"
+            _room(*row)
+            for row in db.execute(
+                "SELECT name, owner, topic, topic_by, modes, join_key, ops, bans,"
+                " member_limit, topic_at FROM rooms"
             )
         )
         return StoreState(last_id, accounts, rooms)
@@ -655,7 +663,7 @@ class SQLiteStore(QueuedStore):
                 elif isinstance(w, _Saved):
                     r = w.room
                     db.execute(
-                        "INSERT OR REPLACE INTO rooms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO rooms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             w.key,
                             r.name,
@@ -666,6 +674,8 @@ class SQLiteStore(QueuedStore):
                             r.key,
                             json.dumps(sorted(r.ops)),
                             json.dumps(sorted(r.bans)),
+                            r.limit,
+                            r.topic_at,
                         ),
                     )
             if top:
@@ -1113,6 +1123,27 @@ def _union(stored: Iterable[_M], pending: Iterable[_M]) -> list[_M]:
     by_id = {m.id: m for m in stored}
     by_id.update((m.id, m) for m in pending)
     return [by_id[i] for i in sorted(by_id)]
+
+
+def _room(
+    name: str,
+    owner: str,
+    topic: str,
+    topic_by: str | None,
+    modes: str,
+    key: str | None,
+    ops: str,
+    bans: str,
+    limit: int | None,
+    topic_at: float,
+) -> RoomRecord:
+    """
+    A row of C{rooms} as a record, its modes sorted (schema 3 put C{n} last).
+    """
+    flags = "".join(sorted(modes))
+    return RoomRecord(
+        name, owner, topic, topic_by, flags, key, _names(ops), _names(bans), limit, topic_at
+    )
 
 
 def _names(encoded: str) -> frozenset[str]:

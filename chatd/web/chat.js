@@ -1044,6 +1044,11 @@
       }
     },
 
+    voice(f) {
+      const who = isMe(f.nick) ? 'you' : nickSpan(f.nick);
+      roomSys(f, [by(f), f.voiced ? ' gave voice to ' : ' took voice from ', who, '.'], 'mod');
+    },
+
     mode(f) {
       const v = roomOf(f);
       const change = String(f.mode || '');
@@ -1111,7 +1116,7 @@
     return [room, args, rest];
   }
 
-  // /op /deop /ban /unban /invite: [#room] NICK
+  // /op /deop /voice /devoice /ban /unban: [#room] NICK
   function modCommand(type, extra) {
     return (args, rest) => {
       const [room, words] = roomAndRest(args, rest);
@@ -1132,8 +1137,8 @@
     '/who [#room] — list users;  /rooms — list all rooms',
     '/history [N] — load N older messages here (default ' + HISTORY_PAGE + ', at most ' + HISTORY_MAX + ')',
     'Accounts: /register PASSWORD — register your nickname;  /identify [NICK] PASSWORD — sign in to it;  /password OLD NEW',
-    'Operators ([#room] defaults to this room): /op NICK, /deop NICK, /kick NICK [REASON], /ban NICK, /unban NICK, /invite NICK',
-    '/mode [+|-FLAGS] [KEY] — show or change modes: i invite only, k KEY needed, m only operators speak, t only operators set the topic',
+    'Operators ([#room] defaults to this room): /op NICK, /deop NICK, /voice NICK, /devoice NICK, /kick NICK [REASON], /ban NICK, /unban NICK, /invite NICK',
+    '/mode [+|-FLAGS] [KEY] [N] — show or change modes: i invite only, k KEY needed, l at most N users, m only operators and voiced users speak, n only members speak, s secret, t only operators set the topic',
     'Server operators: /kill NICK [REASON]',
     '//text — send "/text" literally.  Up/Down recall, Tab completes nicks, Alt+Up/Down switch conversations, Esc closes panels.',
   ];
@@ -1195,6 +1200,8 @@
     },
     op: modCommand('op'),
     deop: modCommand('deop'),
+    voice: modCommand('voice'),
+    devoice: modCommand('devoice'),
     ban: modCommand('ban'),
     unban: modCommand('unban'),
     invite(args, rest) {
@@ -1217,7 +1224,15 @@
       if (!room) return;
       const frame = { type: 'mode', room };
       if (words[0]) frame.mode = words[0];
-      if (words[1]) frame.key = words[1];
+      // After a + change: the key for k and the number for l, in the order of their letters.
+      const params = words.slice(1);
+      for (const c of new Set(/^\+/.test(words[0] || '') ? words[0].slice(1) : '')) {
+        if (c === 'k' && params.length) frame.key = params.shift();
+        else if (c === 'l' && params.length) {
+          const n = params.shift();
+          frame.limit = /^[0-9]{1,10}$/.test(n) ? Number(n) : n;
+        }
+      }
       send(frame);
     },
     kill(args, rest) {

@@ -18,9 +18,10 @@ from chatd.model import (
     MAX_ID,
     check_room,
     fold,
+    parse_limit,
 )
 
-MemberRequest = rq.Op | rq.Deop | rq.Ban | rq.Unban
+MemberRequest = rq.Op | rq.Deop | rq.Voice | rq.Devoice | rq.Ban | rq.Unban
 """What C{[#room] NICK} commands ask."""
 
 HELP = (
@@ -48,12 +49,15 @@ HELP = (
     "  /password OLD NEW     change your password",
     "Room operators ([#room] defaults to the current room):",
     "  /op [#room] NICK      make NICK an operator    /deop [#room] NICK",
+    "  /voice [#room] NICK   let NICK talk in +m      /devoice [#room] NICK",
     "  /kick [#room] NICK [REASON]                    /invite NICK [#room]",
     "  /ban [#room] NICK     ban NICK's account       /unban [#room] NICK",
-    "  /mode [#room] [+|-FLAGS [KEY]]  show or change modes: i invite only,",
-    "                        k KEY needed, m only operators talk, t only",
+    "  /mode [#room] [+|-FLAGS [KEY] [N]]  show or change modes: i invite",
+    "                        only, k KEY needed, l at most N users, m only",
+    "                        operators and voiced users talk, n only members",
+    "                        talk, s secret (not in /rooms), t only",
     "                        operators set the topic",
-    "Server operators: /kill NICK [REASON]",
+    "Server operators: /oper ACCOUNT PASSWORD (an admin account's), /kill NICK [REASON]",
 )
 
 
@@ -184,6 +188,12 @@ class LineCommands(Session):
     def do_deop(self, args: str) -> object:
         return self._member_request(args, rq.Deop, "/deop NICK")
 
+    def do_voice(self, args: str) -> object:
+        return self._member_request(args, rq.Voice, "/voice NICK")
+
+    def do_devoice(self, args: str) -> object:
+        return self._member_request(args, rq.Devoice, "/devoice NICK")
+
     def do_kick(self, args: str) -> object:
         room, rest = _room_and_rest(args)
         nick, _, reason = _required(rest, "/kick [#room] NICK [REASON]").partition(" ")
@@ -198,21 +208,43 @@ class LineCommands(Session):
 
     def _member_request(self, args: str, kind: type[MemberRequest], usage: str) -> object:
         """
-        C{/op}, C{/deop}, C{/ban} or C{/unban} C{[#room] NICK}.
+        C{/op}, C{/deop}, C{/voice}, C{/devoice}, C{/ban} or C{/unban}
+        C{[#room] NICK}.
         """
         room, nick = _room_and_rest(args)
         room = room or self.current_room()
         return self.submit(kind(room=room, nick=_required(nick, usage)))
 
     def do_mode(self, args: str) -> object:
+        """
+        C{/mode [#room] [+|-FLAGS [KEY] [N]]}: a C{+} change takes the key
+        for C{k} and the number for C{l} after it, in the order of their
+        letters (as IRC does); a C{-} change takes none.
+        """
         room, rest = _room_and_rest(args)
-        change, _, key = rest.partition(" ")
+        change, *words = rest.split() or [""]
+        key: str | None = None
+        limit: int | None = None
+        if change.startswith("+"):
+            for letter in dict.fromkeys(change[1:]):
+                if letter == "k":
+                    key = words.pop(0) if words else None
+                elif letter == "l":
+                    limit = parse_limit(words.pop(0) if words else "")
+            if words:
+                raise ChatError("usage", "Usage: /mode [#room] [+|-FLAGS [KEY] [N]]")
         room = room or self.current_room()
-        return self.submit(rq.Mode(room=room, mode=change or None, key=key.strip() or None))
+        return self.submit(rq.Mode(room=room, mode=change or None, key=key, limit=limit))
 
     def do_invite(self, args: str) -> object:
         nick, _, room = _required(args, "/invite NICK [#room]").partition(" ")
         return self.submit(rq.Invite(room=room.strip() or self.current_room(), nick=nick))
+
+    def do_oper(self, args: str) -> object:
+        words = args.split()
+        if len(words) != 2:
+            raise ChatError("usage", "Usage: /oper ACCOUNT PASSWORD")
+        return self.submit(rq.Oper(name=words[0], password=words[1]))
 
     def do_kill(self, args: str) -> object:
         nick, _, reason = _required(args, "/kill NICK [REASON]").partition(" ")
@@ -241,11 +273,14 @@ class LineCommands(Session):
         "password": do_password,
         "op": do_op,
         "deop": do_deop,
+        "voice": do_voice,
+        "devoice": do_devoice,
         "kick": do_kick,
         "ban": do_ban,
         "unban": do_unban,
         "mode": do_mode,
         "invite": do_invite,
+        "oper": do_oper,
         "kill": do_kill,
         "quit": do_quit,
         "help": do_help,

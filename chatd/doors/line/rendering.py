@@ -47,6 +47,8 @@ def as_lines(*lines: str) -> bytes:
 
 
 def _said(message: model.Message) -> str:
+    if message.notice:
+        return f"[{message.room}] -{message.sender}- {message.text}"
     if message.action:
         return f"[{message.room}] * {message.sender} {message.text}"
     return f"[{message.room}] <{message.sender}> {message.text}"
@@ -110,8 +112,8 @@ def _history_end(target: str, count: int, oldest: int, more: bool) -> str:
 
 
 def _users(event: model.UserList) -> bytes:
-    ops = set(event.ops)
-    nicks = ", ".join(("@" + n if n in ops else n) for n in event.nicks)
+    ops, voiced = set(event.ops), set(event.voiced)
+    nicks = ", ".join(("@" + n if n in ops else "+" + n if n in voiced else n) for n in event.nicks)
     if event.page is None:
         return as_lines(f"*** Users in {event.room} ({len(event.nicks)}): {nicks}")
     page = f"*** Users in {event.room} ({event.count}), page {event.page} of {event.pages}"
@@ -132,6 +134,8 @@ def _presence(event: model.Presence) -> bytes:
 def _account(event: model.AccountChanged) -> bytes:
     if event.what == "registered":
         return as_lines(f"*** {event.account} is now registered to you; you are identified")
+    if event.what == "oper":
+        return as_lines(f"*** You are now a server operator (as {event.account})")
     if event.what == "identified":
         return as_lines(f"*** You are now identified as {event.account}")
     return as_lines(f"*** The password of {event.account} was changed")
@@ -140,8 +144,11 @@ def _account(event: model.AccountChanged) -> bytes:
 def _modes(event: model.Modes) -> bytes:
     if not event.modes:
         return as_lines(f"*** {event.room} has no modes set")
-    key = f" (key: {event.key})" if event.key else ""
-    return as_lines(f"*** Modes of {event.room}: {event.modes}{key}")
+    settings = [f"key: {event.key}"] if event.key else []
+    if event.limit:
+        settings.append(f"limit: {event.limit}")
+    detail = f" ({', '.join(settings)})" if settings else ""
+    return as_lines(f"*** Modes of {event.room}: {event.modes}{detail}")
 
 
 def _rooms(event: model.RoomList) -> bytes:
@@ -160,7 +167,9 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     ),
     model.Message: lambda e: as_lines(_said(e)),
     model.HistoryPage: _history,
-    model.PrivateMessage: lambda e: as_lines(f"*{e.sender}* {e.text}"),
+    model.PrivateMessage: lambda e: as_lines(
+        f"-{e.sender}- {e.text}" if e.notice else f"*{e.sender}* {e.text}"
+    ),
     model.PrivateEcho: lambda e: as_lines(f"-> *{e.recipient}* {e.text}"),
     model.Joined: lambda e: as_lines(f"*** {e.nick} has joined {e.room}"),
     model.Parted: lambda e: as_lines(
@@ -182,6 +191,11 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
         f"*** {e.by} made {e.nick} an operator of {e.room}"
         if e.op
         else f"*** {e.by} took operator status in {e.room} from {e.nick}"
+    ),
+    model.VoiceChanged: lambda e: as_lines(
+        f"*** {e.by} gave voice to {e.nick} in {e.room}"
+        if e.voiced
+        else f"*** {e.by} took voice in {e.room} from {e.nick}"
     ),
     model.ModeChanged: lambda e: as_lines(f"*** {e.by} set mode {e.change} on {e.room}"),
     model.Modes: _modes,

@@ -28,11 +28,13 @@ def _message(m: model.Message) -> dict[str, Any]:
     }
     if m.action:
         frame["action"] = True
+    if m.notice:
+        frame["notice"] = True
     return frame
 
 
 def _private(e: model.PrivateMessage) -> dict[str, Any]:
-    return {
+    frame = {
         "type": "private",
         "from": e.sender,
         "to": e.recipient,
@@ -40,6 +42,9 @@ def _private(e: model.PrivateMessage) -> dict[str, Any]:
         "ts": e.ts,
         "id": e.id,
     }
+    if e.notice:
+        frame["notice"] = True
+    return frame
 
 
 def _welcome(e: model.Welcome) -> dict[str, Any]:
@@ -55,6 +60,7 @@ def _users(e: model.UserList) -> dict[str, object]:
         "room": e.room,
         "nicks": list(e.nicks),
         "ops": list(e.ops),
+        "voiced": list(e.voiced),
     }
     if e.page is not None:
         frame.update(count=e.count, page=e.page, pages=e.pages)
@@ -85,9 +91,11 @@ def _kicked(e: model.Kicked) -> dict[str, Any]:
 
 
 def _modes(e: model.Modes) -> dict[str, Any]:
-    frame = {"type": "modes", "room": e.room, "modes": e.modes}
+    frame: dict[str, Any] = {"type": "modes", "room": e.room, "modes": e.modes}
     if e.key:
         frame["key"] = e.key
+    if e.limit:
+        frame["limit"] = e.limit
     return frame
 
 
@@ -146,6 +154,13 @@ _RENDER: dict[type, Callable[[Any], dict[str, Any]]] = {
         "nick": e.nick,
         "by": e.by,
         "op": e.op,
+    },
+    model.VoiceChanged: lambda e: {
+        "type": "voice",
+        "room": e.room,
+        "nick": e.nick,
+        "by": e.by,
+        "voiced": e.voiced,
     },
     model.ModeChanged: lambda e: {"type": "mode", "room": e.room, "mode": e.change, "by": e.by},
     model.Modes: _modes,
