@@ -240,7 +240,7 @@ class LineModerationTests(DoorsTestCase):
         self.assertEqual(bob.lines(), ["*** Users in #den (2): @alice, bob"])
         alice.send("/mode +lk 2 sesame")
         self.assertEqual(
-            bob.lines(), ["*** alice set mode +l 2 on #den", "*** alice set mode +k sesame on #den"]
+            bob.lines(), ["*** alice set mode +lk 2 sesame on #den"]
         )
         alice.send("/mode")
         self.assertEqual(alice.lines()[-1], "*** Modes of #den: +klmn (key: sesame, limit: 2)")

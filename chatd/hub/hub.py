@@ -688,7 +688,11 @@ class Hub(Accounts, HistoryPages):
             self._note(
                 "mode", "{by} set {mode} on {room}", by=user.nick, mode=applied[:2], room=room.name
             )
-            self.fanout.broadcast(room.members, model.ModeChanged(room.name, applied, user.nick))
+        # One event for the whole change, as IRC tells it: +mt, +kl KEY 5.
+        letters = "".join(applied[1] for applied in changes)
+        args = [applied.partition(" ")[2] for applied in changes if " " in applied]
+        change = " ".join([changes[0][0] + letters, *args])
+        self.fanout.broadcast(room.members, model.ModeChanged(room.name, change, user.nick))
 
     def _modes(self, room: Room) -> model.Modes:
         return model.Modes(room.name, room.mode_string(), room.key, room.limit, room.created)
