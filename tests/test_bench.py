@@ -103,6 +103,8 @@ class BenchSmokeTests(SynchronousTestCase):
                 LOCAL_TCP0,
                 "--web",
                 LOCAL_TCP0,
+                "--irc",
+                "none",
                 "--flood-rate",
                 "0",
                 "--max-per-ip",

@@ -83,7 +83,7 @@ class ConsoleTests(SynchronousTestCase):
         )
         self.assertEqual(
             self.console.ask("ROOMS"),
-            ["#den members=1 owner=- modes=-", "#lobby members=2 owner=- modes=-"],
+            ["#den members=1 owner=- modes=+n", "#lobby members=2 owner=- modes=+n"],
         )
         self.assertIn("kill NICK [REASON]         disconnect NICK", self.console.ask("help"))
 
@@ -178,7 +178,18 @@ class OptionTests(SynchronousTestCase):
         motd.write_text("Welcome to our server\nBe nice\n")
         options = Options()
         options.parseOptions(
-            ["--db", ":memory:", "--web", "none", "--motd", str(motd), "--admin", "tcp:9999"]
+            [
+                "--db",
+                ":memory:",
+                "--web",
+                "none",
+                "--irc",
+                "none",
+                "--motd",
+                str(motd),
+                "--admin",
+                "tcp:9999",
+            ]
         )
         reactor = MemoryReactorClock()
         service = makeService(options, reactor)
@@ -214,7 +225,7 @@ class SocketTests(SynchronousTestCase):
         server = TwistdProcess(
             self,
             ["-n", "--pidfile=", "chatd", "--db", ":memory:", "--line", LOCAL_TCP0,
-             "--web", "none", "--admin", admin.format(dir=directory)],
+             "--web", "none", "--irc", "none", "--admin", admin.format(dir=directory)],
             cwd=directory,
             env=checkout_env(),
         )  # fmt: skip

@@ -320,7 +320,17 @@ class InstalledWheelTests(SynchronousTestCase):
         """
         server = TwistdProcess(
             self,
-            ["-n", "--pidfile=", "chatd", "--line", LOCAL_TCP0, "--web", LOCAL_TCP0],
+            [
+                "-n",
+                "--pidfile=",
+                "chatd",
+                "--line",
+                LOCAL_TCP0,
+                "--web",
+                LOCAL_TCP0,
+                "--irc",
+                "none",
+            ],
             cwd=self.cwd,
             env=clean_env(),
             python=str(self.installed.python),

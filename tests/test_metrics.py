@@ -86,7 +86,7 @@ class OptionTests(SynchronousTestCase):
     def test_off_by_default(self) -> None:
         reactor = MemoryReactorClock()
         options = Options()
-        options.parseOptions(["--db", ":memory:", "--web", "none"])
+        options.parseOptions(["--db", ":memory:", "--web", "none", "--irc", "none"])
         makeService(options, reactor).startService()
         self.assertEqual(len(reactor.tcpServers), 1)
 
@@ -94,7 +94,16 @@ class OptionTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         options = Options()
         options.parseOptions(
-            ["--db", ":memory:", "--web", "none", "--metrics", "tcp:9100:interface=127.0.0.1"]
+            [
+                "--db",
+                ":memory:",
+                "--web",
+                "none",
+                "--irc",
+                "none",
+                "--metrics",
+                "tcp:9100:interface=127.0.0.1",
+            ]
         )
         makeService(options, reactor).startService()
         self.assertEqual(
@@ -123,6 +132,8 @@ class ProcessTests(SynchronousTestCase):
                 "--line",
                 LOCAL_TCP0,
                 "--web",
+                "none",
+                "--irc",
                 "none",
                 "--metrics",
                 f"tcp:{port}:interface={LOCALHOST}",

@@ -81,7 +81,7 @@ def start_chatd(case: SynchronousTestCase, *args: str) -> TwistdProcess:
     admin = f"unix:{directory / 'admin.sock'}"
     return TwistdProcess(
         case,
-        ["-n", "--pidfile=", "chatd", "--db", ":memory:", "--admin", admin, *args],
+        ["-n", "--pidfile=", "chatd", "--db", ":memory:", "--admin", admin, "--irc", "none", *args],
         cwd=directory,
         env=checkout_env(),
     )
@@ -673,7 +673,10 @@ class DeployFilesTests(SynchronousTestCase):
             command = command.replace(old, new)
         state = root / "state"
         self.assertEqual(unit["Service"]["WorkingDirectory"], ["/var/lib/chatd"])
-        server = TwistdProcess(self, shlex.split(command)[1:], cwd=state, env=checkout_env())
+        args = shlex.split(command)[1:]
+        if "--irc" not in args:  # its default port, 6667, is no test's to take
+            args += ["--irc", "none"]
+        server = TwistdProcess(self, args, cwd=state, env=checkout_env())
         server.port("web")
         server.port("line (PROXY)")
         self.assertTrue((root / "run" / "admin.sock").exists())

@@ -468,7 +468,20 @@ class ServiceTests(TLSCase):
         tls = self.served.endpoint()
         options = Options()
         options.parseOptions(
-            ["--db", ":memory:", "--line", tls, "--web", tls, "--admin", tls, "--motd", str(motd)]
+            [
+                "--db",
+                ":memory:",
+                "--line",
+                tls,
+                "--web",
+                tls,
+                "--irc",
+                "none",
+                "--admin",
+                tls,
+                "--motd",
+                str(motd),
+            ]
         )
         reactor = MemoryReactorClock()
         service = makeService(options, reactor)
@@ -577,7 +590,19 @@ class ProcessTests(TLSCase):
         tls = self.served.endpoint()
         server = TwistdProcess(
             self,
-            ["-n", "--pidfile=", "chatd", "--db", ":memory:", "--line", tls, "--web", tls],
+            [
+                "-n",
+                "--pidfile=",
+                "chatd",
+                "--db",
+                ":memory:",
+                "--line",
+                tls,
+                "--web",
+                tls,
+                "--irc",
+                "none",
+            ],
             cwd=self.home,
             env=checkout_env(),
         )
@@ -621,7 +646,7 @@ class ProcessTests(TLSCase):
         """
         motd = self.home / "motd.txt"
         motd.write_text("first motd\n")
-        doors = ["--line", LOCAL_TCP0, "--web", "none"]
+        doors = ["--line", LOCAL_TCP0, "--web", "none", "--irc", "none"]
         server = TwistdProcess(
             self,
             ["-n", "--pidfile=", "chatd", "--db", ":memory:", *doors, "--motd", str(motd)],
@@ -661,7 +686,8 @@ class PoolProcessTests(SynchronousTestCase):
         home = scratch_dir(self)
         motd = home / "motd.txt"
         motd.write_text("first motd\n")
-        args = ["--db", ":memory:", "--line", "tcp:0", "--web", "none", "--motd", str(motd)]
+        args = ["--db", ":memory:", "--line", "tcp:0", "--web", "none", "--irc", "none"]
+        args += ["--motd", str(motd)]
         doors = {"line": LOCAL_TCP0}
         (home / "pool.tac").write_text(POOL_TAC.format(doors=doors, args=args, count=2))
         pool = TwistdProcess(

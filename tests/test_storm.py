@@ -76,6 +76,7 @@ class StormTests(TestCase):
             self,
             [
                 "-n", "--pidfile=", "chatd", "--line", LOCAL_TCP0, "--web", "none",
+                "--irc", "none",
                 "--flood-rate", "0", "--max-per-ip", "0", "--connect-rate", "0",
             ],
             cwd=scratch_dir(self),

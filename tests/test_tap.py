@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,17 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from chatd import __version__
-from chatd.app.reload import LISTEN_BACKLOG, with_backlog
+from chatd.app import tap
+from chatd.app.reload import LISTEN_BACKLOG, TLSEndpoint, with_backlog
 from chatd.app.tap import CannotListen, Options, makeService, private_socket, unix_path
 from chatd.doors.admission import AdmittingFactory
+from chatd.doors.irc import IrcDoor
 from chatd.doors.line import LineDoor
+from chatd.doors.origin import ProxyHeaderFactory
 from chatd.doors.websocket import WebSocketDoor
 from chatd.store.sqlite import SQLiteStore
 from chatd.testing import CLOSE, LinePeer, RecordingClient, WebSocketPeer
+from tests.support.certs import make_self_signed
 from tests.support.processes import scratch_dir
 
 
@@ -65,12 +70,78 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("--line", str(error))
         error = self.assertRaises(UsageError, parse, "--web", "bogus:1")
         self.assertIn("--web", str(error))
+        error = self.assertRaises(UsageError, parse, "--irc", "tcp:notaport")
+        self.assertIn("--irc", str(error))
 
-    def test_both_off(self) -> None:
+    def test_every_door_off(self) -> None:
         """
-        Turning both doors off is refused.
+        Turning every door off is refused; any one door on is enough.
         """
-        self.assertRaises(UsageError, parse, "--line", "none", "--web", "none")
+        error = self.assertRaises(
+            UsageError, parse, "--line", "none", "--web", "none", "--irc", "none"
+        )
+        self.assertIn("off", str(error))
+        self.assertEqual(parse("--line", "none", "--web", "none")["irc"], "tcp:6667")
+        self.assertEqual(parse("--line", "none", "--irc", "none")["web"], "tcp:8080")
+        self.assertEqual(parse("--web", "none", "--irc", "none")["line"], "tcp:1234")
+
+    def test_irc(self) -> None:
+        """
+        The IRC door is on tcp:6667 unless told otherwise; C{none} turns it
+        off, and it takes any endpoint description, C{ssl:} ones too.
+        """
+        self.assertEqual(parse()["irc"], "tcp:6667")
+        self.assertEqual(parse("--irc", "none")["irc"], "none")
+        self.assertEqual(
+            parse("--irc", "tcp:6668:interface=127.0.0.1")["irc"], "tcp:6668:interface=127.0.0.1"
+        )
+        tls = make_self_signed(scratch_dir(self)).endpoint(6697)
+        self.assertEqual(parse("--irc", tls)["irc"], tls)
+
+    def test_irc_server_name(self) -> None:
+        """
+        C{--irc-server-name} takes 1 to 63 letters, digits, dots and
+        hyphens, the first a letter or a digit; anything else is a usage
+        error naming the option.
+        """
+        for name in ("irc.example.org", "chat-1", "Chat", "1chat", "a", "a" * 63):
+            self.assertEqual(parse("--irc-server-name", name)["irc-server-name"], name)
+        for name in (
+            "",
+            "irc example",
+            " irc",
+            "-irc",
+            ".irc",
+            "irc_1",
+            "irc.example.org:6667",
+            "irc\u00e9",
+            "a" * 64,
+        ):
+            error = self.assertRaises(UsageError, parse, "--irc-server-name", name)
+            self.assertIn("--irc-server-name", str(error), name)
+
+    def test_irc_server_name_default(self) -> None:
+        """
+        By default the IRC door is named after this machine, or
+        C{irc.chatd} if its host name cannot be a server name.
+        """
+        self.assertEqual(parse()["irc-server-name"], tap.default_irc_server_name())
+        for host, expected in (
+            ("chat-1.example.org", "chat-1.example.org"),
+            ("chat", "chat"),
+            ("chat_1", "irc.chatd"),
+            ("", "irc.chatd"),
+            ("a" * 64, "irc.chatd"),
+        ):
+            self.patch(socket, "gethostname", lambda host=host: host)
+            self.assertEqual(parse()["irc-server-name"], expected, host)
+
+        def fails() -> str:
+            raise OSError(errno.EFAULT, "Bad address")
+
+        self.patch(socket, "gethostname", fails)
+        self.assertEqual(parse()["irc-server-name"], "irc.chatd")
+        self.assertEqual(parse("--irc", "none")["irc-server-name"], "irc.chatd")
 
     def test_history_size(self) -> None:
         """
@@ -156,7 +227,7 @@ class AdminSocketTests(SynchronousTestCase):
 
     def listened_mode(self, admin: str) -> int:
         reactor = MemoryReactorClock()
-        options = parse("--db", ":memory:", "--web", "none", "--admin", admin)
+        options = parse("--db", ":memory:", "--web", "none", "--irc", "none", "--admin", admin)
         makeService(options, reactor).startService()
         ((_, _, _, mode, _),) = reactor.unixServers
         return int(mode)
@@ -176,7 +247,16 @@ class AdminSocketTests(SynchronousTestCase):
         """
         reactor = MemoryReactorClock()
         service = makeService(
-            parse("--db", ":memory:", "--line", "none", "--web", "unix:/run/chatd/web.sock"),
+            parse(
+                "--db",
+                ":memory:",
+                "--line",
+                "none",
+                "--web",
+                "unix:/run/chatd/web.sock",
+                "--irc",
+                "none",
+            ),
             reactor,
         )
         service.startService()
@@ -208,7 +288,7 @@ class ListenFailureTests(SynchronousTestCase):
     """
 
     def failure(self, *argv: str) -> CannotListen:
-        service = makeService(parse("--db", ":memory:", *argv), _Refusing())
+        service = makeService(parse("--db", ":memory:", "--irc", "none", *argv), _Refusing())
         error = self.assertRaises(CannotListen, service.privilegedStartService)
         return error
 
@@ -226,6 +306,15 @@ class ListenFailureTests(SynchronousTestCase):
         self.assertIsInstance(error, Exception)
         self.assertEqual(error.code, str(error))
 
+    def test_irc_port_taken(self) -> None:
+        """
+        The IRC door's port taken: the line names the IRC door.
+        """
+        error = self.failure("--line", "tcp:4321", "--web", "none", "--irc", "tcp:4322")
+        self.assertEqual(
+            str(error), "chatd: cannot listen for the IRC door on tcp:4322: Address already in use"
+        )
+
     def test_missing_directory(self) -> None:
         """
         A unix socket in a directory that does not exist: the line says
@@ -242,9 +331,15 @@ class ListenFailureTests(SynchronousTestCase):
 
 class ServiceTests(SynchronousTestCase):
     def start(self, *argv: str) -> tuple[MemoryReactorClock, Any]:
+        """
+        Start the service of C{argv}, with C{--db :memory:} and the IRC door
+        off unless they say otherwise, on a memory reactor.
+        """
         reactor = MemoryReactorClock()
         if "--db" not in argv:
             argv = ("--db", ":memory:", *argv)
+        if "--irc" not in argv:
+            argv = ("--irc", "none", *argv)
         service = makeService(parse(*argv), reactor)
         service.startService()
         return reactor, service
@@ -274,6 +369,84 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(len(reactor.tcpServers), 1)
         self.assertEqual([d.name for d in service.doors], ["line"])
 
+    def test_irc_door(self) -> None:
+        """
+        C{--irc} runs the IRC door where it is told, onto the same hub as
+        the other doors, with the same limits, throttle and admission, and
+        named C{--irc-server-name}.
+        """
+        made: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+        def recording(*args: Any, **kwargs: Any) -> IrcDoor:
+            made.append((args, kwargs))
+            return IrcDoor(*args, **kwargs)
+
+        self.patch(tap, "IrcDoor", recording)
+        reactor, service = self.start(
+            "--line", "tcp:4321", "--web", "none",
+            "--irc", "tcp:6697:interface=127.0.0.1", "--irc-server-name", "irc.example.org",
+        )  # fmt: skip
+        (_, line, _, _), (irc_port, irc, _, irc_iface) = reactor.tcpServers
+        self.assertEqual((irc_port, irc_iface), (6697, "127.0.0.1"))
+        self.assertIsInstance(irc, IrcDoor)
+        self.assertEqual([d.name for d in service.doors], ["line", "irc"])
+        self.assertIs(service.doors[1], irc)
+        ((args, kwargs),) = made
+        (gateway, clock, limits, throttle, admission), server_name = args, kwargs["server_name"]
+        self.assertEqual(server_name, "irc.example.org")
+        self.assertIs(clock, reactor)
+        self.assertIs(gateway, service.gateway)
+        self.assertIs(irc.hub, line.hub)
+        self.assertIs(limits, line.limits)
+        self.assertIs(throttle, line.throttle)
+        self.assertIs(admission, line.admission)
+
+    def test_irc_door_by_default(self) -> None:
+        """
+        With no options the IRC door listens on port 6667 beside the line
+        and web doors.
+        """
+        reactor = MemoryReactorClock()
+        service = makeService(parse("--db", ":memory:"), reactor)
+        service.startService()
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [1234, 8080, 6667])
+        self.assertIsInstance(reactor.tcpServers[2][1], IrcDoor)
+        self.assertEqual([d.name for d in service.doors], ["line", "websocket", "irc"])
+
+    def test_irc_door_alone(self) -> None:
+        """
+        C{--line none --web none} runs the IRC door alone.
+        """
+        reactor, service = self.start("--line", "none", "--web", "none", "--irc", "tcp:6667")
+        ((port, door, _, _),) = reactor.tcpServers
+        self.assertEqual(port, 6667)
+        self.assertIsInstance(door, IrcDoor)
+        self.assertEqual([d.name for d in service.doors], ["irc"])
+
+    def test_irc_door_over_tls(self) -> None:
+        """
+        An C{ssl:} IRC door listens over TLS, and a SIGHUP rereads its
+        certificate as for the other doors.
+        """
+        tls = make_self_signed(scratch_dir(self)).endpoint(6697)
+        reactor, service = self.start("--line", "none", "--web", "none", "--irc", tls)
+        ((port, door, _, _, _),) = reactor.sslServers
+        self.assertEqual(port, 6697)
+        self.assertIsInstance(door, IrcDoor)
+        (endpoint,) = service._tls_endpoints()
+        self.assertIsInstance(endpoint, TLSEndpoint)
+        self.assertEqual(endpoint.name, "irc")
+
+    def test_irc_door_behind_proxy(self) -> None:
+        """
+        A C{haproxy:} IRC door takes the PROXY protocol header first.
+        """
+        reactor, _ = self.start("--line", "none", "--web", "none", "--irc", "haproxy:tcp:6667")
+        ((_, factory, _, _),) = reactor.tcpServers
+        self.assertIsInstance(factory, ProxyHeaderFactory)
+        self.assertIsInstance(factory.wrappedFactory, IrcDoor)
+        self.assertEqual(factory.door, "irc")
+
     def test_history_size_used(self) -> None:
         """
         C{--history-size} sizes the hub's history store.
@@ -287,7 +460,9 @@ class ServiceTests(SynchronousTestCase):
         the service starts and every hour after.
         """
         reactor = MemoryReactorClock()
-        service = makeService(parse("--db", ":memory:", "--history-days", "1"), reactor)
+        service = makeService(
+            parse("--db", ":memory:", "--irc", "none", "--history-days", "1"), reactor
+        )
         hub = service.hub
         user = hub.connect(RecordingClient(), "alice")
         hub.say(user, "#lobby", "old")

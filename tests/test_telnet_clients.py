@@ -302,7 +302,7 @@ class RealClientTests(SynchronousTestCase):
             self,
             [
                 "-n", "--pidfile=", "chatd", "--line", LOCAL_TCP0, "--web", LOCAL_TCP0,
-                "--db", ":memory:", "--flood-rate", "0",
+                "--irc", "none", "--db", ":memory:", "--flood-rate", "0",
             ],
             cwd=scratch_dir(self),
             env=checkout_env(),

@@ -41,13 +41,13 @@ _TLS_PORT_LINES = {
     # followed by those of any factories it wraps ("Site (AdmittingFactory)
     # (TLS) ..."): the patterns of tests.support.processes are for TCP ports only.
     door: re.compile(rf"{factory}(?: \(\w+\))* \(TLS\) starting on (\d+)")
-    for door, factory in (("line", "LineDoor"), ("web", "Site"))
+    for door, factory in (("line", "LineDoor"), ("web", "Site"), ("irc", "IrcDoor"))
 }
 
 
 def tls_port(server: TwistdProcess, door: str) -> int:
     """
-    The port on which C{door} (C{"line"} or C{"web"}) of C{server} listens
+    The port on which C{door} (C{"line"}, C{"web"} or C{"irc"}) of C{server} listens
     for TLS, read from its log once it has been logged.
     """
     return int(server.wait_for_log(_TLS_PORT_LINES[door]).group(1))
@@ -122,7 +122,7 @@ class TLSTestCase(SynchronousTestCase):
         endpoint = self.certificate.endpoint()
         return TwistdProcess(
             self,
-            ["-n", "--pidfile=", "chatd", "--line", endpoint, "--web", endpoint],
+            ["-n", "--pidfile=", "chatd", "--line", endpoint, "--web", endpoint, "--irc", "none"],
             cwd=self.directory,
             env=checkout_env(),
         )

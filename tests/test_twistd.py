@@ -43,7 +43,7 @@ class RunningServerTests(SynchronousTestCase):
         """
         return TwistdProcess(
             self,
-            ["-n", "--pidfile=", "chatd", *door_args],
+            ["-n", "--pidfile=", "chatd", "--irc", "none", *door_args],
             cwd=scratch_dir(self),
             env=checkout_env(),
         )
@@ -220,7 +220,7 @@ class StartupFailureTests(SynchronousTestCase):
         return its status and output.
         """
         result = run_twistd(
-            ["-n", "--pidfile=", "chatd", *door_args],
+            ["-n", "--pidfile=", "chatd", "--irc", "none", *door_args],
             cwd=scratch_dir(self),
             env=checkout_env(),
         )
@@ -259,11 +259,11 @@ class StartupFailureTests(SynchronousTestCase):
         self.assertEqual(len(output.strip().splitlines()), 1, output)
         self.assertRegex(output, r"^chatd \d+\.\d+\S* \(Twisted \d+\.\d+\S*, Python \S+\)$")
 
-    def test_both_doors_off(self) -> None:
+    def test_every_door_off(self) -> None:
         """
-        With both doors off nobody could connect, so chatd refuses to start.
+        With every door off nobody could connect, so chatd refuses to start.
         """
-        self.assertUsageError(["--line", "none", "--web", "none"], "off")
+        self.assertUsageError(["--line", "none", "--web", "none", "--irc", "none"], "off")
 
     def test_bad_line_endpoint(self) -> None:
         """
@@ -334,7 +334,7 @@ class StartupFailureTests(SynchronousTestCase):
         cwd = scratch_dir(self)
         door = f"tcp:{busy_port(self)}:interface=127.0.0.1"
         result = run_twistd(
-            ["-n", "chatd", "--db", ":memory:", "--line", door, "--web", "none"],
+            ["-n", "chatd", "--db", ":memory:", "--line", door, "--web", "none", "--irc", "none"],
             cwd=cwd,
             env=checkout_env(),
         )

@@ -22,6 +22,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -48,6 +49,7 @@ from chatd.app.workers import (
     worker_args,
     worker_command,
 )
+from chatd.doors.irc import IrcDoor
 from chatd.doors.line import LineDoor
 from tests.support.certs import make_self_signed
 from tests.support.processes import (
@@ -132,10 +134,11 @@ class OptionTests(SynchronousTestCase):
             r"tcp6:0:interface=\:\:1",
         )
         tls = make_self_signed(scratch_dir(self)).endpoint()
-        message = self.assertRefused("--workers", "2", "--redis", REDIS, "--web", tls)
-        self.assertIn("--web", message)
-        self.assertIn("ssl:", message)
-        self.assertEqual(parse("--web", tls)["web"], tls)
+        for door in ("web", "irc"):
+            message = self.assertRefused("--workers", "2", "--redis", REDIS, f"--{door}", tls)
+            self.assertIn(f"--{door}", message)
+            self.assertIn("ssl:", message)
+            self.assertEqual(parse(f"--{door}", tls)[door], tls)
 
     def test_inherit_is_internal(self) -> None:
         """
@@ -143,7 +146,11 @@ class OptionTests(SynchronousTestCase):
         for the pool itself.
         """
         self.assertEqual(parse_inherit("line=3,web=4,parent=0"), {"line": 3, "web": 4, "parent": 0})
-        for bad in ("line", "line=x", "line=-1", "admin=3", "line=3,line=4"):
+        self.assertEqual(
+            parse_inherit("irc=3,line=4,web=5,parent=0"),
+            {"irc": 3, "line": 4, "web": 5, "parent": 0},
+        )
+        for bad in ("line", "line=x", "line=-1", "admin=3", "line=3,line=4", "irc=3,irc=4"):
             self.assertRaises(ValueError, parse_inherit, bad)
         self.assertRefused("--inherit", "door=3")
         self.assertRefused("--workers", "2", "--redis", REDIS, "--inherit", "line=3")
@@ -183,7 +190,7 @@ class OptionTests(SynchronousTestCase):
         )
         pool = makeService(options, MemoryReactorClock())
         assert isinstance(pool, WorkerPool)
-        self.assertEqual((pool.count, pool.doors), (3, {"line": "tcp:1234"}))
+        self.assertEqual((pool.count, pool.doors), (3, {"line": "tcp:1234", "irc": "tcp:6667"}))
         self.assertEqual(
             pool.command,
             worker_command(
@@ -191,6 +198,23 @@ class OptionTests(SynchronousTestCase):
             ),
         )
         self.assertEqual(pool.command[:2], [sys.executable, "-c"])
+
+    def test_pool_shares_the_irc_door(self) -> None:
+        """
+        The pool shares the IRC door as it does the others, unless it is
+        off.
+        """
+        options = parse(
+            "--workers", "2", "--redis", REDIS, "--line", "none", "--web", "none",
+            "--irc", "tcp:6668",
+        )  # fmt: skip
+        pool = makeService(options, MemoryReactorClock())
+        assert isinstance(pool, WorkerPool)
+        self.assertEqual(pool.doors, {"irc": "tcp:6668"})
+        options = parse("--workers", "2", "--redis", REDIS, "--irc", "none")
+        pool = makeService(options, MemoryReactorClock())
+        assert isinstance(pool, WorkerPool)
+        self.assertEqual(pool.doors, {"line": "tcp:1234", "web": "tcp:8080"})
 
     def test_worker_adopts_its_doors(self) -> None:
         """
@@ -204,8 +228,9 @@ class OptionTests(SynchronousTestCase):
         held.listen()
         reactor = MemoryReactorClock()
         options = parse(
-            "--db", ":memory:", "--web", "tcp:4322", "--inherit", f"line={held.fileno()}"
-        )
+            "--db", ":memory:", "--web", "tcp:4322", "--irc", "none",
+            "--inherit", f"line={held.fileno()}",
+        )  # fmt: skip
         service = makeService(options, reactor)
         service.startService()
         self.assertEqual([port for port, *_ in reactor.tcpServers], [4322])
@@ -213,6 +238,26 @@ class OptionTests(SynchronousTestCase):
         self.assertEqual((fd, family), (held.fileno(), socket.AF_INET))
         self.assertIsInstance(factory, LineDoor)
         self.assertTrue(any(isinstance(s, InheritedPort) for s in service))
+
+    def test_worker_adopts_the_irc_door(self) -> None:
+        """
+        A worker serves the IRC door on the descriptor named C{irc=} too.
+        """
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind((LOCALHOST, 0))
+        held.listen()
+        reactor = MemoryReactorClock()
+        options = parse(
+            "--db", ":memory:", "--line", "tcp:4321", "--web", "none",
+            "--irc", "tcp:0", "--inherit", f"irc={held.fileno()}",
+        )  # fmt: skip
+        service = makeService(options, reactor)
+        service.startService()
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [4321])
+        ((fd, family, factory),) = reactor.adoptedPorts
+        self.assertEqual((fd, family), (held.fileno(), socket.AF_INET))
+        self.assertIsInstance(factory, IrcDoor)
 
 
 class FakeProcess:
@@ -378,6 +423,32 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -
         time.sleep(0.05)
 
 
+def irc_register(case: SynchronousTestCase, port: int, nick: str) -> bytes:
+    """
+    Register on the IRC door on C{port} as C{nick} (C{NICK} and C{USER},
+    answering any C{PING} on the way) and return what the server sent up to
+    its welcome (C{001}).  The connection is closed after C{case}.
+    """
+    sock = socket.create_connection((LOCALHOST, port), timeout=TIMEOUT)
+    case.addCleanup(sock.close)
+    sock.sendall(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+    transcript = buffer = b""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            transcript += line + b"\n"
+            words = line.rstrip(b"\r").split(b" ")
+            if words[0] == b"PING":
+                sock.sendall(b"PONG " + b" ".join(words[1:]) + b"\r\n")
+            elif len(words) > 2 and words[0].startswith(b":") and words[1] == b"001":
+                return transcript
+        data = sock.recv(4096) if time.monotonic() < deadline else b""
+        if not data:
+            raise AssertionError(f"no IRC welcome (001) for {nick}: {transcript + buffer!r}")
+        buffer += data
+
+
 class OutputTests(SynchronousTestCase):
     def test_lines_are_logged_whole_and_a_line_without_end_is_bounded(self) -> None:
         logged: list[tuple[int, bytes]] = []
@@ -417,6 +488,8 @@ class PoolProcessTests(SynchronousTestCase):
             "tcp:0",
             "--web",
             "tcp:0" if "web" in doors else "none",
+            "--irc",
+            "tcp:0" if "irc" in doors else "none",
         ]
         (home / "pool.tac").write_text(POOL_TAC.format(doors=doors, args=args, count=count))
         pool = TwistdProcess(
@@ -483,6 +556,28 @@ class PoolProcessTests(SynchronousTestCase):
         self.served_by(pool, pids, 1, "alice")
         status, _, _ = http_get(pool.port("web"), "/healthz")
         self.assertEqual(status, 200)
+
+    def test_workers_share_the_irc_port(self) -> None:
+        """
+        The IRC door's port is shared too: each worker registers IRC
+        clients on it.
+        """
+        pool, pids = self.start_pool({"line": LOCAL_TCP0, "irc": LOCAL_TCP0})
+        port = pool.port("irc")
+
+        def signed_on(index: int, nick: str) -> bool:
+            return re.search(rf"worker {index}: .*\b{nick} signed on", pool.output()) is not None
+
+        for index, nick in ((0, "alice"), (1, "bob")):
+            others = [pid for i, pid in pids.items() if i != index]
+            for pid in others:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                irc_register(self, port, nick)
+            finally:
+                for pid in others:
+                    os.kill(pid, signal.SIGCONT)
+            eventually(partial(signed_on, index, nick), f"worker {index} signed {nick} on")
 
     def test_killed_worker_is_restarted(self) -> None:
         """
@@ -606,6 +701,8 @@ class EndToEndTests(SynchronousTestCase):
                 LOCAL_TCP0,
                 "--web",
                 LOCAL_TCP0,
+                "--irc",
+                "none",
             ],
             cwd=scratch_dir(self),
             env=checkout_env(),

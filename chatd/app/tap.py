@@ -8,7 +8,9 @@ from __future__ import annotations
 import errno
 import os
 import platform
+import re
 import resource
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -42,6 +44,7 @@ from chatd.doors.admission import (
     http_refusal,
 )
 from chatd.doors.flow import Throttle
+from chatd.doors.irc import IrcDoor
 from chatd.doors.line import LineDoor
 from chatd.doors.origin import Networks
 from chatd.doors.web import WEBSOCKET_PATH, make_site
@@ -59,6 +62,41 @@ from chatd.store.memory import MemoryStore
 from chatd.store.sqlite import SQLiteStore
 
 OFF = "none"
+
+DOORS = ("line", "web", "irc")
+"""The doors, by option; at least one must be on."""
+
+IRC_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*\Z")
+MAX_IRC_SERVER_NAME = 63
+FALLBACK_IRC_SERVER_NAME = "irc.chatd"
+"""The IRC door's server name when the host name cannot be one."""
+
+
+def check_irc_server_name(name: str) -> str | None:
+    """
+    Why C{name} cannot be the IRC door's server name (what it calls itself
+    in every reply, and clients show), or C{None} if it can: 1 to 63
+    letters, digits, dots and hyphens, starting with a letter or a digit.
+    """
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_IRC_SERVER_NAME:
+        return f"it is longer than {MAX_IRC_SERVER_NAME} characters"
+    if IRC_SERVER_NAME.match(name) is None:
+        return "only letters, digits, dots and hyphens, first a letter or a digit"
+    return None
+
+
+def default_irc_server_name() -> str:
+    """
+    The default C{--irc-server-name}: this machine's host name, or
+    L{FALLBACK_IRC_SERVER_NAME} if that cannot be one.
+    """
+    try:
+        name = socket.gethostname()
+    except OSError:
+        return FALLBACK_IRC_SERVER_NAME
+    return FALLBACK_IRC_SERVER_NAME if check_irc_server_name(name) else name
 
 
 class _Positive:
@@ -265,9 +303,9 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = (
-        "Run the chatd chat server: a telnet-friendly line door and a web door "
-        "(browser client at / and WebSocket at /ws) onto one set of users and "
-        "rooms.  Addresses are Twisted endpoint descriptions "
+        "Run the chatd chat server: a telnet-friendly line door, a web door "
+        "(browser client at / and WebSocket at /ws) and an IRC door onto one set "
+        "of users and rooms.  Addresses are Twisted endpoint descriptions "
         "(e.g. tcp:1234:interface=127.0.0.1, unix:/run/chatd.sock); "
         f"'{OFF}' turns a door off.  SIGHUP rereads the certificate and key of every "
         "ssl: endpoint and the --motd file."
@@ -275,6 +313,15 @@ class Options(usage.Options):
     optParameters = [
         ["line", "l", "tcp:1234", f"Endpoint of the line (telnet) door, or '{OFF}'."],
         ["web", "w", "tcp:8080", f"Endpoint of the web door (client and /ws), or '{OFF}'."],
+        ["irc", None, "tcp:6667", f"Endpoint of the IRC door, or '{OFF}'."],
+        [
+            "irc-server-name",
+            None,
+            None,
+            "The name the IRC door gives itself in its replies (1-63 letters, digits, "
+            "dots and hyphens); by default this machine's host name, or "
+            f"{FALLBACK_IRC_SERVER_NAME} if that cannot be one.",
+        ],
         [
             "db",
             None,
@@ -377,7 +424,7 @@ class Options(usage.Options):
             "workers",
             None,
             None,
-            "Run this many worker processes sharing the line and web ports, to use "
+            "Run this many worker processes sharing the line, web and IRC ports, to use "
             "every core of this host (needs --redis; not with --metrics or --admin)",
             _positive,
         ],
@@ -386,7 +433,7 @@ class Options(usage.Options):
             None,
             None,
             "Internal, set by --workers: serve the doors on inherited sockets "
-            "(line=FD,web=FD) and stop when the pipe parent=FD closes.",
+            "(line=FD,web=FD,irc=FD) and stop when the pipe parent=FD closes.",
             parse_inherit,
         ],
     ]
@@ -423,14 +470,21 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         from twisted.internet import endpoints, reactor
 
-        if self["line"] == OFF and self["web"] == OFF:
-            raise usage.UsageError("Both doors are off; nobody could connect.")
+        if all(self[door] == OFF for door in DOORS):
+            raise usage.UsageError("Every door is off; nobody could connect.")
+        if self["irc-server-name"] is None:
+            self["irc-server-name"] = default_irc_server_name()
+        else:
+            name = self["irc-server-name"]
+            why = check_irc_server_name(name)
+            if why is not None:
+                raise usage.UsageError(f"--irc-server-name: {name!r} is not a server name: {why}")
         if self["motd"] is not None:
             try:
                 self["motd-lines"] = read_motd(self["motd"])
             except (OSError, UnicodeDecodeError) as e:
                 raise usage.UsageError(f"--motd: cannot read {self['motd']}: {e}") from None
-        for door in ("line", "web", "metrics", "admin"):
+        for door in (*DOORS, "metrics", "admin"):
             if self[door] != OFF:
                 try:
                     endpoints.serverFromString(reactor, self[door])
@@ -536,6 +590,17 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> ChatSe
             service.listening(port, "the web door", options["web"]),
             served_by_site=True,
         )
+    if options["irc"] != OFF:
+        irc = IrcDoor(
+            gateway,
+            reactor,
+            limits,
+            throttle,
+            admission,
+            server_name=options["irc-server-name"],
+        )
+        port = door_listener(options, "irc", irc, reactor, admission)
+        service.add_door(irc, service.listening(port, "the IRC door", options["irc"]))
     if options["admin"] != OFF:
         console = ConsoleFactory(gateway, options["motd"])
         port = listener(private_socket(options["admin"]), console, reactor, "admin")

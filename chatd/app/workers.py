@@ -10,7 +10,7 @@ worker accepts it first.  The workers share their chat state through Redis,
 so to users they are one server.
 
 A worker is told which inherited descriptor serves which door with the
-internal option C{--inherit line=3,web=4,parent=0}; L{door_listener} then
+internal option C{--inherit irc=3,line=4,web=5,parent=0}; L{door_listener} then
 adopts the socket (L{InheritedPort}) instead of listening, and
 L{watch_parent} stops the worker when its pool is gone.
 """
@@ -75,8 +75,11 @@ KILL_TIMEOUT = 5.0
 RUN_TWISTD = "from twisted.scripts.twistd import run; run()"
 """C{python -c} code that runs twistd (C{twisted.scripts.twistd} has no C{__main__})."""
 
-DOORS = ("line", "web")
+DOORS = ("line", "web", "irc")
 """The doors a pool shares; the other listeners cannot be shared (L{check_options})."""
+
+TITLES = {"line": "line", "web": "web", "irc": "IRC"}
+"""How messages name each door: C{the IRC door}."""
 
 PROXIED = "haproxy:"
 """The endpoint prefix of a door behind the PROXY protocol (as Twisted's)."""
@@ -102,13 +105,14 @@ _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?[+-]\d{4} ")
 
 def parse_inherit(value: str) -> dict[str, int]:
     """
-    Parse C{--inherit line=FD,web=FD,parent=FD} into C{{name: fd}}.
+    Parse C{--inherit line=FD,web=FD,irc=FD,parent=FD} into C{{name: fd}}.
     """
     inherited: dict[str, int] = {}
     for item in value.split(","):
         name, sep, number = item.strip().partition("=")
         if not sep or name not in (*DOORS, PARENT):
-            raise ValueError(f"{item!r} is not line=FD, web=FD or {PARENT}=FD")
+            names = ", ".join(f"{door}=FD" for door in DOORS)
+            raise ValueError(f"{item!r} is not {names} or {PARENT}=FD")
         if name in inherited:
             raise ValueError(f"{name} is given twice")
         fd = int(number)
@@ -259,7 +263,7 @@ def door_listener(
     admission: Admission,
 ) -> IService:
     """
-    The service that listens for C{door} (C{"line"} or C{"web"}): on the
+    The service that listens for C{door} (C{"line"}, C{"web"} or C{"irc"}): on the
     socket the pool handed down if this is a worker (C{--inherit}), else
     on the door's endpoint; behind the PROXY protocol if that is
     C{haproxy:...}, taking the header from the proxies C{admission} trusts.
@@ -523,13 +527,15 @@ class WorkerPool(Service):
                 from chatd.app.tap import cannot_listen  # the tap imports this module
 
                 assert outcome.value is not None
-                raise cannot_listen(f"the {door} door", description, outcome.value)
+                raise cannot_listen(
+                    f"the {TITLES.get(door, door)} door", description, outcome.value
+                )
             assert isinstance(outcome, FileDescriptor)
             outcome.stopReading()  # the workers accept, not the pool
             port = self.ports[door] = IListeningPort(outcome)
             self._log.info(
                 "The {door} door listens on {address} for {count} workers",
-                door=door,
+                door=TITLES.get(door, door),
                 address=_describe(port),
                 count=self.count,
             )
@@ -667,7 +673,7 @@ class WorkerPool(Service):
 def make_pool(options: usage.Options, reactor: IReactorProcess) -> WorkerPool:
     """
     The L{WorkerPool} that C{twistd chatd --workers N ...} runs: N workers
-    running chatd with the same options, sharing the line and web doors.
+    running chatd with the same options, sharing the line, web and IRC doors.
 
     @param options: parsed chatd options, with C{argv}, the arguments they
         were parsed from.

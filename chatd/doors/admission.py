@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.test_admission -*-
 """
 Who may connect: a cap on connections per address and in total, and a cap
-on how often one address may connect.  Both doors share one L{Admission}.
+on how often one address may connect.  Every door shares one L{Admission}.
 
-Chat connections (line connections and WebSocket sessions) count against
+Chat connections (line and IRC connections, WebSocket sessions) count against
 the per-address cap and the connect rate; plain HTTP requests for the page
 and its files only against a per-address cap of their own, so that loading
 the page never uses up a user's connections.  Exempt addresses (localhost by

@@ -100,7 +100,8 @@ class ChatServer:
         return self._ports
 
     def _start(self, line: str, web: str) -> TwistdProcess:
-        args = ["-n", "--pidfile=", "chatd", "--line", line, "--web", web, "--db", str(self.db)]
+        args = ["-n", "--pidfile=", "chatd", "--line", line, "--web", web, "--irc", "none"]
+        args += ["--db", str(self.db)]
         return TwistdProcess(
             self.case, [*args, *self.extra], cwd=scratch_dir(self.case), env=checkout_env()
         )

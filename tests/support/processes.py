@@ -49,9 +49,11 @@ LOCAL_TCP0 = f"tcp:0:interface={LOCALHOST}"
 _PORT_LINES = {
     "line": re.compile(r"LineDoor starting on (\d+)"),
     "web": re.compile(r"Site(?: \(\w+\))? starting on (\d+)"),
+    "irc": re.compile(r"IrcDoor starting on (\d+)"),
     # The doors behind the PROXY protocol (haproxy:tcp:...):
     "line (PROXY)": re.compile(r"LineDoor \(PROXY\) starting on (\d+)"),
     "web (PROXY)": re.compile(r"Site(?: \(\w+\))? \(PROXY\) starting on (\d+)"),
+    "irc (PROXY)": re.compile(r"IrcDoor \(PROXY\) starting on (\d+)"),
 }
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -173,8 +175,8 @@ class TwistdProcess:
 
     def port(self, door: str) -> int:
         """
-        The port on which C{door} (C{"line"} or C{"web"}, or C{"line (PROXY)"}
-        or C{"web (PROXY)"} on a C{haproxy:} endpoint) listens, read from the
+        The port on which C{door} (C{"line"}, C{"web"} or C{"irc"}, or
+        C{"line (PROXY)"}... on a C{haproxy:} endpoint) listens, read from the
         log once it has been logged.
         """
         return int(self.wait_for_log(_PORT_LINES[door]).group(1))
