@@ -179,14 +179,25 @@ class ChatdController(BaseServerController, DirectoryBasedController):
     #   INVITE_EXCEPTION_MODE    channel mode +I (chmodes/invite_exception.py)
     #   INVITE_OVERRIDES_LIMIT   INVITE lets one join past +l (chmodes/limit.py)
     #   NO_CTCP                  channel mode +C (chmodes/no_ctcp.py)
-    optional_behaviors: frozenset[OptionalBehaviors] = frozenset()
+    optional_behaviors: frozenset[OptionalBehaviors] = frozenset(
+        (
+            OptionalBehaviors.MULTI_KICK,  # KICK #chan a,b (TARGMAX KICK:4)
+            OptionalBehaviors.MULTI_NAMES_COMMAND,  # NAMES #a,#b (TARGMAX NAMES:4)
+        )
+    )
 
     # What a key here means (isupport.py testValues): the token MUST appear in
     # 005 with a value matching the given one (None: no value; patma.ANYSTR:
     # any).  Left empty, testValues is skipped.  Candidates once the door is
     # known to send them: "CASEMAPPING": "ascii" (or "rfc1459"),
     # "PREFIX": "(ov)@+", "UTF8ONLY": None, "TARGMAX": patma.ANYSTR.
-    isupport: dict[str, str | patma.Operator | None] = {}
+    isupport: dict[str, str | patma.Operator | None] = {
+        "CASEMAPPING": "ascii",
+        "CHANTYPES": "#",
+        "PREFIX": "(ov)@+",
+        "UTF8ONLY": None,
+        "TARGMAX": patma.ANYSTR,
+    }
 
     def run(
         self,

@@ -113,7 +113,10 @@ class ConnectTests(SynchronousTestCase):
         hub.disconnect(bob, "gone fishing")
         self.assertEqual(
             events(alice),
-            [Parted("#lobby", "bob", "gone fishing", True), Parted("#py", "bob", "gone fishing", True)],
+            [
+                Parted("#lobby", "bob", "gone fishing", True),
+                Parted("#py", "bob", "gone fishing", True),
+            ],
         )
         hub.disconnect(bob, "again")
         self.assertEqual(events(alice), [])

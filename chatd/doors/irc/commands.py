@@ -89,12 +89,6 @@ class IrcCommands(Session):
     def reply_text(self, numeric: str, *params: str) -> None:
         raise NotImplementedError
 
-    def irc_CAP(self, params: list[str]) -> object:
-        raise NotImplementedError
-
-    def irc_AUTHENTICATE(self, params: list[str]) -> object:
-        raise NotImplementedError
-
     # -- dispatch -----------------------------------------------------------
 
     def dispatch(self, message: IrcMessage) -> None:
@@ -266,19 +260,18 @@ class IrcCommands(Session):
         if not params or not params[0]:
             self.reply_text(wire.RPL_ENDOFNAMES, "*", "End of /NAMES list")
             return
-        for name in _targets(params[0])[:1]:
+        for name in _targets(params[0]):
             room = self.hub.rooms.get(fold(name))
             if room is not None and self._can_see(room):
-                self.names(room)
-            else:
-                self.reply_text(wire.RPL_ENDOFNAMES, name, "End of /NAMES list")
+                self.names(room, end=False)
+        self.reply_text(wire.RPL_ENDOFNAMES, params[0], "End of /NAMES list")
 
     def _can_see(self, room: Room) -> bool:
         return "s" not in room.modes or self.me in room.members
 
-    def names(self, room: Room) -> None:
+    def names(self, room: Room, end: bool = True) -> None:
         """
-        353s (as many as the names need) and 366 for C{room}.
+        353s (as many as the names need) for C{room}, and its 366 if C{end}.
         """
         admins = self.hub.admins
         multi = "multi-prefix" in self.caps
@@ -307,7 +300,8 @@ class IrcCommands(Session):
             size += len(name) + 1
         if chunk:
             self.send((head + " ".join(chunk) + "\r\n").encode())
-        self.reply_text(wire.RPL_ENDOFNAMES, room.name, "End of /NAMES list")
+        if end:
+            self.reply_text(wire.RPL_ENDOFNAMES, room.name, "End of /NAMES list")
 
     def irc_LIST(self, params: list[str]) -> None:
         """
@@ -327,12 +321,17 @@ class IrcCommands(Session):
     def irc_KICK(self, params: list[str]) -> object:
         if not self.need(params, 2):
             return None
-        room = params[0]
+        rooms, nicks = _targets(params[0]), _targets(params[1])
         reason = clean(params[2]) if len(params) > 2 and params[2] else None
-        for nick in _targets(params[1])[:1]:
+        if len(rooms) != 1 and len(rooms) != len(nicks):
+            self.reply_text(wire.ERR_NEEDMOREPARAMS, "KICK", "One channel, or one per nickname")
+            return None
+        waiting: object = None
+        for index, nick in enumerate(nicks):
+            room = rooms[0] if len(rooms) == 1 else rooms[index]
             self._target = nick
-            return self.submit(rq.Kick(room=room, nick=nick, reason=reason))
-        return None
+            waiting = self._try(rq.Kick(room=room, nick=nick, reason=reason))
+        return waiting
 
     def irc_INVITE(self, params: list[str]) -> object:
         if not self.need(params, 2):
@@ -444,19 +443,23 @@ class IrcCommands(Session):
             return None
         kind = rq.Ban if sign == "+" else rq.Unban
         self._target = nick
-        return self._try(lambda: self.submit(kind(room=room.name, nick=nick)))
+        return self._try(kind(room=room.name, nick=nick))
 
     def _rank(self, room: Room, sign: str, letter: str, nick: str) -> object:
         kind = _RANKS[sign, letter]
         self._target = nick
-        return self._try(lambda: self.submit(kind(room=room.name, nick=nick)))
+        return self._try(kind(room=room.name, nick=nick))
 
     def _mode(self, room: Room, change: str, **fields: Any) -> object:
-        return self._try(lambda: self.submit(rq.Mode(room=room.name, mode=change, **fields)))
+        return self._try(rq.Mode(room=room.name, mode=change, **fields))
 
-    def _try(self, request: Callable[[], object]) -> object:
+    def _try(self, request: rq.Request) -> object:
+        """
+        Submit C{request}; a refusal is told, and does not stop the rest
+        of a command that makes several.
+        """
         try:
-            result = request()
+            result = self.submit(request)
         except ChatError as error:
             self.deliver(model.Error.from_exception(error))
             return None
@@ -739,6 +742,8 @@ class IrcCommands(Session):
             self.reply_text(wire.RPL_HELPTXT, name, row)
         self.reply_text(wire.RPL_ENDOFHELP, name, "End of /HELP")
 
+    irc_HELPOP = irc_HELP
+
     def irc_ADMIN(self, params: list[str]) -> None:
         name = self.door.server_name
         self.reply_text("256", name, "Administrative info")
@@ -755,30 +760,36 @@ class IrcCommands(Session):
         self.isupport()
 
     def irc_LUSERS(self, params: list[str]) -> None:
-        users = len(self.hub.users)
-        self.door.peak = max(self.door.peak, users)
-        invisible = sum(1 for u in self.hub.users.values() if getattr(u.client, "invisible", False))
+        """
+        The user counts: of the whole hub (every node of a cluster), and of
+        this node's users (on every door), with the most there were.
+        """
+        door, everyone = self.door, self.hub.users.values()
+        users = len(everyone)
+        here = sum(1 for u in everyone if getattr(u.client, "door", None) is not None)
+        door.peak_here, door.peak = max(door.peak_here, here), max(door.peak, users)
+        invisible = sum(1 for u in everyone if getattr(u.client, "invisible", False))
         self.reply_text(
             wire.RPL_LUSERCLIENT,
             f"There are {users - invisible} users and {invisible} invisible on 1 servers",
         )
-        opers = sum(1 for u in self.hub.users.values() if self.is_oper(u))
+        opers = sum(1 for u in everyone if self.is_oper(u))
         if opers:
             self.reply_text(wire.RPL_LUSEROP, str(opers), "operator(s) online")
-        unknown = sum(1 for s in self.door.connections if s.user is None and s is not self)
+        unknown = sum(1 for s in door.connections if s.user is None and s is not self)
         if unknown:
             self.reply_text(wire.RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)")
         channels = sum(1 for room in self.hub.rooms.values() if room.members)
         if channels:
             self.reply_text(wire.RPL_LUSERCHANNELS, str(channels), "channels formed")
-        self.reply_text(wire.RPL_LUSERME, f"I have {users} clients and 0 servers")
-        peak = str(self.door.peak)
-        self.reply_text(
-            wire.RPL_LOCALUSERS, str(users), peak, f"Current local users {users}, max {peak}"
-        )
-        self.reply_text(
-            wire.RPL_GLOBALUSERS, str(users), peak, f"Current global users {users}, max {peak}"
-        )
+        self.reply_text(wire.RPL_LUSERME, f"I have {here} clients and 0 servers")
+        for numeric, count, peak, which in (
+            (wire.RPL_LOCALUSERS, here, door.peak_here, "local"),
+            (wire.RPL_GLOBALUSERS, users, door.peak, "global"),
+        ):
+            self.reply_text(
+                numeric, str(count), str(peak), f"Current {which} users {count}, max {peak}"
+            )
 
     def irc_MOTD(self, params: list[str]) -> None:
         lines = self.hub.motd
@@ -806,7 +817,7 @@ class IrcCommands(Session):
             f"NICKLEN={MAX_NICK_LENGTH}",
             "PREFIX=(ov)@+",
             "SAFELIST",
-            f"TARGMAX=JOIN:{MAX_JOINS},KICK:1,NAMES:1,NOTICE:{MAX_TARGETS},"
+            f"TARGMAX=JOIN:{MAX_JOINS},KICK:{MAX_TARGETS},NAMES:{MAX_TARGETS},NOTICE:{MAX_TARGETS},"
             f"PART:{MAX_TARGETS},PRIVMSG:{MAX_TARGETS},WHOIS:1",
             f"TOPICLEN={MAX_TOPIC_LENGTH}",
             "UTF8ONLY",
@@ -956,9 +967,6 @@ class IrcCommands(Session):
             name, "NOTICE", self.nick, f"The password of {event.account} was changed"
         )
 
-    def _render_rooms(self, event: model.RoomList) -> None:
-        self.irc_LIST([])
-
     def _render_notice(self, event: model.Notice) -> str:
         context = self._context.command if self._context else ""
         if context == "INVITE" and event.text.startswith("Invited "):
@@ -984,7 +992,6 @@ _PERSONAL: dict[type, Callable[[Any, Any], Any]] = {
     model.HistoryPage: IrcCommands._render_history,
     model.Invited: IrcCommands._render_invited,
     model.AccountChanged: IrcCommands._render_account,
-    model.RoomList: IrcCommands._render_rooms,
     model.Notice: IrcCommands._render_notice,
     model.Error: IrcCommands._render_error,
 }

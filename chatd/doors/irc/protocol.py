@@ -540,7 +540,7 @@ class IrcDoor(Door, ServerFactory):
         Door.__init__(self, hub, self._encoders[False, False], clock, limits, throttle)
         self.admission = Admission(self.limits, clock) if admission is None else admission
         self.created = clock.seconds()
-        self.peak = 0  # the most users there were at once, for LUSERS
+        self.peak = self.peak_here = 0  # the most users (on this node) there were, for LUSERS
 
     def encoder_for(self, caps: set[str]) -> IrcEncoder:
         """
