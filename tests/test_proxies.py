@@ -1,6 +1,6 @@
 """
 chatd deployed the way chat servers are run (issue #13): behind nginx (the
-web door) and HAProxy (the line door and the web door, PROXY protocol), on
+web door) and HAProxy (the line, IRC and web doors, PROXY protocol), on
 localhost, each run from the files in C{docs/deploy/} that the README shows,
 against a real C{twistd -n chatd}.
 
@@ -19,6 +19,7 @@ of the deployment files themselves, need neither.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import ssl
@@ -31,7 +32,7 @@ from typing import TypeVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support.certs import make_self_signed
+from tests.support.certs import SelfSigned, make_self_signed
 from tests.support.processes import (
     CHECKOUT,
     LOCAL_TCP0,
@@ -47,9 +48,13 @@ from tests.support.processes import (
 )
 from tests.support.proxies import (
     DEPLOY,
+    HAPROXY_GLOBAL,
     HAProxy,
     Nginx,
+    Proxy,
     console_users,
+    deployed,
+    free_port,
     get,
     require_program,
     upgrade,
@@ -121,6 +126,38 @@ def dropped(connection: _Connection) -> None:
         data = connection.buffer
     if data:
         raise AssertionError(f"expected the connection dropped, got {data!r}")
+
+
+class IrcClient(_Connection):
+    """
+    A client of the IRC door, as a bot would be: lines out, lines in, the
+    server's C{PING}s answered.
+    """
+
+    def send_line(self, text: str) -> None:
+        self.sock.sendall(text.encode("utf-8") + b"\r\n")
+
+    def expect(self, needle: str, timeout: float = TIMEOUT) -> str:
+        """
+        The first line from the server holding C{needle} (the lines before
+        it read and dropped).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.001)
+            line = self.read_until(b"\r\n", remaining).decode("utf-8").rstrip("\r\n")
+            if line.startswith("PING "):
+                self.send_line("PONG " + line[len("PING ") :])
+            if needle in line:
+                return line
+
+    def sign_on(self, nick: str) -> None:
+        """
+        Register as C{nick} and wait for the welcome (001).
+        """
+        self.send_line(f"NICK {nick}")
+        self.send_line(f"USER {nick} 0 * :{nick} the tester")
+        self.expect(f" 001 {nick} ")
 
 
 class ServerLogMixin:
@@ -349,12 +386,63 @@ class PageLoadTests(ServerLogMixin, SynchronousTestCase):
         self.assertCleanLog()
 
 
+class DeployedHAProxy(HAProxy):
+    """
+    HAProxy running C{docs/deploy/haproxy.cfg} in front of the line door on
+    C{line}, the IRC door on C{irc} and the web door on C{web}, all three
+    behind the PROXY protocol: the line door plain on L{line_port} and over
+    TLS on L{line_tls_port} (992 in the file), the IRC door plain on
+    L{irc_port} (6667) and over TLS on L{irc_tls_port} (6697), the web door
+    over TLS on L{web_port} (443).
+
+    L{HAProxy} knows the file as it was before its IRC frontend, with the
+    line door's TLS on 6697; this is that helper for the file as it is.
+    """
+
+    def __init__(
+        self,
+        case: SynchronousTestCase,
+        directory: Path,
+        line: int,
+        irc: int,
+        web: int,
+        certificate: SelfSigned,
+    ) -> None:
+        binary = require_program(case, "haproxy", "haproxy")
+        self.line_port, self.line_tls_port = free_port(), free_port()
+        self.irc_port, self.irc_tls_port = free_port(), free_port()
+        self.web_port = free_port()
+        pem = directory / "chat.pem"  # HAProxy wants the certificate and key in one file
+        descriptor = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(certificate.cert.read_bytes() + certificate.key.read_bytes())
+        config = deployed(
+            "haproxy.cfg",
+            {
+                "bind :1234\n": f"bind {LOCALHOST}:{self.line_port}\n",
+                "bind :992 ": f"bind {LOCALHOST}:{self.line_tls_port} ",
+                "bind :6667\n": f"bind {LOCALHOST}:{self.irc_port}\n",
+                "bind :6697 ": f"bind {LOCALHOST}:{self.irc_tls_port} ",
+                "bind :443 ": f"bind {LOCALHOST}:{self.web_port} ",
+                "127.0.0.1:1235 ": f"{LOCALHOST}:{line} ",
+                "127.0.0.1:6668 ": f"{LOCALHOST}:{irc} ",
+                "127.0.0.1:8080 ": f"{LOCALHOST}:{web} ",
+                "/etc/haproxy/certs/chat.example.pem": str(pem),
+            },
+        )
+        (directory / "global.cfg").write_text(HAPROXY_GLOBAL.format(directory=directory), "utf-8")
+        (directory / "chatd.cfg").write_text(config, "utf-8")
+        args = [binary, "-db", "-f", f"{directory}/global.cfg", "-f", f"{directory}/chatd.cfg"]
+        Proxy.__init__(self, case, "haproxy", args, directory)
+        self.wait_stats()
+
+
 class HAProxyTests(ServerLogMixin, SynchronousTestCase):
     """
-    HAProxy (C{docs/deploy/haproxy.cfg}, mode tcp) in front of both doors
-    on C{haproxy:tcp:} endpoints: PROXY v1 (C{send-proxy}) to the line door,
-    v2 (C{send-proxy-v2}) to the web door; chatd caps people at 2
-    connections each.
+    HAProxy (C{docs/deploy/haproxy.cfg}, mode tcp) in front of all three
+    doors on C{haproxy:tcp:} endpoints: PROXY v1 (C{send-proxy}) to the
+    line and IRC doors, v2 (C{send-proxy-v2}) to the web door; chatd caps
+    people at 2 connections each.
     """
 
     def setUp(self) -> None:
@@ -368,13 +456,18 @@ class HAProxyTests(ServerLogMixin, SynchronousTestCase):
             proxied,
             "--web",
             proxied,
+            "--irc",
+            proxied,
             "--exempt",
             LOCALHOST,
             "--max-per-ip",
             "2",
         )
         self.line, self.web = self.chatd.port("line (PROXY)"), self.chatd.port("web (PROXY)")
-        self.haproxy = HAProxy(self, scratch_dir(self), self.line, self.web, self.certificate)
+        self.irc = self.chatd.port("irc (PROXY)")
+        self.haproxy = DeployedHAProxy(
+            self, scratch_dir(self), self.line, self.irc, self.web, self.certificate
+        )
 
     def line_client(self, n: int, tls: bool = False) -> LineClient:
         """
@@ -384,6 +477,15 @@ class HAProxyTests(ServerLogMixin, SynchronousTestCase):
         if tls:
             return LineClient(self, self.haproxy.line_tls_port, source=person(n), tls=self.tls)
         return LineClient(self, self.haproxy.line_port, source=person(n))
+
+    def irc_client(self, n: int, tls: bool = False) -> IrcClient:
+        """
+        An IRC connection of client C{n} through HAProxy, on its plain or
+        its TLS port.
+        """
+        if tls:
+            return IrcClient(self, self.haproxy.irc_tls_port, source=person(n), tls=self.tls)
+        return IrcClient(self, self.haproxy.irc_port, source=person(n))
 
     def test_line_clients(self) -> None:
         """
@@ -419,6 +521,46 @@ class HAProxyTests(ServerLogMixin, SynchronousTestCase):
             client.read_until(b"nickname:\r\n")
 
         eventually(again)
+        self.assertCleanLog()
+
+    def test_irc_clients(self) -> None:
+        """
+        Ten people on the IRC door through HAProxy, half of them over TLS,
+        all get in, each signed on under the address the PROXY header names
+        (as chatd's console lists them), and hear a line user in
+        C{#lobby}; HAProxy's health check of the IRC door passes.
+        """
+        clients = [self.irc_client(n, tls=n % 2 == 0) for n in range(2, 12)]
+        for n, client in enumerate(clients, 2):
+            client.sign_on(f"irc{n}")
+            client.send_line("JOIN #lobby")
+            client.expect(f" 366 irc{n} #lobby ")
+        liner = self.line_client(12)
+        liner.sign_on("liner")
+        liner.send_line("hello over IRC")
+        for client in clients:
+            client.expect(":liner!")
+        expected = {f"irc{n}": person(n) for n in range(2, 12)}
+        self.assertEqual(users(self.chatd), {**expected, "liner": person(12)})
+        self.haproxy.wait_checked("chatd_irc", "L4OK")
+        self.assertNotIn("Refused a connection", self.chatd.output())
+        self.assertCleanLog()
+
+    def test_irc_client_capped(self) -> None:
+        """
+        A third IRC connection from one address, through either of
+        HAProxy's IRC ports, gets chatd's C{ERROR} line through HAProxy and
+        is closed; others still get in.
+        """
+        self.irc_client(2).sign_on("first")
+        self.irc_client(2, tls=True).sign_on("second")
+        for tls in (False, True):
+            third = self.irc_client(2, tls=tls)
+            self.assertEqual(third.read_to_eof(), f"ERROR :Closing link: {REFUSED}\r\n".encode())
+        self.irc_client(3).sign_on("other")
+        self.assertEqual(
+            users(self.chatd), {"first": person(2), "second": person(2), "other": person(3)}
+        )
         self.assertCleanLog()
 
     def test_websockets_through_haproxy(self) -> None:
@@ -469,6 +611,12 @@ class HAProxyTests(ServerLogMixin, SynchronousTestCase):
         self.assertLoggedOnce(
             "Refused a connection from 127.0.0.1 to the line door: "
             "a PROXY v1 header with a bad address"
+        )
+        irc = _Connection(self, self.irc, source=LOCALHOST)
+        irc.sock.sendall(b"NICK alice\r\nUSER alice 0 * :alice\r\n")
+        dropped(irc)
+        self.assertLoggedOnce(
+            "Refused a connection from 127.0.0.1 to the irc door: no PROXY protocol header"
         )
         page = _Connection(self, self.web, source=LOCALHOST)
         page.sock.sendall(b"GET / HTTP/1.1\r\nHost: chat.example\r\n\r\n")
@@ -649,12 +797,40 @@ class DeployFilesTests(SynchronousTestCase):
         )
         self.assertEqual((result.returncode, result.stdout + result.stderr), (0, ""))
 
+    def test_systemd_unit_loopback_only(self) -> None:
+        """
+        The unit gives every door (and the admin console, on a unix socket)
+        an endpoint of its own on 127.0.0.1, so that no door falls back on
+        its default, which listens on every interface; the line and IRC
+        doors take the PROXY protocol, and HAProxy's backends point at
+        their ports, nginx's upstream at the web door's.
+        """
+        unit = unit_entries((DEPLOY / "chatd.service").read_text("utf-8"))
+        (command,) = unit["Service"]["ExecStart"]
+        args = shlex.split(command)
+        options = dict(zip(args[4::2], args[5::2], strict=True))
+        endpoint = re.compile(r"((?:haproxy:)?)tcp:(\d+):interface=127\.0\.0\.1")
+        ports = {}
+        for door, proxied in (("--web", ""), ("--line", "haproxy:"), ("--irc", "haproxy:")):
+            match = endpoint.fullmatch(options.get(door, ""))
+            self.assertIsNotNone(match, (door, options.get(door)))
+            assert match is not None
+            self.assertEqual(match.group(1), proxied, door)
+            ports[door] = match.group(2)
+        self.assertTrue(options["--admin"].startswith("unix:"), options)
+        haproxy = (DEPLOY / "haproxy.cfg").read_text("utf-8")
+        for backend, door in (("chatd_line", "--line"), ("chatd_irc", "--irc")):
+            server = f"server chatd 127.0.0.1:{ports[door]} send-proxy check"
+            self.assertRegex(haproxy, rf"\nbackend {backend}\n(?:    [^\n]*\n)*    {server}\n")
+        nginx = (DEPLOY / "nginx.conf").read_text("utf-8")
+        self.assertIn(f"server 127.0.0.1:{ports['--web']};", nginx)
+
     def test_systemd_unit_command_runs(self) -> None:
         """
-        The unit's command line starts chatd with both doors listening (on
-        free ports, its directories and files in a scratch directory), the
-        line door behind the PROXY protocol, the admin console on its
-        socket, no twistd.pid; SIGTERM stops it cleanly.
+        The unit's command line starts chatd with its three doors listening
+        (on free ports, its directories and files in a scratch directory),
+        the line and IRC doors behind the PROXY protocol, the admin console
+        on its socket, no twistd.pid; SIGTERM stops it cleanly.
         """
         unit = unit_entries((DEPLOY / "chatd.service").read_text("utf-8"))
         (command,) = unit["Service"]["ExecStart"]
@@ -665,6 +841,7 @@ class DeployFilesTests(SynchronousTestCase):
         for old, new in (
             ("tcp:8080:", "tcp:0:"),
             ("tcp:1235:", "tcp:0:"),
+            ("tcp:6668:", "tcp:0:"),
             ("/var/lib/chatd", str(root / "state")),
             ("/run/chatd", str(root / "run")),
             ("/etc/chatd/motd", str(root / "etc" / "motd")),
@@ -674,11 +851,11 @@ class DeployFilesTests(SynchronousTestCase):
         state = root / "state"
         self.assertEqual(unit["Service"]["WorkingDirectory"], ["/var/lib/chatd"])
         args = shlex.split(command)[1:]
-        if "--irc" not in args:  # its default port, 6667, is no test's to take
-            args += ["--irc", "none"]
+        self.assertIn("--irc", args)  # its default, 0.0.0.0:6667, is no test's to take
         server = TwistdProcess(self, args, cwd=state, env=checkout_env())
         server.port("web")
         server.port("line (PROXY)")
+        server.port("irc (PROXY)")
         self.assertTrue((root / "run" / "admin.sock").exists())
         self.assertFalse((state / "twistd.pid").exists())
         self.assertTrue(terminated_by_sigterm(server.terminate()), server.output())
