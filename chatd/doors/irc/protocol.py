@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_irc -*-
 """
-The IRC door's connections: framing (lines of at most 512 bytes, plus
-8191 for tags), registration (C{CAP}, C{NICK}/C{USER}, C{PASS}, SASL
+The IRC door's connections: framing (lines of at most 512 bytes, after
+at most 4096 of tags), registration (C{CAP}, C{NICK}/C{USER}, C{PASS}, SASL
 C{PLAIN}) and the output path, on the door-independent L{Session}.
 
 What a registered client may ask is in L{chatd.doors.irc.commands}; how
@@ -38,20 +38,17 @@ from chatd.model import check_nick, fold
 
 CAPABILITIES = {
     "account-tag": None,
-    "message-tags": None,
-    "userhost-in-names": None,
     "away-notify": None,
     "cap-notify": None,
     "draft/account-registration": None,
     "echo-message": None,
+    "message-tags": None,
     "multi-prefix": None,
     "sasl": "PLAIN",
     "server-time": None,
+    "userhost-in-names": None,
 }
 """What the door offers in C{CAP LS}, with each one's value (for 302)."""
-TAG_CAPABILITIES = ("server-time", "account-tag")
-"""The capabilities that change how room events are written (each set of
-them has its own encoder, so the fan-out encodes once per set)."""
 REGISTRATION_COMMANDS = frozenset(
     {"CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT"}
 )
@@ -103,6 +100,7 @@ class IrcProtocol(IrcCommands, Protocol):
         self._account: str | None = None  # proven by SASL before sign-on
         self._sasl: bytes | None = None  # the SASL message being received
         self._context: IrcMessage | None = None
+        self._target: str | None = None
         self.away: str | None = None
         self._joining: str | None = None
         self.signed_on_at = 0.0
@@ -296,7 +294,7 @@ class IrcProtocol(IrcCommands, Protocol):
             if self.handler(command) is not None:
                 self.reply_text(wire.ERR_NOTREGISTERED, "You have not registered")
             else:
-                self.reply_text(wire.ERR_UNKNOWNCOMMAND, command, "Unknown command")
+                self.reply_text(wire.ERR_UNKNOWNCOMMAND, command[:32], "Unknown command")
             return
         if command in ("PING", "PONG", "QUIT", "CAP", "AUTHENTICATE"):
             self.dispatch(message)
@@ -376,7 +374,7 @@ class IrcProtocol(IrcCommands, Protocol):
         if sub == "LS":
             if self.user is None:
                 self._negotiating = True
-            version = params[1] if len(params) > 1 and params[1].isdigit() else "0"
+            version = params[1] if len(params) > 1 and params[1].isascii() and params[1].isdigit() else "0"
             if int(version[:4]) >= 302:
                 self.caps.add("cap-notify")
                 offered = [f"{c}={v}" if v else c for c, v in CAPABILITIES.items()]
@@ -544,7 +542,9 @@ class IrcDoor(Door, ServerFactory):
 
     def encoder_for(self, caps: set[str]) -> IrcEncoder:
         """
-        The encoder for connections with C{caps}.
+        The encoder for connections with C{caps}: those that change how
+        room events are written have one per combination, so that the
+        fan-out encodes each event once per combination in use.
         """
         return self._encoders["server-time" in caps, "account-tag" in caps]
 
