@@ -19,7 +19,6 @@ of the deployment files themselves, need neither.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import ssl
@@ -32,7 +31,7 @@ from typing import TypeVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support.certs import SelfSigned, make_self_signed
+from tests.support.certs import make_self_signed
 from tests.support.processes import (
     CHECKOUT,
     LOCAL_TCP0,
@@ -48,13 +47,9 @@ from tests.support.processes import (
 )
 from tests.support.proxies import (
     DEPLOY,
-    HAPROXY_GLOBAL,
     HAProxy,
     Nginx,
-    Proxy,
     console_users,
-    deployed,
-    free_port,
     get,
     require_program,
     upgrade,
@@ -386,57 +381,6 @@ class PageLoadTests(ServerLogMixin, SynchronousTestCase):
         self.assertCleanLog()
 
 
-class DeployedHAProxy(HAProxy):
-    """
-    HAProxy running C{docs/deploy/haproxy.cfg} in front of the line door on
-    C{line}, the IRC door on C{irc} and the web door on C{web}, all three
-    behind the PROXY protocol: the line door plain on L{line_port} and over
-    TLS on L{line_tls_port} (992 in the file), the IRC door plain on
-    L{irc_port} (6667) and over TLS on L{irc_tls_port} (6697), the web door
-    over TLS on L{web_port} (443).
-
-    L{HAProxy} knows the file as it was before its IRC frontend, with the
-    line door's TLS on 6697; this is that helper for the file as it is.
-    """
-
-    def __init__(
-        self,
-        case: SynchronousTestCase,
-        directory: Path,
-        line: int,
-        irc: int,
-        web: int,
-        certificate: SelfSigned,
-    ) -> None:
-        binary = require_program(case, "haproxy", "haproxy")
-        self.line_port, self.line_tls_port = free_port(), free_port()
-        self.irc_port, self.irc_tls_port = free_port(), free_port()
-        self.web_port = free_port()
-        pem = directory / "chat.pem"  # HAProxy wants the certificate and key in one file
-        descriptor = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(certificate.cert.read_bytes() + certificate.key.read_bytes())
-        config = deployed(
-            "haproxy.cfg",
-            {
-                "bind :1234\n": f"bind {LOCALHOST}:{self.line_port}\n",
-                "bind :992 ": f"bind {LOCALHOST}:{self.line_tls_port} ",
-                "bind :6667\n": f"bind {LOCALHOST}:{self.irc_port}\n",
-                "bind :6697 ": f"bind {LOCALHOST}:{self.irc_tls_port} ",
-                "bind :443 ": f"bind {LOCALHOST}:{self.web_port} ",
-                "127.0.0.1:1235 ": f"{LOCALHOST}:{line} ",
-                "127.0.0.1:6668 ": f"{LOCALHOST}:{irc} ",
-                "127.0.0.1:8080 ": f"{LOCALHOST}:{web} ",
-                "/etc/haproxy/certs/chat.example.pem": str(pem),
-            },
-        )
-        (directory / "global.cfg").write_text(HAPROXY_GLOBAL.format(directory=directory), "utf-8")
-        (directory / "chatd.cfg").write_text(config, "utf-8")
-        args = [binary, "-db", "-f", f"{directory}/global.cfg", "-f", f"{directory}/chatd.cfg"]
-        Proxy.__init__(self, case, "haproxy", args, directory)
-        self.wait_stats()
-
-
 class HAProxyTests(ServerLogMixin, SynchronousTestCase):
     """
     HAProxy (C{docs/deploy/haproxy.cfg}, mode tcp) in front of all three
@@ -465,7 +409,7 @@ class HAProxyTests(ServerLogMixin, SynchronousTestCase):
         )
         self.line, self.web = self.chatd.port("line (PROXY)"), self.chatd.port("web (PROXY)")
         self.irc = self.chatd.port("irc (PROXY)")
-        self.haproxy = DeployedHAProxy(
+        self.haproxy = HAProxy(
             self, scratch_dir(self), self.line, self.irc, self.web, self.certificate
         )
 

@@ -241,10 +241,12 @@ global
 
 class HAProxy(Proxy):
     """
-    HAProxy running C{docs/deploy/haproxy.cfg} in front of the line door
-    (behind the PROXY protocol) on C{line} and the web door (likewise) on
-    C{web}: the line door plain on L{line_port} and over TLS on
-    L{line_tls_port}, the web door over TLS on L{web_port}.
+    HAProxy running C{docs/deploy/haproxy.cfg} in front of the line door on
+    C{line}, the IRC door on C{irc} and the web door on C{web}, all three
+    behind the PROXY protocol: the line door plain on L{line_port} and over
+    TLS on L{line_tls_port} (992 in the file), the IRC door plain on
+    L{irc_port} (6667) and over TLS on L{irc_tls_port} (6697), the web door
+    over TLS on L{web_port} (443).
     """
 
     def __init__(
@@ -252,11 +254,14 @@ class HAProxy(Proxy):
         case: SynchronousTestCase,
         directory: Path,
         line: int,
+        irc: int,
         web: int,
         certificate: SelfSigned,
     ) -> None:
         binary = require_program(case, "haproxy", "haproxy")
-        self.line_port, self.line_tls_port, self.web_port = free_port(), free_port(), free_port()
+        self.line_port, self.line_tls_port = free_port(), free_port()
+        self.irc_port, self.irc_tls_port = free_port(), free_port()
+        self.web_port = free_port()
         pem = directory / "chat.pem"  # HAProxy wants the certificate and key in one file
         descriptor = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as file:
@@ -264,11 +269,14 @@ class HAProxy(Proxy):
         config = deployed(
             "haproxy.cfg",
             {
-                "bind :1234": f"bind {LOCALHOST}:{self.line_port}",
-                "bind :6697 ": f"bind {LOCALHOST}:{self.line_tls_port} ",
+                "bind :1234\n": f"bind {LOCALHOST}:{self.line_port}\n",
+                "bind :992 ": f"bind {LOCALHOST}:{self.line_tls_port} ",
+                "bind :6667\n": f"bind {LOCALHOST}:{self.irc_port}\n",
+                "bind :6697 ": f"bind {LOCALHOST}:{self.irc_tls_port} ",
                 "bind :443 ": f"bind {LOCALHOST}:{self.web_port} ",
-                "127.0.0.1:1235": f"{LOCALHOST}:{line}",
-                "127.0.0.1:8080": f"{LOCALHOST}:{web}",
+                "127.0.0.1:1235 ": f"{LOCALHOST}:{line} ",
+                "127.0.0.1:6668 ": f"{LOCALHOST}:{irc} ",
+                "127.0.0.1:8080 ": f"{LOCALHOST}:{web} ",
                 "/etc/haproxy/certs/chat.example.pem": str(pem),
             },
         )
