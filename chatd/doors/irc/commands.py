@@ -557,9 +557,12 @@ class IrcCommands(Session):
             if not notice:
                 self.deliver(model.Error.from_exception(error))
             return None
-        if isinstance(result, Deferred) and notice:
-            result.addErrback(lambda f: f.trap(ChatError) and None)
+        if isinstance(result, Deferred):  # a cluster's: each target's refusal is told
+            result.addErrback(self._ignored if notice else self._refused)
         return result
+
+    def _ignored(self, failure: Failure) -> None:
+        failure.trap(ChatError)
 
     # -- users --------------------------------------------------------------
 
@@ -570,7 +573,10 @@ class IrcCommands(Session):
             self.reply_text(wire.RPL_UNAWAY, "You are no longer marked as being away")
         else:
             self.reply_text(wire.RPL_NOWAWAY, "You have been marked as being away")
-        line = wire.line(self.mask, "AWAY", *((message,) if message else ())).encode()
+        if message:
+            line = wire.text_line(self.mask, "AWAY", message).encode()
+        else:
+            line = wire.line(self.mask, "AWAY").encode()
         told: set[object] = {self}
         for room in self.me.rooms.values():
             for member in room.members:
@@ -1012,6 +1018,8 @@ def error_lines(session: IrcCommands, error: model.Error) -> str:
     def numeric(number: str, *args: str) -> str:
         return wire.text_line(name, number, nick, *args)
 
+    if code in ("flood", "slow_consumer", "sign_on_timeout", "killed", "taken_over"):
+        return f"ERROR :{text}\r\n"  # the connection is closing, whatever was asked
     if command == "NOTICE":
         return ""
     if command == "REGISTER":
@@ -1078,8 +1086,6 @@ def error_lines(session: IrcCommands, error: model.Error) -> str:
         return numeric(wire.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
     if code == "empty_text":
         return numeric(wire.ERR_NOTEXTTOSEND, "No text to send")
-    if code in ("flood", "slow_consumer", "sign_on_timeout", "killed", "taken_over"):
-        return f"ERROR :{text}\r\n"
     return wire.text_line(name, "NOTICE", nick, text)
 
 

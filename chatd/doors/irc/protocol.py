@@ -374,7 +374,11 @@ class IrcProtocol(IrcCommands, Protocol):
         if sub == "LS":
             if self.user is None:
                 self._negotiating = True
-            version = params[1] if len(params) > 1 and params[1].isascii() and params[1].isdigit() else "0"
+            version = (
+                params[1]
+                if len(params) > 1 and params[1].isascii() and params[1].isdigit()
+                else "0"
+            )
             if int(version[:4]) >= 302:
                 self.caps.add("cap-notify")
                 offered = [f"{c}={v}" if v else c for c, v in CAPABILITIES.items()]

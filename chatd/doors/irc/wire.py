@@ -233,7 +233,13 @@ def text_line(source: str | None, command: str, *params: str) -> str:
     head = f":{source} {command}" if source else command
     if first:
         head += " " + " ".join(map(middle, first))
-    return f"{head} :{clean(last)}\r\n"
+    line = f"{head} :{clean(last)}\r\n"
+    if len(line) > MAX_LINE // 4 and len(line.encode("utf-8")) > MAX_LINE:
+        # A reason, topic or away message longer in bytes than a line holds
+        # (390 characters of CJK are 1170 bytes): cut between characters.
+        room = MAX_LINE - 4 - len(head.encode("utf-8"))
+        line = f"{head} :{pieces(clean(last), max(room, 1))[0]}\r\n"
+    return line
 
 
 def middle(param: str) -> str:
