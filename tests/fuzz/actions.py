@@ -1,11 +1,13 @@
 """
-The steps of a fuzz run (L{Action}s): input from a peer of either door
-(random, mutated, with passwords, from an operator), connections made and
-lost, peers that stop and start reading, storms, and time passing.
+The steps of a fuzz run (L{Action}s): input from a peer of any door
+(random, mutated, with passwords, from an operator; on IRC, followed by a
+C{PING} probe), connections made and lost, peers that stop and start
+reading, storms, and time passing.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -15,7 +17,14 @@ from chatd.hub import ADMIN, OPERATOR
 from chatd.model import LOBBY, fold
 from chatd.testing import CLOSE, HANDSHAKE
 from tests.fuzz.wire import Frame
-from tests.fuzz.world import LineConnection, WebSocketConnection, World
+from tests.fuzz.world import (
+    IRC_CAPS,
+    IrcConnection,
+    LineConnection,
+    WebSocketConnection,
+    World,
+    irc_greeting,
+)
 
 # -- actions --------------------------------------------------------------------
 
@@ -77,6 +86,94 @@ class WebSocketBytes:
             WebSocketConnection, world.send("websocket", self.slot, self.data, self.cuts)
         )
         connection.malformed = True
+
+
+@dataclass(frozen=True)
+class IrcInput:
+    """
+    Bytes from an IRC peer (C{kind} says how they were made), in packets
+    cut at C{cuts}, from a new connection in C{slot} if C{fresh} (one yet
+    to register); then, if C{probe}, a C{PING} it must answer
+    (L{World.probe}).
+    """
+
+    slot: int
+    data: bytes
+    cuts: tuple[int, ...] = ()
+    kind: str = "commands"
+    probe: bool = True
+    fresh: bool = False
+
+    def run(self, world: World) -> None:
+        if self.fresh:
+            world.connect("irc", self.slot % len(world.slots["irc"]))
+        connection = world.send("irc", self.slot, self.data, self.cuts)
+        if self.probe:
+            world.probe(connection)
+
+
+@dataclass(frozen=True)
+class IrcSecret:
+    """
+    Lines from an IRC peer that give a password (with L{MARK} in it) in a
+    password's place, whole, after a CR LF if the peer left a line
+    unfinished: C{form} is C{pass} (C{PASS}, then C{NICK} and C{USER} if
+    the peer has not signed on), C{sasl} (C{CAP REQ :sasl}, C{AUTHENTICATE
+    PLAIN} and the base64 of C{authzid NUL nick NUL password} in chunks of
+    400 bytes, an exactly-400-byte last one followed by C{AUTHENTICATE +};
+    then C{CAP END}, C{NICK} and C{USER} if C{sign_on}), C{register}
+    (C{REGISTER * * PASSWORD}) or C{oper} (C{OPER NICK PASSWORD}).  With
+    C{recall}, the nickname and password are those of an account the run
+    registered (if any).  SASL comes from a new connection in C{slot} if
+    the one there has signed on.  Then a C{PING} it must answer.
+    """
+
+    slot: int
+    form: str
+    nick: str
+    password: str
+    recall: int | None = None
+    authzid: str = ""
+    sign_on: bool = True
+
+    def run(self, world: World) -> None:
+        connection = cast(IrcConnection, world.open_peer("irc", self.slot))
+        chat = connection.chat
+        user = None if chat is None else chat.user
+        if self.form == "sasl" and user is not None:
+            slot = self.slot % len(world.slots["irc"])
+            connection = cast(IrcConnection, world.connect("irc", slot))
+            chat, user = connection.chat, None
+        nick, password = world.recall(self.recall) or (self.nick, self.password)
+        greeting = irc_greeting(nick, join=False).decode("utf-8", "surrogatepass").split("\r\n")
+        greeting.pop()  # after the last CR LF
+        lines = []
+        if self.form == "pass":
+            lines.append(f"PASS {password}")
+            if user is None:
+                lines += greeting
+        elif self.form == "sasl":
+            plain = f"{self.authzid}\0{nick}\0{password}".encode("utf-8", "surrogatepass")
+            encoded = base64.b64encode(plain).decode()
+            chunks = [encoded[i : i + 400] for i in range(0, len(encoded), 400)]
+            if len(chunks[-1]) == 400:
+                chunks.append("+")
+            lines += ["CAP REQ :sasl", "AUTHENTICATE PLAIN"]
+            lines += [f"AUTHENTICATE {chunk}" for chunk in chunks]
+            if self.sign_on:
+                lines.append("CAP END")
+                lines += greeting
+        elif self.form == "register":
+            lines.append(f"REGISTER * * {password}")
+            if user is not None:
+                world.remember(user.nick, password)
+        else:
+            lines.append(f"OPER {nick} {password}")
+        world.tally["irc"] += 1
+        fresh = chat is None or not (chat._buffer or chat._discarding or connection.pending)
+        connection.feed(b"" if fresh else b"\r\n")
+        connection.feed(b"".join(line.encode("utf-8", "surrogatepass") + b"\r\n" for line in lines))
+        world.probe(connection)
 
 
 @dataclass(frozen=True)
@@ -187,9 +284,10 @@ class Moderate:
     A moderation request from a peer of C{door} that is an operator of a
     room (the C{pick}th such pair, if any; else from C{slot}), about
     another member (or, for C{invite} and C{ban}, another user): C{verb}
-    is C{op}, C{deop}, C{kick}, C{ban}, C{unban}, C{mode}, C{invite},
-    C{kill} or C{topic}, with C{text} as its reason or topic and C{change}
-    and C{key} for C{mode}.  Random requests seldom come from an operator.
+    is C{op}, C{deop}, C{voice}, C{devoice}, C{kick}, C{ban}, C{unban},
+    C{mode}, C{invite}, C{kill} or C{topic}, with C{text} as its reason or
+    topic and C{change} and C{key} (and a limit from C{pick}) for C{mode}.
+    Random requests seldom come from an operator.
     """
 
     door: str
@@ -224,41 +322,70 @@ class Moderate:
         pool = others if self.verb in ("invite", "ban") and others else members or ["nobody"]
         target = pool[self.pick % len(pool)]
         name = LOBBY if room is None else room.name
+        limit = self.pick % 4 + 1
         if self.door == "line":
+            # After a + change, the key for k and the limit for l, in letter order.
+            plus = self.change.startswith("+")
+            values = {"k": self.key, "l": str(limit)}
+            args = (
+                [values[c] for c in dict.fromkeys(self.change[1:]) if c in values] if plus else []
+            )
             line = {
                 "kick": f"/kick {name} {target} {self.text}",
-                "mode": f"/mode {name} {self.change} {self.key}",
+                "mode": " ".join(["/mode", name, self.change, *args]),
                 "invite": f"/invite {target} {name}",
                 "kill": f"/kill {target} {self.text}",
                 "topic": f"/topic {name} {self.text}",
             }.get(self.verb, f"/{self.verb} {name} {target}")
+            data = line.encode("utf-8", "surrogatepass") + b"\r\n"
+        elif self.door == "irc":
+            plus = self.change.startswith("+")
+            values = {"k": self.key, "l": str(limit)}
+            args = (
+                [values[c] for c in dict.fromkeys(self.change[1:]) if c in values] if plus else []
+            )
+            letters = {"op": "+o", "deop": "-o", "voice": "+v", "devoice": "-v"}
+            letters.update(ban="+b", unban="-b")
+            line = {
+                "kick": f"KICK {name} {target} :{self.text}",
+                "mode": " ".join(["MODE", name, self.change or "+", *args]),
+                "invite": f"INVITE {target} {name}",
+                "kill": f"KILL {target} :{self.text}",
+                "topic": f"TOPIC {name} :{self.text}",
+            }.get(self.verb, f"MODE {name} {letters.get(self.verb, '+o')} {target}")
             data = line.encode("utf-8", "surrogatepass") + b"\r\n"
         else:
             request = {"type": self.verb, "room": name, "nick": target}
             if self.verb in ("kick", "kill", "topic"):
                 request["reason" if self.verb != "topic" else "text"] = self.text
             elif self.verb == "mode":
-                request.update(mode=self.change, key=self.key)
+                request.update(mode=self.change, key=self.key, limit=limit)
             data = Frame(json.dumps(request).encode()).encode()
         world.tally[self.door] += 1
         connection.feed(data)
+        world.probe(connection)
 
 
 @dataclass(frozen=True)
 class Connect:
     """
     A new connection in C{slot} (the old one goes away), signing on as
-    C{nick} if given; a WebSocket one sends C{handshake}.
+    C{nick} if given; a WebSocket one sends C{handshake}; an IRC one asks
+    for the C{caps}th set of capabilities (none, all, or one).
     """
 
     door: str
     slot: int
     nick: str | None = None
     handshake: bytes = HANDSHAKE
+    caps: int = 0
 
     def run(self, world: World) -> None:
         slot = self.slot % len(world.slots[self.door])
-        world.connect(self.door, slot, self.nick, self.handshake)
+        sets = [(), IRC_CAPS, *((cap,) for cap in IRC_CAPS)]
+        caps = sets[self.caps % len(sets)]
+        connection = world.connect(self.door, slot, self.nick, self.handshake, caps)
+        world.probe(connection)
 
 
 @dataclass(frozen=True)
@@ -310,6 +437,8 @@ class Storm:
         texts = [f"{n} " + "x" * self.size for n in range(self.count)]
         if self.door == "line":
             data = b"".join(text.encode() + b"\r\n" for text in texts)
+        elif self.door == "irc":
+            data = b"".join(f"PRIVMSG {LOBBY} :{text}\r\n".encode() for text in texts)
         else:
             requests = [{"type": "say", "room": LOBBY, "text": text} for text in texts]
             data = b"".join(Frame(json.dumps(r).encode()).encode() for r in requests)

@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatd.hub import MAX_BANS, MAX_INVITES, MAX_KEY_LENGTH, MODES, Hub, Room
-from chatd.model import LOBBY, MAX_TOPIC_LENGTH, check_nick, check_room, fold
+from chatd.model import LOBBY, MAX_LIMIT, MAX_TOPIC_LENGTH, check_nick, check_room, fold
 
 
 class FuzzFailure(AssertionError):
@@ -96,6 +96,8 @@ def check_room_rules(hub: Hub, key: str, room: Room) -> None:
     One room's operators, modes, key, bans and registration (L{check_hub}).
     """
     expect(room.guest_ops <= room.members.keys(), "a guest operator not in the room", room.name)
+    expect(room.voiced <= room.members.keys(), "a voiced user not in the room", room.name)
+    expect(room.limit is None or 1 <= room.limit <= MAX_LIMIT, "a bad limit", room.limit)
     expect(room.modes == "".join(sorted(set(room.modes))), "unsorted modes", room.modes)
     expect(set(room.modes) <= set(MODES), "an unknown mode", room.modes)
     key_ok = room.key is None or (

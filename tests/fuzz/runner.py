@@ -60,11 +60,15 @@ class FuzzTestCase(SynchronousTestCase):
     @cvar limits: the server's limits (flood control off by default).
     @cvar buffer_size: bytes a transport buffers for a peer that is not
         reading before it pauses the server's output.
+    @cvar cluster: whether the hub is one node of a cluster.
+    @cvar irc: whether the world has IRC connections (and the runs may
+        then have IRC inputs and network events).
     """
 
     limits = Limits(flood_rate=0)
     buffer_size = 4096
     cluster = False
+    irc = False
 
     def setUp(self) -> None:
         self.tally: Counter[str] = Counter()
@@ -72,8 +76,9 @@ class FuzzTestCase(SynchronousTestCase):
     def tearDown(self) -> None:
         tally = self.tally
         print(
-            f"\n{self.id()}: {tally['line']} line-door inputs and {tally['websocket']} "
-            f"WebSocket-door inputs ({tally['actions']} actions in {tally['runs']} runs)"
+            f"\n{self.id()}: {tally['line']} line-door inputs, {tally['websocket']} "
+            f"WebSocket-door inputs and {tally['irc']} IRC-door inputs ({tally['probes']} "
+            f"PING probes; {tally['actions']} actions in {tally['runs']} runs)"
         )
 
     def play(self, actions: list[Action], shutdown: bool, web: bool) -> None:

@@ -1,13 +1,15 @@
 """
 Hypothesis strategies that make fuzz runs: names, texts, commands and
 requests (well-formed, mutated, garbled), telnet commands and high-bit
-text, WebSocket frames of every kind, network events, and the lists of
+text, WebSocket frames of every kind, IRC lines of every kind (whole,
+mutated, overlong, tagged, out of order), network events, and the lists of
 L{actions} they add up to; and the well-formed telnet streams of
 L{typed_streams}, with what the line protocol should make of them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from tests.fuzz.actions import (
     Advance,
     Connect,
     Disconnect,
+    IrcInput,
+    IrcSecret,
     LineInput,
     Moderate,
     Reading,
@@ -32,7 +36,7 @@ from tests.fuzz.actions import (
     WebSocketInput,
 )
 from tests.fuzz.wire import DO, DONT, IAC, MAX_FRAME, SB, SE, WILL, WONT, Frame
-from tests.fuzz.world import MARK, MARK_BYTES
+from tests.fuzz.world import IRC_CAPS, MARK, MARK_BYTES
 
 # -- strategies -----------------------------------------------------------------
 
@@ -187,8 +191,9 @@ keys = weighted(
 )
 mode_changes = weighted(
     (4, st.sampled_from(("+i", "-i", "+m", "-m", "+t", "-t", "+k", "-k", "+imt", "-imt", "+mk"))),
+    (2, st.sampled_from(("+l", "-l", "+n", "-n", "+s", "-s", "+kl", "+lk", "-ln"))),
     (1, st.sampled_from(("", "+", "-", "i", "+x", "++i", "+kk", "+I", "+\u0130", "*"))),
-    (1, st.text("+-ikmtx", max_size=5)),
+    (1, st.text("+-iklmnstx", max_size=5)),
 )
 mode_args = weighted(
     (1, rooms),
@@ -202,12 +207,19 @@ recalls = weighted((1, st.none()), (1, st.integers(0, 3)))
 # What Moderate needs after its door and slot.
 moderations = (
     st.integers(0, 7),
-    st.sampled_from("op deop kick ban unban mode mode invite kill kill topic".split()),
+    st.sampled_from(
+        "op deop voice devoice kick ban unban mode mode invite kill kill topic".split()
+    ),
     st.one_of(st.sampled_from(("", "spam", "bye now")), texts),
     mode_changes,
     keys,
 )
 
+
+_BARE_COMMANDS = (
+    "/register /identify /password /op /deop /voice /devoice /kick /ban /unban /mode".split()
+)
+"""Commands sent without their arguments."""
 
 commands = weighted(
     (2, nicks),
@@ -239,7 +251,7 @@ commands = weighted(
     (2, _command("/mode {}", mode_args)),
     (1, _command("/invite {} {}", nicks, st.one_of(rooms, texts))),
     (1, _command("/kill {} {}", nicks, texts)),
-    (1, st.sampled_from("/register /identify /password /op /deop /kick /ban /unban /mode".split())),
+    (1, st.sampled_from(_BARE_COMMANDS)),
     (1, st.sampled_from("/invite /kill /mode #a +k /history #a 1 2 3 /identify a b c".split())),
 )
 mutations = weighted(
@@ -647,10 +659,12 @@ MORE_REQUESTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "password": (("old", "new"), ()),
     "op": (("room", "nick"), ()),
     "deop": (("room", "nick"), ()),
+    "voice": (("room", "nick"), ()),
+    "devoice": (("room", "nick"), ()),
     "kick": (("room", "nick"), ("reason",)),
     "ban": (("room", "nick"), ()),
     "unban": (("room", "nick"), ()),
-    "mode": (("room",), ("mode", "key")),
+    "mode": (("room",), ("mode", "key", "limit")),
     "invite": (("room", "nick"), ()),
     "kill": (("nick",), ("reason",)),
 }
@@ -850,39 +864,347 @@ handshakes = weighted(
         ),
     ),
 )
-doors = st.sampled_from(("line", "websocket"))
-nick_or_none = weighted((3, nicks), (1, st.none()))
-network = weighted(
-    (
-        3,
-        st.builds(
-            Advance, st.sampled_from((0, 0, 0.01, 0.25, 0.5, 1, 2.5, 10, 25, 31, 60, 121, 151))
-        ),
-    ),
-    (1, st.builds(Disconnect, doors, slots)),
-    (1, st.builds(Connect, st.just("line"), slots, nick_or_none)),
-    (1, st.builds(Connect, st.just("websocket"), slots, nick_or_none, handshakes)),
-    (
-        2,
-        st.builds(
-            Reading, doors, slots, st.booleans(), st.sampled_from((None, None, 0, 100, 1000))
-        ),
-    ),
-    (
-        1,
-        st.builds(
-            Storm, doors, slots, st.sampled_from((3, 8, 20, 60)), st.sampled_from((10, 200, 1000))
-        ),
-    ),
+# -- the IRC door ---------------------------------------------------------------
+
+IRC_NICKS = (*NICKS, "erin", "frank", "Erin")
+ODD_IRC_NAMES = ("*", "0", "-x", "a,b", ":x", "@op", "nick!u@h", "a\x01", "$*", "#*")
+irc_nicks = weighted(
+    (6, st.sampled_from(IRC_NICKS)), (1, nicks), (1, st.sampled_from(ODD_IRC_NAMES))
+)
+irc_rooms = weighted(
+    (6, rooms),
+    (1, st.sampled_from(("0", "&a", "#a,#b", "#a,,#b", ",", "#a\x07", "#a:b", "@#a", "+#lobby"))),
+)
+room_lists = st.lists(irc_rooms, min_size=1, max_size=5).map(",".join)
+key_lists = st.lists(keys, min_size=1, max_size=5).map(",".join)
+target_lists = st.lists(st.one_of(irc_nicks, irc_rooms), min_size=1, max_size=6).map(",".join)
+CTCPS = (
+    "\x01ACTION\x01",
+    "\x01ACTION",
+    "\x01ACTION \x01",
+    "\x01VERSION\x01",
+    "\x01PING 1700000000\x01",
+    "\x01TIME\x01",
+    "\x01DCC SEND x 0 0 0\x01",
+    "\x01\x01",
+    "\x01",
+    "\x01action lower\x01",
+)
+ctcps = weighted((3, texts.map(lambda text: f"\x01ACTION {text}\x01")), (2, st.sampled_from(CTCPS)))
+irc_texts = weighted((4, texts), (2, ctcps), (1, st.sampled_from((":", " ", "::x", "a :b"))))
+cap_names = st.sampled_from(
+    (*IRC_CAPS, "bogus", "-echo-message", "-sasl", "-", "sasl=PLAIN", "=", "SASL")
+)
+cap_lists = st.lists(cap_names, max_size=5).map(" ".join)
+cap_commands = weighted(
+    (3, st.sampled_from(("CAP LS", "CAP LS 302", "CAP END", "CAP LIST", "CAP REQ :sasl"))),
+    (3, _command("CAP REQ :{}", cap_lists)),
+    (1, _command("CAP REQ {}", cap_names)),
+    (1, _command("CAP LS {}", numbers)),
+    (1, st.sampled_from(("CAP", "CAP FOO", "CAP ls 301", "CAP LS 99999", "CAP NEW :x", "CAP ACK"))),
 )
 
 
-def actions(line: int, websocket: int, other: int) -> st.SearchStrategy[list[Any]]:
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _plain_message(parts: tuple[str, str, str]) -> str:
+    return _b64("\0".join(parts).encode("utf-8", "surrogatepass"))
+
+
+SASL_CHUNKS = (
+    "+",
+    "*",
+    "=",
+    "PLAIN",
+    "EXTERNAL",
+    "A" * 399,
+    "A" * 400,
+    "A" * 401,
+    "QUFB" * 100,
+    "!!!!",
+    _b64(b"\0alice\0"),
+    _b64(b"alice\0alice\0pw\0x"),
+    _b64(b"\xff\0dave\0pw"),
+)
+sasl_chunks = weighted(
+    (2, st.sampled_from(SASL_CHUNKS)),
+    (1, st.binary(max_size=60).map(_b64)),
+    (
+        2,
+        st.tuples(st.sampled_from(("", "dave", "x")), irc_nicks, plain_passwords).map(
+            _plain_message
+        ),
+    ),
+)
+authenticate_commands = weighted(
+    (2, st.just("AUTHENTICATE PLAIN")),
+    (3, _command("AUTHENTICATE {}", sasl_chunks)),
+    (1, st.sampled_from(("AUTHENTICATE", "AUTHENTICATE :", "AUTHENTICATE plain"))),
+)
+LIST_FILTERS = (">1", "<5", "!#x*", ">0", "<1", "#a*", "#*", ">\u00b2", "<-1", ">", "!", "*", "[")
+list_filters = st.lists(
+    st.one_of(st.sampled_from(LIST_FILTERS), rooms), min_size=1, max_size=4
+).map(",".join)
+IRC_MODE_CHANGES = (
+    "+o", "-o", "+v", "-v", "+b", "-b", "b", "+ov", "-ov", "+bb", "+kl", "+lk", "+ovkl",
+    "-k", "+I", "+e", "+q", "+imnst", "-imnst", "+x", "+o-o", "-l+l",
+)  # fmt: skip
+irc_mode_changes = weighted(
+    (3, mode_changes),
+    (3, st.sampled_from(IRC_MODE_CHANGES)),
+    (1, st.text("+-ovbklimnstxIe", max_size=6)),
+)
+MODE_ARGS = ("*!*@*", "bob!*@*", "a!b!c", "!", "bob*", "0", "2147483648", "2147483647", "-1")
+mode_arg_lists = st.lists(
+    st.one_of(irc_nicks, keys, numbers, st.sampled_from(MODE_ARGS)), max_size=4
+).map(" ".join)
+irc_reasons = weighted((3, texts), (1, st.just("")))
+IRC_BARE = (
+    "NICK", "USER", "PASS", "JOIN", "PART", "PRIVMSG", "NOTICE", "TOPIC", "NAMES", "LIST",
+    "MODE", "KICK", "INVITE", "WHO", "WHOIS", "AWAY", "USERHOST", "ISON", "OPER", "KILL",
+    "TAGMSG", "QUIT", "PING", "PONG", "REGISTER", "WHOWAS", "HELP", "TIME", "LINKS",
+    "VERSION", "LUSERS", "MOTD", "PRIVMSG #a", "KICK #a", "INVITE bob", "REGISTER * *",
+    "USER a b c", "JOIN :", "PART :", "MODE :", "WHOIS :", "PING :", "HELP :",
+)  # fmt: skip
+IRC_QUERIES = ("HELP", "TIME", "LINKS", "VERSION", "LUSERS", "MOTD", "WHOWAS")
+NUMERICS = ("001 x", "433 * a", "005", "999 :x", "0", "1234567", "001", ":irc.fuzz 001 x :hi")
+irc_commands = weighted(
+    (3, cap_commands),
+    (2, _command("NICK {}", irc_nicks)),
+    (1, _command("USER {} 0 * :{}", irc_nicks, texts)),
+    (1, _command("USER {} {} {} {}", irc_nicks, irc_nicks, irc_nicks, irc_nicks)),
+    (1, _command("PASS {}", plain_passwords)),
+    (2, authenticate_commands),
+    (1, _command("REGISTER * * {}", plain_passwords)),
+    (1, _command("REGISTER {} {} {}", irc_nicks, st.sampled_from(("*", "a@b.c")), plain_passwords)),
+    (1, _command("PING :{}", texts)),
+    (1, _command("PONG :{}", texts)),
+    (4, _command("JOIN {}", room_lists)),
+    (2, _command("JOIN {} {}", room_lists, key_lists)),
+    (1, st.just("JOIN 0")),
+    (2, _command("PART {} :{}", room_lists, irc_reasons)),
+    (1, _command("PART {}", room_lists)),
+    (6, _command("PRIVMSG {} :{}", target_lists, irc_texts)),
+    (2, _command("NOTICE {} :{}", target_lists, irc_texts)),
+    (1, _command("PRIVMSG {} {}", target_lists, irc_texts)),
+    (2, _command("TOPIC {} :{}", irc_rooms, irc_reasons)),
+    (1, _command("TOPIC {}", irc_rooms)),
+    (1, _command("NAMES {}", room_lists)),
+    (1, _command("LIST {}", list_filters)),
+    (1, st.just("LIST")),
+    (4, _command("MODE {} {} {}", irc_rooms, irc_mode_changes, mode_arg_lists)),
+    (2, _command("MODE {}", st.one_of(irc_rooms, irc_nicks))),
+    (2, _command("MODE {} {}", irc_nicks, st.sampled_from(("+i", "-i", "+o", "+iw", "i")))),
+    (2, _command("KICK {} {} :{}", irc_rooms, target_lists, irc_reasons)),
+    (2, _command("INVITE {} {}", irc_nicks, irc_rooms)),
+    (2, _command("WHO {}", st.one_of(irc_rooms, irc_nicks, st.sampled_from(("*", "a*", "*!*@*"))))),
+    (1, _command("WHOIS {}", st.one_of(irc_nicks, _command("irc.fuzz {}", irc_nicks)))),
+    (1, _command("AWAY :{}", irc_reasons)),
+    (1, st.just("AWAY")),
+    (1, _command("USERHOST {}", st.lists(irc_nicks, max_size=6).map(" ".join))),
+    (1, _command("ISON {}", st.lists(irc_nicks, max_size=6).map(" ".join))),
+    (1, _command("OPER {} {}", irc_nicks, plain_passwords)),
+    (1, _command("KILL {} :{}", irc_nicks, irc_reasons)),
+    (1, _command("@+typing=active;+draft/reply=x TAGMSG {}", target_lists)),
+    (1, _command("QUIT :{}", irc_reasons)),
+    (2, _command("{} {}", st.sampled_from(IRC_QUERIES), irc_texts)),
+    (2, st.sampled_from(IRC_BARE)),
+    (1, st.sampled_from(NUMERICS)),
+    (1, _command("{} {}", _text(max_size=6), irc_texts)),
+)  # fmt: skip
+# What a client may put before the command: message tags (escaped values,
+# escapes cut short or unknown, empty keys and values, client-only ones),
+# and a source.
+TAG_VALUES = ("", "x", "a\\sb", "\\:\\\\\\r\\n", "\\", "\\x", "a;b", "\u00e9", "\\s\\")
+tag_sections = st.lists(
+    st.tuples(
+        st.sampled_from(("+typing", "label", "msgid", "+draft/reply", "time", "a", "", "=", "+")),
+        st.one_of(st.sampled_from(TAG_VALUES), _text(max_size=6)),
+    ),
+    min_size=1,
+    max_size=4,
+).map(lambda tags: "@" + ";".join(f"{k}={v}" if v else k for k, v in tags) + " ")
+prefixes = weighted(
+    (8, st.just("")),
+    (2, tag_sections),
+    (1, st.sampled_from((":bob!b@h ", ":irc.fuzz ", ": ", ":", "@", "@ ", " ", "  "))),
+)
+IRC_BYTES = (
+    b"\r", b"\n", b"\0", b"\r\n", b" ", b":", b" :", b"@", b",", b";", b"\\", b"\x01",
+    b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xe2\x80\xae", b"\xc0\x80",
+)  # fmt: skip
+irc_mutations = weighted(
+    (4, st.just([])),
+    (
+        2,
+        st.lists(
+            st.tuples(
+                st.sampled_from(("insert", "delete", "replace", "swapcase", "repeat", "truncate")),
+                st.integers(0, 1 << 16),
+                st.one_of(st.binary(min_size=1, max_size=4), st.sampled_from(IRC_BYTES)),
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    ),
+)
+IRC_ENDINGS = (b"\r\n", b"\n", b"\r", b"", b"\r\r\n", b"\n\r", b"\0\r\n", b" \r\n", b"\n\n")
+irc_endings = weighted((6, st.just(b"\r\n")), (1, st.sampled_from(IRC_ENDINGS)))
+irc_lines = st.builds(
+    lambda prefix, command, changes, ending: _line(prefix + command, changes, ending),
+    prefixes,
+    irc_commands,
+    irc_mutations,
+    irc_endings,
+)
+
+
+def _long_irc_line(prefix: str, size: int, fill: bytes, ending: bytes) -> bytes:
     """
-    Lists of actions: line inputs, WebSocket inputs and network events in
-    the proportions given.
+    A line of C{size} bytes without its ending, C{prefix} then C{fill};
+    with tags, C{size} counts from the command.
+    """
+    head = prefix.encode()
+    tags, space, rest = head.partition(b" ") if head.startswith(b"@") else (b"", b"", head)
+    return tags + space + rest + (fill * size)[: max(size - len(rest), 0)] + ending
+
+
+# Lines just under and over the limit (510 bytes and CR LF), with
+# characters cut at the limit, of commands whose text other clients get
+# (after the sender's mask); tags just under and over the client's 4096
+# bytes (and the server's 8191).
+LONG_IRC_PREFIXES = (
+    "PRIVMSG #lobby :",
+    "PRIVMSG bob :",
+    "NOTICE #lobby :",
+    "@a=b PRIVMSG #a :",
+    "TOPIC #lobby :",
+    "PART #lobby :",
+    "QUIT :",
+    "AWAY :",
+    "KICK #lobby bob :",
+)
+long_irc_lines = st.one_of(
+    st.builds(
+        _long_irc_line,
+        st.sampled_from(LONG_IRC_PREFIXES),
+        st.sampled_from((508, 509, 510, 511, 512, 1025)),
+        st.sampled_from((b"x", b"\xc3\xa9", b"\xf0\x9f\x98\x80", b" ", b"\xff")),
+        irc_endings,
+    ),
+    st.builds(
+        lambda size, fill, rest, ending: b"@a=" + (fill * size)[: size - 4] + b" " + rest + ending,
+        st.sampled_from((4094, 4095, 4096, 4097, 8191, 8192, 9000)),
+        st.sampled_from((b"x", b"\\s", b"\xc3\xa9", b";b=")),
+        st.sampled_from((b"PRIVMSG #lobby :tagged", b"TAGMSG #lobby", b"PING :t", b"")),
+        irc_endings,
+    ),
+)
+# Registration and SASL in any order, and cut short.
+IRC_REGISTRATION = (
+    "CAP LS 302", "CAP REQ :sasl", "CAP REQ :echo-message server-time", "CAP END",
+    "AUTHENTICATE PLAIN", "AUTHENTICATE +", "AUTHENTICATE *", "AUTHENTICATE " + "A" * 400,
+    "AUTHENTICATE " + _b64(b"\0dave\0wrong"), "NICK gina", "NICK alice", "USER gina 0 * :G",
+    "PASS wrong", "REGISTER * * pw", "PING :x", "QUIT",
+)  # fmt: skip
+registration_orders = st.lists(st.sampled_from(IRC_REGISTRATION), min_size=2, max_size=8).map(
+    lambda lines: "".join(line + "\r\n" for line in lines).encode()
+)
+irc_cuts = weighted(
+    (2, st.just(())), (2, st.lists(st.integers(0, 1 << 20), min_size=1, max_size=6).map(tuple))
+)
+probes = weighted((3, st.just(True)), (1, st.just(False)))
+
+
+def _irc(data: st.SearchStrategy[bytes], kind: str, fresh: bool = False) -> st.SearchStrategy[Any]:
+    return st.builds(IrcInput, slots, data, irc_cuts, st.just(kind), probes, st.just(fresh))
+
+
+irc_inputs = weighted(
+    (8, _irc(st.lists(irc_lines, min_size=1, max_size=4).map(b"".join), "commands")),
+    (1, _irc(long_irc_lines, "long")),
+    (1, _irc(registration_orders, "registration", fresh=True)),
+    (1, _irc(st.binary(max_size=80), "random")),
+    (1, _irc(st.builds(bytes.__add__, high_bit, irc_endings), "high-bit")),
+    (
+        2,
+        st.builds(
+            IrcSecret,
+            slots,
+            st.sampled_from(("pass", "sasl", "sasl", "register", "oper")),
+            secret_nicks,
+            weighted((3, secrets), (1, st.just(MARK * 200))),
+            recalls,
+            st.sampled_from(("", "", "dave", "x")),
+            st.booleans(),
+        ),
+    ),
+    (2, st.builds(Moderate, st.just("irc"), slots, *moderations)),
+)
+
+nick_or_none = weighted((3, nicks), (1, st.none()))
+
+
+def _network(names: tuple[str, ...]) -> st.SearchStrategy[Any]:
+    """
+    Network events for connections of the doors C{names}.
+    """
+    doors = st.sampled_from(names)
+    irc = (
+        [(1, st.builds(Connect, st.just("irc"), slots, nick_or_none, st.just(HANDSHAKE), caps))]
+        if "irc" in names
+        else []
+    )
+    return weighted(
+        (
+            3,
+            st.builds(
+                Advance, st.sampled_from((0, 0, 0.01, 0.25, 0.5, 1, 2.5, 10, 25, 31, 60, 121, 151))
+            ),
+        ),
+        (1, st.builds(Disconnect, doors, slots)),
+        (1, st.builds(Connect, st.just("line"), slots, nick_or_none)),
+        (1, st.builds(Connect, st.just("websocket"), slots, nick_or_none, handshakes)),
+        (
+            2,
+            st.builds(
+                Reading, doors, slots, st.booleans(), st.sampled_from((None, None, 0, 100, 1000))
+            ),
+        ),
+        (
+            1,
+            st.builds(
+                Storm,
+                doors,
+                slots,
+                st.sampled_from((3, 8, 20, 60)),
+                st.sampled_from((10, 200, 1000)),
+            ),
+        ),
+        *irc,
+    )
+
+
+# Which capabilities a new IRC connection asks for (see Connect).
+caps = st.integers(0, len(IRC_CAPS) + 1)
+network = _network(("line", "websocket"))
+irc_network = _network(("line", "websocket", "irc"))
+
+
+def actions(line: int, websocket: int, other: int, irc: int = 0) -> st.SearchStrategy[list[Any]]:
+    """
+    Lists of actions: line inputs, WebSocket inputs, network events and IRC
+    inputs in the proportions given (IRC ones only for worlds with IRC
+    connections: see L{runner.FuzzTestCase.irc}).
     """
     # Network events first: the simplest action, that a failing run shrinks
     # its padding to, is then Advance(0).
-    kinds = weighted((other, network), (line, line_inputs), (websocket, websocket_inputs))
+    kinds = weighted(
+        (other, irc_network if irc else network),
+        (line, line_inputs),
+        (websocket, websocket_inputs),
+        (irc, irc_inputs),
+    )
     return st.lists(kinds, min_size=20, max_size=60)

@@ -12,11 +12,19 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatd.doors.irc import IrcDoor
 from chatd.doors.line import LineDoor
 from chatd.doors.websocket import WebSocketDoor
 from chatd.hub import Hub
 from chatd.limits import Limits
-from chatd.testing import TEXT, LinePeer, WebSocketPeer, quick_passwords
+from chatd.testing import (
+    PEER,
+    TEXT,
+    LinePeer,
+    TCPLikeTransport,
+    WebSocketPeer,
+    quick_passwords,
+)
 from tests.fuzz.actions import Action
 from tests.fuzz.invariants import check_hub, expect
 from tests.fuzz.runner import FuzzTestCase, fuzz
@@ -75,6 +83,25 @@ class WebSocketDoorFuzzTests(FuzzTestCase):
         self.play(actions, shutdown, web)
 
 
+class IrcDoorFuzzTests(FuzzTestCase):
+    irc = True
+
+    @fuzz(150)
+    @given(actions(line=1, websocket=1, other=2, irc=8), st.booleans(), st.booleans())
+    def test_irc_door(self, actions: list[Action], shutdown: bool, web: bool) -> None:
+        """
+        Commands of every kind the IRC door knows (registration, CAP, SASL
+        in chunks, channels, messages and CTCPs, modes, queries), out of
+        order, mutated, overlong, tagged, cut anywhere and with CR, LF, NUL
+        and bad UTF-8 in odd places, on the IRC connections (with some line
+        and WebSocket traffic alongside) leave the hub consistent, raise
+        nothing, log no error and leak no password; IRC connections only
+        ever receive whole, well-formed IRC lines, answer every C{PING}
+        probe, and are closed only for a reason they are told.
+        """
+        self.play(actions, shutdown, web)
+
+
 class FlowFuzzTests(FuzzTestCase):
     limits = Limits(
         flood_burst=5,
@@ -86,9 +113,10 @@ class FlowFuzzTests(FuzzTestCase):
         connect_rate=(12, 60.0),
     )
     buffer_size = 256
+    irc = True
 
     @fuzz(80)
-    @given(actions(line=3, websocket=3, other=4), st.booleans(), st.booleans())
+    @given(actions(line=3, websocket=3, other=4, irc=3), st.booleans(), st.booleans())
     def test_both_doors_with_flow_control(
         self, actions: list[Action], shutdown: bool, web: bool
     ) -> None:
@@ -258,6 +286,29 @@ class RegressionTests(SynchronousTestCase):
         self.assertTrue(old.transport.disconnecting)
 
 
+class IrcRegressionTests(SynchronousTestCase):
+    """
+    The smallest IRC inputs for bugs this fuzzer found (since fixed).
+    """
+
+    def test_cap_ls_non_ascii_version(self) -> None:
+        """
+        C{CAP LS} with a version in digits that C{str.isdigit} accepts but
+        C{int} does not (superscript two) is answered as a C{CAP LS} without
+        a version, not a bug.
+
+        (C{irc_CAP} checked C{isdigit()}, then called C{int()}.)
+        """
+        clock = Clock()
+        door = IrcDoor(Hub(clock), clock, Limits(flood_rate=0), server_name="irc.fuzz")
+        protocol = door.buildProtocol(PEER)
+        transport = TCPLikeTransport(peerAddress=PEER, lenient=True)
+        protocol.makeConnection(transport)
+        protocol.dataReceived("CAP LS \u00b2\r\n".encode())
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertTrue(transport.value().startswith(b":irc.fuzz CAP * LS :"), transport.value())
+
+
 class ClusterFuzzTests(FuzzTestCase):
     """
     The same, on one node of a cluster: every request waits for the log to
@@ -266,9 +317,10 @@ class ClusterFuzzTests(FuzzTestCase):
     """
 
     cluster = True
+    irc = True
 
     @fuzz(40)
-    @given(actions(line=4, websocket=4, other=2), st.booleans(), st.booleans())
+    @given(actions(line=4, websocket=4, other=2, irc=3), st.booleans(), st.booleans())
     def test_cluster_node(self, actions: list[Action], shutdown: bool, web: bool) -> None:
         """
         Both doors' fuzzed input on a cluster node keeps every invariant

@@ -3,7 +3,8 @@ What goes over the wire in fuzz runs: the fuzzer's client frames
 (L{Frame}, well-formed or not), and the checks that what the server sends
 is well-formed: whole, terminal-safe lines on the line door
 (L{parse_line_output}), whole frames of typed JSON on the WebSocket door
-(L{parse_server_frames}, L{check_server_json}, L{check_close_payload}).
+(L{parse_server_frames}, L{check_server_json}, L{check_close_payload}),
+whole IRC lines within IRC's limits on the IRC door (L{parse_irc_output}).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ WEBSOCKET_NOTICES = ("server shutting down",)
 NORMAL_CLOSURE, GOING_AWAY = 1000, 1001
 SERVER_TYPES = frozenset(
     "welcome message history private join part nick topic users rooms server error "
-    "kick ban unban op mode modes invite registered identified password".split()
+    "kick ban unban op voice mode modes invite registered identified password".split()
 )
 MAX_FRAME = Limits().max_frame
 """The longest message the WebSocket door takes."""
@@ -200,3 +201,97 @@ class Frame:
     def __repr__(self) -> str:
         payload = self.payload if len(self.payload) <= 80 else self.payload[:80] + b"..."
         return f"Frame({payload!r}, {self.opcode}, {self.fin}, {self.rsv}, {self.masked})"
+
+
+# -- the IRC door ---------------------------------------------------------------
+
+IRC_MAX_LINE = 512
+"""Bytes of an IRC line after its tags, CR LF included."""
+IRC_MAX_TAGS = 8191
+"""Bytes of an IRC line's tag section, the C{@} and the space after it
+included."""
+# Why the server may close an IRC connection whatever it was sent, as an
+# C{ERROR} line's text starts (quit, ping timeout, kill, takeover, flood,
+# slow consumer, sign-on timeout) or a server C{NOTICE}'s (takeover,
+# shutdown).
+IRC_FAREWELLS = (
+    "Closing link: ",
+    "You were killed by ",
+    "Your nickname was taken over",
+    "Excess flood; goodbye",
+    "You are not reading; goodbye",
+    "No nickname chosen in time; goodbye",
+)
+IRC_NOTICES = ("Your nickname was taken over", "server shutting down")
+
+
+@dataclass(frozen=True)
+class IrcLine:
+    """
+    One line the IRC door sent, as the fuzzer reads it: its tag section
+    (without the C{@} and the space), its source (without the C{:}), its
+    command and its parameters (the trailing one last, without its C{:}).
+    """
+
+    tags: str
+    source: str
+    command: str
+    params: tuple[str, ...]
+
+
+def parse_irc_output(buffer: bytearray) -> list[IrcLine]:
+    """
+    Take every line out of C{buffer}, which must hold whole IRC lines: each
+    ended by CR LF, with no other CR, LF or NUL, in UTF-8, at most
+    L{IRC_MAX_LINE} bytes after a tag section of at most L{IRC_MAX_TAGS},
+    and with a command and no empty parameter but the trailing one.
+    """
+    lines = []
+    while buffer:
+        end = buffer.find(b"\r\n")
+        expect(end >= 0, "IRC output that does not end with CR LF", bytes(buffer[-600:]))
+        raw = bytes(buffer[:end])
+        del buffer[: end + 2]
+        for byte in (b"\r", b"\n", b"\0"):
+            expect(byte not in raw, "an IRC line with a", byte, raw[:600])
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FuzzFailure(f"an IRC line that is not UTF-8: {raw[:600]!r}") from None
+        tags, rest = "", raw
+        if raw.startswith(b"@"):
+            head, space, rest = raw.partition(b" ")
+            expect(space, "an IRC line of tags alone", raw[:600])
+            expect(len(head) + 1 <= IRC_MAX_TAGS, "IRC tags over 8191 bytes", len(head), raw[:600])
+            tags = head[1:].decode()
+        words = rest.decode().split(" ")
+        source = words.pop(0)[1:] if rest.startswith(b":") else ""
+        expect(words and words[0], "an IRC line without a command", text[:600])
+        params: list[str] = []
+        for i, word in enumerate(words[1:], 1):
+            if word.startswith(":"):
+                params.append(" ".join(words[i:])[1:])
+                break
+            expect(word, "an IRC line with an empty parameter (two spaces)", text[:600])
+            params.append(word)
+        line = IrcLine(tags, source, words[0], tuple(params))
+        size = len(rest) + 2
+        expect(size <= IRC_MAX_LINE or relayed(line), "an IRC line over 512 bytes", size, rest)
+        lines.append(line)
+    return lines
+
+
+def relayed(line: IrcLine) -> bool:
+    """
+    Whether C{line} is a user's C{PRIVMSG} or C{NOTICE} whose command,
+    target and text a client could have sent in one line: the door relays
+    it whole even when its source (the sender's mask) takes it past 512
+    bytes, as Ergo does (see C{chatd.doors.irc.wire.text_lines}).  Longer
+    texts (from chatd's other doors) must be cut into lines that fit.
+    """
+    if line.command not in ("PRIVMSG", "NOTICE") or "!" not in line.source:
+        return False
+    if len(line.params) != 2:
+        return False
+    target, text = line.params
+    return len(text.encode()) <= IRC_MAX_LINE - 2 - len(f"{line.command} {target} ")

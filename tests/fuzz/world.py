@@ -8,6 +8,7 @@ the hub and that what each connection was sent is well-formed
 
 from __future__ import annotations
 
+import gc
 import json
 import struct
 from collections.abc import Iterable
@@ -23,6 +24,8 @@ from chatd.cluster.node import ClusterGateway
 from chatd.doors.admission import Admission, AdmittedConnection, AdmittingFactory, http_refusal
 from chatd.doors.base import Door, Session
 from chatd.doors.flow import Throttle
+from chatd.doors.irc import IrcDoor, IrcProtocol
+from chatd.doors.irc.protocol import PING_AFTER
 from chatd.doors.line import LineDoor
 from chatd.doors.line.telnet import TelnetServer
 from chatd.doors.web import make_site
@@ -46,6 +49,8 @@ from chatd.testing import (
 from tests.fuzz.invariants import FuzzFailure, check_hub, expect
 from tests.fuzz.wire import (
     GOING_AWAY,
+    IRC_FAREWELLS,
+    IRC_NOTICES,
     LINE_FAREWELLS,
     NORMAL_CLOSURE,
     PROBE,
@@ -54,6 +59,7 @@ from tests.fuzz.wire import (
     Frame,
     check_close_payload,
     check_server_json,
+    parse_irc_output,
     parse_line_output,
     parse_server_frames,
 )
@@ -62,9 +68,37 @@ if TYPE_CHECKING:
     from tests.fuzz.runner import FuzzTestCase
 
 
-# When runs start, by the clock; how many rooms a user may be in.
+# When runs start, by the clock; how many rooms a user may be in; the IRC
+# door's name for itself.
 START = 1700000000.0
 MAX_ROOMS = 3
+SERVER_NAME = "irc.fuzz"
+# How long a probed IRC connection may take to answer (flood control may
+# hold the probe back), and the longest step the clock takes meanwhile.
+PROBE_PATIENCE = 20.0
+PROBE_STEP = 0.5
+PROBE_STEPS = 200
+# The capabilities an IRC peer may ask for (all the door offers, and one it
+# does not).
+IRC_CAPS = (
+    "account-tag",
+    "message-tags",
+    "userhost-in-names",
+    "away-notify",
+    "cap-notify",
+    "draft/account-registration",
+    "echo-message",
+    "multi-prefix",
+    "sasl",
+    "server-time",
+)
+# The IRC connections a world starts with, by nickname and capabilities:
+# one asks for none, one for all, one is yet to sign on.
+IRC_PEERS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
+    ("erin", ()),
+    ("frank", IRC_CAPS),
+    (None, ()),
+)
 # Every password the fuzzer gives chatd (in a password's place) holds this
 # sign, and nothing else it sends does: it must never come back, to anyone,
 # nor be logged.
@@ -389,14 +423,90 @@ class WebSocketConnection(Connection):
         return self.malformed  # a protocol error, a binary or oversized message
 
 
+def irc_greeting(nick: str, caps: tuple[str, ...] = (), join: bool = True) -> bytes:
+    """
+    What an IRC client sends to sign on as C{nick}: C{NICK} and C{USER},
+    inside a C{CAP LS 302} ... C{CAP END} negotiation asking for C{caps}
+    if any; then C{JOIN #lobby} (IRC users start in no room) if C{join}.
+    """
+    lines = [f"NICK {nick}", f"USER {nick[:10] or 'u'} 0 * :{nick} the fuzzer"]
+    if caps:
+        lines = ["CAP LS 302", *lines, f"CAP REQ :{' '.join(caps)}", "CAP END"]
+    if join:
+        lines.append(f"JOIN {LOBBY}")
+    return "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogatepass")
+
+
+class IrcConnection(Connection):
+    """
+    An IRC-door connection, built by the door's factory as a real listening
+    port would (an L{IrcProtocol}, or a refusal from admission).
+
+    @ivar awaiting: the token of the C{PING} probe (L{World.probe}) whose
+        C{PONG} has not come yet, if any.
+    """
+
+    door_name = "irc"
+    chat: IrcProtocol | None = None
+    awaiting: str | None = None
+
+    def build(self) -> TwistedProtocol:
+        protocol = self.world.irc.buildProtocol(PEER)
+        if isinstance(protocol, IrcProtocol):
+            self.chat = protocol
+        return protocol
+
+    def session(self) -> Session | None:
+        return self.chat
+
+    @property
+    def admitted(self) -> bool:
+        return self.chat is not None
+
+    def check_output(self) -> None:
+        for line in parse_irc_output(self.output):
+            text = line.params[-1] if line.params else ""
+            if line.command == "PONG" and self.awaiting in line.params:
+                expect(line.source == SERVER_NAME, "a PONG from", line)
+                self.awaiting = None
+            elif line.command == "ERROR" and text.startswith(IRC_FAREWELLS):
+                self.farewells.add(text)
+            elif line.command == "NOTICE" and line.source == SERVER_NAME:
+                self.farewells.update(n for n in IRC_NOTICES if text.startswith(n))
+
+    def explained(self) -> bool:
+        # Refused by admission, or said goodbye (and why).
+        return not self.admitted or bool(self.farewells)
+
+    def answering(self) -> bool:
+        """
+        Whether the connection should answer a C{PING} soon: it is open, its
+        session takes input, its peer reads, and no reader is saturated
+        (which holds back everyone's input until it drains or is dropped).
+        Input held back by flood control, or waiting for a request (a
+        cluster's log) does not excuse it.
+        """
+        chat = self.chat
+        return (
+            chat is not None
+            and not self.closing
+            and not chat._closing
+            and self.transport.reading
+            and not self.transport.producer_paused
+            and not self.world.throttle.active
+        )
+
+
 # -- the world ------------------------------------------------------------------
 
 
 class World:
     """
-    One hub, both doors (sharing a throttle and an admission, as in
-    C{chatd.app.tap}), three line and two WebSocket connections, one clock;
-    with C{web}, WebSockets connect through the web site.
+    One hub, the three doors (sharing a throttle and an admission, as in
+    C{chatd.app.tap}), three line and two WebSocket connections and, if the
+    test asks for them, three IRC ones (one of them asking for every
+    capability), one clock; with C{web}, WebSockets connect through the web
+    site.
     """
 
     def __init__(self, test: FuzzTestCase, web: bool) -> None:
@@ -434,8 +544,16 @@ class World:
             site = make_site(self.websocket)
             deadline = self.limits.sign_on_timeout
             self.site = AdmittingFactory(site, self.admission, http_refusal, self.clock, deadline)
-        self.doors: dict[str, Door] = {"line": self.line, "websocket": self.websocket}
-        self.slots: dict[str, list[Connection]] = {"line": [], "websocket": []}
+        self.irc = IrcDoor(
+            self.gateway, self.clock, self.limits, self.throttle, self.admission, SERVER_NAME
+        )
+        self.doors: dict[str, Door] = {
+            "line": self.line,
+            "websocket": self.websocket,
+            "irc": self.irc,
+        }
+        self.slots: dict[str, list[Connection]] = {"line": [], "websocket": [], "irc": []}
+        self.probes = 0
         self.everyone: list[Connection] = []
         self.last_input = self.clock.seconds()
         self.leaks: list[str] = []
@@ -445,6 +563,8 @@ class World:
             self.connect("line", len(self.slots["line"]), nick)
         for nick in ("carol", None):
             self.connect("websocket", len(self.slots["websocket"]), nick)
+        for nick, caps in IRC_PEERS if test.irc else ():
+            self.connect("irc", len(self.slots["irc"]), nick, caps=caps)
         self.settle()
         self.check()
 
@@ -480,11 +600,17 @@ class World:
     # -- connections --------------------------------------------------------
 
     def connect(
-        self, door: str, slot: int, nick: str | None = None, handshake: bytes = HANDSHAKE
+        self,
+        door: str,
+        slot: int,
+        nick: str | None = None,
+        handshake: bytes = HANDSHAKE,
+        caps: tuple[str, ...] = (),
     ) -> Connection:
         """
         Put a new connection in C{slot} (the one there goes away) or, past
-        the last slot, in a new one; signed on as C{nick} if given.
+        the last slot, in a new one; signed on as C{nick} if given (on IRC,
+        asking for C{caps}).
         """
         slots = self.slots[door]
         connection: Connection
@@ -492,6 +618,10 @@ class World:
             connection = LineConnection(self)
             if nick is not None:
                 connection.feed(nick.encode("utf-8", "surrogatepass") + b"\r\n")
+        elif door == "irc":
+            connection = IrcConnection(self)
+            if nick is not None:
+                connection.feed(irc_greeting(nick, caps))
         else:
             connection = WebSocketConnection(self, handshake)
             if nick is not None:
@@ -527,12 +657,66 @@ class World:
 
     def open_peer(self, door: str, slot: int) -> Connection:
         """
-        The connection in C{slot}, or a new one there if it is closing.
+        The connection in C{slot}, or a new one there if it is closing (on
+        IRC, one that signs on as the first one there did: most commands
+        need it).
         """
         connection = self.peer(door, slot)
         if connection.closing:
-            connection = self.connect(door, slot % len(self.slots[door]))
+            slot %= len(self.slots[door])
+            nick, caps = IRC_PEERS[slot % len(IRC_PEERS)] if door == "irc" else (None, ())
+            connection = self.connect(door, slot, nick, caps=caps)
         return connection
+
+    def probe(self, connection: Connection) -> None:
+        """
+        An IRC connection that should answer (L{IrcConnection.answering})
+        is sent C{PING :probe<N>} (after a line end, if it holds part of a
+        line) and must answer with a C{PONG} naming C{probe<N>}, or close
+        for a reason it gives, as the clock advances (for flood control) by
+        at most L{PROBE_PATIENCE} seconds.
+        """
+        if not isinstance(connection, IrcConnection):
+            return
+        self.settle()
+        self.check()
+        if not connection.answering():
+            return
+        chat = connection.chat
+        assert chat is not None
+        if chat._buffer or chat._discarding or connection.pending:
+            connection.feed(b"\r\n")
+            self.settle()
+            self.check()
+            if not connection.answering():
+                return
+        self.probes += 1
+        token = f"probe{self.probes}"
+        connection.awaiting = token
+        connection.feed(f"PING :{token}\r\n".encode())
+        self.tally["probes"] += 1
+        waited = 0.0
+        for steps in range(PROBE_STEPS + 1):
+            self.settle()
+            self.check()
+            if connection.awaiting is None or connection.closing:
+                connection.awaiting = None
+                return
+            expect(
+                waited < PROBE_PATIENCE and steps < PROBE_STEPS,
+                "an IRC connection went deaf: no PONG for",
+                token,
+                chat,
+                chat.user,
+                chat._inbox,
+                chat._pending,
+                chat._buffer[-200:],
+            )
+            now = self.clock.seconds()
+            soonest = min((c.getTime() for c in self.clock.getDelayedCalls()), default=now)
+            step = min(max(soonest - now, 0.0), PROBE_STEP)
+            self.advance(step)
+            waited += step
 
     def live(self) -> list[Connection]:
         return [c for c in self.everyone if not c.lost]
@@ -678,13 +862,14 @@ class World:
         for connection in self.live():
             connection.transport.peer_reads(True)
         # Input held back by flood control still arrives for a while; then
-        # the sign-on and web deadlines, keepalive pings and the telnet probe
-        # end every connection in bounded time (measured from the last input
-        # or from now, whichever is later: a big clock advance delays the
-        # timers set while it ran).
+        # the sign-on and web deadlines, keepalive pings (WebSocket and IRC)
+        # and the telnet probe end every connection in bounded time
+        # (measured from the last input or from now, whichever is later: a
+        # big clock advance delays the timers set while it ran).
         limits = self.limits
         quiet = max(
             limits.probe_idle + limits.probe_timeout,
+            2 * PING_AFTER,
             limits.ping_interval + limits.ping_timeout,
             limits.sign_on_timeout,
         )
@@ -698,3 +883,11 @@ class World:
         expect(not self.hub.users, "users outlived their connections", self.hub.users)
         expect(list(self.hub.rooms) == [fold(LOBBY)], "rooms outlived", self.hub.rooms)
         expect(not self.throttle.saturated and not self.throttle._waiting, "throttle not empty")
+        if self.test.cluster:
+            # A Deferred that failed with nobody to handle it says so when it
+            # is collected: in this run, not in whichever comes next.  (Only
+            # a cluster node's requests wait on Deferreds; a collection costs
+            # some 60 ms.)
+            gc.collect()
+            errors = self.test.flushLoggedErrors()
+            expect(not errors, "unhandled errors:", *(e.getTraceback() for e in errors))
