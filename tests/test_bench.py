@@ -20,6 +20,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,21 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.bench import idle, wire
 from chatd.bench.__main__ import main as bench_main
-from chatd.bench.client import LINE, READY, WATCHING, WS, Client, Loop, Spec, Target
+from chatd.bench.client import (
+    HANDSHAKE,
+    IRC,
+    IRC_ECHO,
+    IRC_PONG,
+    IRC_QUIET_NS,
+    LINE,
+    READY,
+    WATCHING,
+    WS,
+    Client,
+    Loop,
+    Spec,
+    Target,
+)
 from chatd.bench.runner import Settings
 from tests.support.processes import (
     CHECKOUT,
@@ -104,7 +119,7 @@ class BenchSmokeTests(SynchronousTestCase):
                 "--web",
                 LOCAL_TCP0,
                 "--irc",
-                "none",
+                LOCAL_TCP0,
                 "--flood-rate",
                 "0",
                 "--max-per-ip",
@@ -120,6 +135,8 @@ class BenchSmokeTests(SynchronousTestCase):
             f"{LOCALHOST}:{self.server.port('line')}",
             "--ws",
             f"ws://{LOCALHOST}:{self.server.port('web')}/ws",
+            "--irc",
+            f"{LOCALHOST}:{self.server.port('irc')}",
         ]
 
     def bench(self, *args: str) -> dict[str, Any]:
@@ -173,6 +190,16 @@ class BenchSmokeTests(SynchronousTestCase):
         """
         self.assert_clean_fanout("ws")
 
+    def test_fanout_irc(self) -> None:
+        """
+        The same over the IRC door (NICK, USER, JOIN; the senders ask for
+        C{echo-message}), with every delivery parsed, then with the
+        receivers outside the sample only counted.
+        """
+        self.assert_clean_fanout("irc")
+        result = self.assert_clean_fanout("irc", "--sample", "0", "--check", "count")
+        self.assertEqual(result["sample"], 3, result)
+
     def test_fanout_mixed(self) -> None:
         """
         Both doors in the same rooms.
@@ -215,6 +242,33 @@ class BenchSmokeTests(SynchronousTestCase):
         self.assertEqual(result["signed_on"], 8, result)
         self.assertEqual(result["probe_received"], 8, result)
         self.assertIsNotNone(result["server_rss_kib_per_connection"], result)
+
+    def test_idle_irc(self) -> None:
+        """
+        IRC clients join C{#lobby} themselves: every one gets the probe (its
+        sender too, by C{echo-message}); with C{--sigterm}, every one is
+        closed by the server and gets at least one line meanwhile.
+        """
+        result = self.bench(
+            "idle",
+            "--door",
+            "irc",
+            "--connections",
+            "20",
+            "--hold",
+            "0.2",
+            "--workers",
+            "2",
+            "--pid",
+            str(self.server.pid),
+            "--sigterm",
+        )
+        self.assertTrue(terminated_by_sigterm(self.server.wait()), self.server.output())
+        self.assertEqual((result["signed_on"], result["probe_received"]), (20, 20), result)
+        self.assertIsNotNone(result["server_rss_kib_per_connection"], result)
+        self.assertEqual((result["sigterm_watched"], result["sigterm_closed"]), (20, 20), result)
+        self.assertGreaterEqual(result["sigterm_messages_per_connection"], 1, result)
+        self.assertIn(" lines per connection", idle.render(result))
 
     def test_idle_sigterm(self) -> None:
         """
@@ -396,12 +450,16 @@ class CountingTests(SynchronousTestCase):
     def message(self, seq: int) -> str:
         return wire.text(self.mark, 1, seq, 12345678901234, 64)
 
-    def feed(self, door: str, stream: bytes, cuts: Sequence[int]) -> Recorder:
+    def feed(
+        self, door: str, stream: bytes, cuts: Sequence[int], ready_at: int | None = None
+    ) -> Recorder:
         """
         A fresh swept client of C{door} given C{stream} in reads cut at
-        C{cuts}.
+        C{cuts}, in its room since C{ready_at} (C{monotonic_ns}, default
+        now).
         """
         client = Recorder(self.loop, door)
+        client.ready_at = time.monotonic_ns() + (ready_at or 0)
         client.swept = client.counting = True
         if door == WS:
             client.carry, client.skip = b"}", 1
@@ -466,6 +524,28 @@ class CountingTests(SynchronousTestCase):
             self.assertEqual([unmask(w) for w in client.written], [ping1, ping2], cuts)
             self.assertLessEqual(len(client.carry), 2 + 125 + 1, cuts)
 
+    def test_irc(self) -> None:
+        """
+        IRC lines: markers straddling reads count once; a C{PING} is not
+        looked for in the first L{IRC_QUIET_NS} after joining, and is
+        answered after that, however it is cut (an answer too many is
+        harmless: any line is a sign of life).
+        """
+        lines = [
+            f":bBCDFn1!~bBCDFn1@irc.chatd PRIVMSG #bench0 :{self.message(0)}",
+            "PING :irc.example",
+            ":bXYZWn1!~bXYZWn1@irc.chatd PRIVMSG #bench0 :@XYZW:00001:00000000:1234:xx",
+            f":bBCDFn1!~bBCDFn1@irc.chatd PRIVMSG #bench0 :{self.message(1)}",
+        ]
+        stream = b"".join(wire.line(text) for text in lines)
+        for cuts in self.cuts(stream):
+            client = self.feed(IRC, stream, cuts)
+            self.assertEqual((client.got, client.written), (2, []), cuts)
+            client = self.feed(IRC, stream, cuts, ready_at=-IRC_QUIET_NS)
+            self.assertEqual(client.got, 2, cuts)
+            self.assertIn(len(client.written), (1, 2), cuts)
+            self.assertEqual(set(client.written), {IRC_PONG}, cuts)
+
     def test_token(self) -> None:
         """
         A run's marker: C{@}, four capitals (no vowel, no J or M), C{:}.
@@ -473,6 +553,67 @@ class CountingTests(SynchronousTestCase):
         mark = wire.new_token()
         self.assertRegex(mark, rb"^@[BCDFGHKLNPQRSTVWXZ]{4}:$")
         self.assertEqual(len(mark), wire.MARK_SIZE)
+
+
+class IrcSetupTests(SynchronousTestCase):
+    """
+    L{Client.setup} on the IRC door: JOIN once welcomed, in the room at the
+    end of its names, refused by an error; its first message asks for
+    C{echo-message}.
+    """
+
+    def setUp(self) -> None:
+        settings = Settings(Target(None, None), IRC, 1, 1, 1, 1, 1.0, b"@BCDF:")
+        self.loop = Loop(settings)
+        self.addCleanup(self.loop.close_all)
+
+    def test_joined(self) -> None:
+        """
+        After 001 the client joins its room; after the 366 of that room
+        (whatever comes between, cut anywhere) it is ready, and what
+        follows is its room's traffic.
+        """
+        welcome = (
+            b":irc.example 001 bBCDFn0 :Welcome bBCDFn0!~bBCDFn0@irc.chatd\r\n"
+            b":irc.example 422 bBCDFn0 :MOTD File is missing\r\n"
+        )
+        joined = (
+            b":bBCDFn0!~bBCDFn0@irc.chatd JOIN :#bench0\r\n"
+            b":irc.example 353 bBCDFn0 = #bench0 :@bBCDFn0\r\n"
+            b":irc.example 366 bBCDFn0 #bench0 :End of /NAMES list\r\n"
+        )
+        said = b":bBCDFn1!~bBCDFn1@irc.chatd PRIVMSG #bench0 :@BCDF:00001:00000000:1:x\r\n"
+        for cut in range(1, len(joined + said)):
+            client = Recorder(self.loop, IRC)
+            client.state, client.sample = HANDSHAKE, True
+            client.setup(welcome)
+            self.assertEqual(client.written, [wire.line("JOIN #bench0")])
+            client.setup((joined + said)[:cut])
+            if client.state == READY:
+                client.received((joined + said)[cut:])
+            else:
+                client.setup((joined + said)[cut:])
+            self.assertEqual((client.state, client.got, client.error), (READY, 1, None), cut)
+        client.written.clear()
+        client.say("hello")
+        client.say("again")
+        self.assertEqual(
+            client.written,
+            [IRC_ECHO + b"PRIVMSG #bench0 :hello\r\n", b"PRIVMSG #bench0 :again\r\n"],
+        )
+
+    def test_refused(self) -> None:
+        """
+        An error numeric or an C{ERROR} line is the client's error.
+        """
+        for refusal in (
+            b":irc.example 433 * bBCDFn0 :Nickname is already in use\r\n",
+            b"ERROR :Closing link: too many connections\r\n",
+        ):
+            client = Recorder(self.loop, IRC)
+            client.state = HANDSHAKE
+            client.setup(b":irc.example NOTICE * :hello\r\n" + refusal)
+            self.assertEqual(client.error, refusal.decode().strip())
 
 
 class WatchingTests(SynchronousTestCase):

@@ -16,8 +16,12 @@ import sys
 from collections.abc import Sequence
 
 from chatd.bench import fanout, idle, wire
-from chatd.bench.client import LINE, WS, Target
+from chatd.bench.client import IRC, LINE, WS, Target
 from chatd.bench.runner import Settings, parse_line_address, parse_ws_address, raise_open_files
+
+IRC_MAX_SIZE = 400
+"""The longest message text on the IRC door: C{PRIVMSG #room :text} must
+fit in one line of 512 bytes whatever the room's name."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,8 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--ws", metavar="ws://HOST:PORT/ws", type=parse_ws_address, help="the WebSocket door"
     )
+    common.add_argument("--irc", metavar="HOST:PORT", type=parse_line_address, help="the IRC door")
     common.add_argument(
-        "--door", choices=(LINE, WS, "mix"), default=LINE, help="which door the clients use"
+        "--door",
+        choices=(LINE, WS, IRC, "mix"),
+        default=LINE,
+        help="which door the clients use (mix: line and ws, alternating)",
     )
     common.add_argument("--workers", type=int, default=1, help="client processes (default 1)")
     common.add_argument(
@@ -113,17 +121,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     doors = {LINE, WS} if args.door == "mix" else {args.door}
-    for door, given in ((LINE, args.line), (WS, args.ws)):
+    for door, given in ((LINE, args.line), (WS, args.ws), (IRC, args.irc)):
         if door in doors and given is None:
             parser.error(f"--door {args.door} needs --{door}")
     if args.size < wire.HEADER_SIZE:
         parser.error(f"--size must be at least {wire.HEADER_SIZE}")
+    if args.door == IRC and args.size > IRC_MAX_SIZE:
+        parser.error(f"--door irc takes a --size of at most {IRC_MAX_SIZE} (a line is 512 bytes)")
     if getattr(args, "sigterm", False) and args.pid is None:
         parser.error("--sigterm needs --pid (the server's)")
     raise_open_files()
     clients = args.clients if args.scenario == "fanout" else args.connections
     settings = Settings(
-        target=Target(line=args.line, ws=args.ws),
+        target=Target(line=args.line, ws=args.ws, irc=args.irc),
         door=args.door,
         clients=clients,
         workers=max(1, min(args.workers, clients)),

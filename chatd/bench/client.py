@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_bench -*-
 """
 The client side of the load tool: many non-blocking sockets in one C{epoll}
-loop per worker process, each signing on to either door, joining its room,
-and then only counting benchmark messages in the bytes it reads.
+loop per worker process, each signing on to one of the doors (line,
+WebSocket, IRC), joining its room, and then only counting benchmark
+messages in the bytes it reads.
 
 Until a connection is in its room it parses what it gets (a few lines or
 frames).  After that, two kinds of client read differently:
@@ -24,6 +25,10 @@ Last, a run may I{watch} its connections while the server shuts down
 (L{Loop.watch}): every client still open then only counts the bytes and the
 lines (or data frames) it reads, answers pings and the server's close frame
 as a browser would, and notes when the server closes it.
+
+IRC does not echo a client's own messages: a client that speaks asks for
+C{echo-message} with its first message (L{Client.say}), so that a sender
+gets its own copy back as on the other doors.
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ from chatd.bench.stats import Histogram
 if TYPE_CHECKING:
     from chatd.bench.runner import Settings
 
-LINE, WS = "line", "ws"
+LINE, WS, IRC = "line", "ws", "irc"
+DOORS = {door: door for door in (LINE, WS, IRC)}
+"""Each door's name, interned: a client's door is compared with C{is}."""
 LOBBY = "#lobby"
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 READ_SIZE = 1 << 16  # 256 KiB reads cost 5x more: malloc mmaps them
@@ -63,6 +70,12 @@ SWEEP_CHUNK = 128
 BUSY_HOLD = 0.1
 """With C{busy_poll}: seconds after the last event during which the loop
 keeps polling without sleeping."""
+IRC_QUIET_NS = 60 * 10**9
+"""Nanoseconds after joining during which a swept IRC client does not look
+for C{PING} (a second search of every read): the IRC door pings a client
+only after 120 s without a word from it."""
+IRC_ECHO = b"CAP REQ :echo-message\r\n"
+IRC_PONG = b"PONG :bench\r\n"  # any line is a sign of life: no token needed
 
 CONNECTING, HANDSHAKE, SIGNON, READY, CLOSED, WATCHING = range(6)
 _monotonic_ns = time.monotonic_ns
@@ -76,6 +89,10 @@ class Target:
 
     line: tuple[str, int] | None
     ws: tuple[str, int, str] | None
+    irc: tuple[str, int] | None = None
+
+    def address(self, door: str) -> tuple[str, int] | tuple[str, int, str] | None:
+        return self.ws if door == WS else self.irc if door == IRC else self.line
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,7 @@ class Client:
         "counting",
         "door",
         "dups",
+        "echo",
         "error",
         "expect_ws_accept",
         "fd",
@@ -142,7 +160,7 @@ class Client:
 
     def __init__(self, loop: Loop, spec: Spec) -> None:
         self.loop = loop
-        self.door = LINE if spec.door == LINE else WS  # interned: compared with "is"
+        self.door = DOORS[spec.door]
         self.nick = spec.nick
         self.room = spec.room
         self.sid = spec.sid
@@ -163,6 +181,7 @@ class Client:
         self.missing = 0
         self.dups = 0
         self.expect_ws_accept = b""
+        self.echo = False
         self.watched_bytes = 0
         self.watched_messages = 0
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -202,6 +221,12 @@ class Client:
     def say(self, text: str) -> None:
         if self.door is LINE:
             self.write(wire.line(text))
+        elif self.door is IRC:
+            said = wire.line(f"PRIVMSG {self.room} :{text}")
+            if not self.echo:  # the first time: ask for our own messages back
+                self.echo = True
+                said = IRC_ECHO + said
+            self.write(said)
         else:
             self.write(wire.ws_json({"type": "say", "room": self.room, "text": text}))
 
@@ -217,6 +242,9 @@ class Client:
             if self.room != LOBBY:
                 greeting += wire.line(f"/join {self.room}")
             self.write(greeting)
+        elif self.door is IRC:
+            self.state = HANDSHAKE  # registering; JOIN once welcomed (001)
+            self.write(wire.line(f"NICK {self.nick}") + wire.line(f"USER {self.nick} 0 * :bench"))
         else:
             self.state = HANDSHAKE
             address = self.loop.settings.target.ws
@@ -271,7 +299,8 @@ class Client:
         ping could straddle.  Lines and frames are not delimited: a marker
         is only ever sent inside a message, and a ping is recognised as a
         control frame header right after the C{}} that ends every JSON
-        frame (a byte that never follows C{}} in UTF-8 text).
+        frame (a byte that never follows C{}} in UTF-8 text).  An IRC
+        C{PING} is only looked for after L{IRC_QUIET_NS}.
         """
         loop = self.loop
         if self.carry:
@@ -283,15 +312,17 @@ class Client:
             if start <= _monotonic_ns() < stop:
                 loop.deliveries += count
         size = len(data)
-        if self.door is LINE:
-            if b"\xff" in data:  # IAC: the telnet door checks silent clients
-                self.write(wire.TELNET_PROBE_ANSWER)
-            cut, done = size, 0
-        else:
+        tail = size - wire.MARK_SIZE + 1  # a marker from here on is incomplete
+        if self.door is WS:
             cut, done = self._pings(data)
             if data[-1] == 0x7D:  # "}": a ping may follow in the next read
                 cut = min(cut, size - 1)
-        tail = size - wire.MARK_SIZE + 1  # a marker from here on is incomplete
+        else:
+            cut, done = size, 0
+            if self.door is LINE or _monotonic_ns() - self.ready_at > IRC_QUIET_NS:
+                self._probes(data)
+                if self.door is IRC:  # "PING " may straddle two reads
+                    cut = max(0, tail)
         at = data.find(b"@", max(tail, done))
         if 0 <= at < cut:
             cut = at
@@ -339,17 +370,27 @@ class Client:
         if len(data) > MAX_BUFFER:
             self.fail(f"a line or frame longer than {MAX_BUFFER} bytes")
             return
-        if self.door is LINE:
-            end = data.rfind(b"\n") + 1
-            if b"\xff" in data:  # IAC: the telnet door checks silent clients
-                self.write(wire.TELNET_PROBE_ANSWER)
-        else:
+        if self.door is WS:
             end = self._ws_walk(data)
+        else:
+            end = data.rfind(b"\n") + 1
+            self._probes(data)
         self.carry = data[end:]
         if end:
             count = data.count(self.loop.mark, 0, end)
             if count:
                 self.loop.delivered(self, data, end, count)
+
+    def _probes(self, data: bytes) -> None:
+        """
+        Answer the line or IRC door's checks of a silent client in C{data}:
+        the telnet door's C{IAC} probe, an IRC C{PING}.
+        """
+        if self.door is LINE:
+            if b"\xff" in data:
+                self.write(wire.TELNET_PROBE_ANSWER)
+        elif b"PING " in data:
+            self.write(IRC_PONG)
 
     def _ws_walk(self, data: bytes) -> int:
         """
@@ -376,10 +417,9 @@ class Client:
         frame echoed, after which the server closes the connection.
         """
         self.watched_bytes += len(data)
-        if self.door is LINE:
+        if self.door is not WS:
             self.watched_messages += data.count(b"\n")
-            if b"\xff" in data:  # IAC: the telnet door checks silent clients
-                self.write(wire.TELNET_PROBE_ANSWER)
+            self._probes(data)
             return
         if self.carry:
             data = self.carry + data
@@ -407,6 +447,8 @@ class Client:
             return
         if self.door is LINE:
             self._line_setup()
+        elif self.door is IRC:
+            self._irc_setup()
         elif self.state == HANDSHAKE:
             self._ws_handshake()
         else:
@@ -430,6 +472,38 @@ class Client:
             return
         rest = bytes(self.buf[end:])
         self._ready(rest)
+
+    def _irc_setup(self) -> None:
+        """
+        Registering (C{HANDSHAKE}): C{JOIN} the room once welcomed (C{001}).
+        Joining (C{SIGNON}): in the room at the end of its names (C{366}),
+        after our own C{JOIN}.  An C{ERROR} or an error numeric (but 422,
+        no MOTD) is a refusal.
+        """
+        data = bytes(self.buf)
+        joined = b"%s %s " % (self.nick.encode(), self.room.encode())
+        start = 0
+        while stop := data.find(b"\n", start) + 1:
+            line = data[start:stop]
+            start = stop
+            words = line.split(None, 2)
+            if words[:1] and words[0][:1] == b":":
+                del words[0]  # the source
+            command = words[0] if words else b""
+            if command == b"366" and line.find(joined) >= 0:
+                self._ready(data[stop:])
+                return
+            if command == b"001" and self.state == HANDSHAKE:
+                self.state = SIGNON
+                self.write(wire.line(f"JOIN {self.room}"))
+            elif command == b"PING":
+                self.write(IRC_PONG)
+            elif command == b"ERROR" or (
+                len(command) == 3 and command[:1] in b"45" and command != b"422"
+            ):
+                self.fail(line.decode("utf-8", "replace").strip())
+                return
+        del self.buf[:start]
 
     def _ws_handshake(self) -> None:
         end = self.buf.find(b"\r\n\r\n")
@@ -558,7 +632,7 @@ class Loop:
             except OSError as e:
                 self._count_error(f"socket: {e.strerror}")
                 continue
-            address = self.settings.target.line if spec.door == LINE else self.settings.target.ws
+            address = self.settings.target.address(spec.door)
             assert address is not None
             code = client.sock.connect_ex(address[:2])
             if code not in (0, errno.EINPROGRESS):
@@ -644,7 +718,7 @@ class Loop:
         """
         watched = [c for c in self.clients.values() if c.state == READY]
         for client in watched:
-            if client.door is LINE:
+            if client.door is not WS:
                 client.carry = b""  # lines are counted by their ends alone
             elif client.counting:
                 # Where counting stopped: after a frame's closing "}" (the

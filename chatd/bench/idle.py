@@ -384,7 +384,7 @@ def render(result: dict[str, Any]) -> str:
 def _sigterm_rows(result: dict[str, Any]) -> list[tuple[str, Any]]:
     exit_s = result["sigterm_exit_s"]
     last = result["sigterm_last_close_s"]
-    unit = {"line": "lines", "ws": "frames"}.get(result["door"], "lines/frames")
+    unit = {"line": "lines", "ws": "frames", "irc": "lines"}.get(result["door"], "lines/frames")
     if exit_s is None:
         exit_text = f"not within {result['sigterm_timeout_s']:g} s"
     else:

@@ -57,7 +57,7 @@ class Settings:
         return f"127.0.0.{1 + index % self.sources}"
 
     def target_host(self, door: str) -> str:
-        address = self.target.line if door == LINE else self.target.ws
+        address = self.target.address(door)
         if address is None:
             raise ValueError(f"no address given for the {door} door")
         return address[0]

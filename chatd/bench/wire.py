@@ -12,8 +12,9 @@ cannot occur in a nick or a room name), C{S} the sender id (hex), C{Q} its
 sequence number (hex), C{U} the send time in microseconds of C{time.monotonic_ns()} (the same
 clock in every process of the machine), padded with C{x} to the requested
 size.  The text is plain ASCII without quotes or backslashes, so it reaches
-every client verbatim: inside C{[#room] <nick> ...} on the line door and
-inside the C{"text"} string of a JSON frame on the WebSocket door.
+every client verbatim: inside C{[#room] <nick> ...} on the line door,
+inside the C{"text"} string of a JSON frame on the WebSocket door and
+after C{:nick!user@host PRIVMSG #room :} on the IRC door.
 """
 
 from __future__ import annotations
