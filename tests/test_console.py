@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import stat
+import time
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
@@ -230,7 +231,12 @@ class SocketTests(SynchronousTestCase):
             env=checkout_env(),
         )  # fmt: skip
         match = server.wait_for_log(re.compile(r"ConsoleFactory starting on '([^']+)'"))
-        return server, match.group(1)
+        # Twisted logs "starting on" before it binds the socket: wait for it.
+        path = match.group(1)
+        deadline = time.monotonic() + TIMEOUT
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return server, path
 
     def test_only_chatds_user(self) -> None:
         """

@@ -23,6 +23,7 @@ from chatd.doors.irc.rendering import ACTION, ban_mask, mask, message_text, serv
 from chatd.doors.irc.wire import IrcMessage, clean
 from chatd.errors import ChatError
 from chatd.hub import User
+from chatd.hub.gateway import LocalGateway
 from chatd.hub.state import OPERATOR, Room
 from chatd.model import (
     MAX_NICK_LENGTH,
@@ -269,24 +270,23 @@ class IrcCommands(Session):
     def _can_see(self, room: Room) -> bool:
         return "s" not in room.modes or self.me in room.members
 
-    def names(self, room: Room, end: bool = True) -> None:
+    def names(self, room: Room, end: bool = True, members: Iterable[User] | None = None) -> None:
         """
-        353s (as many as the names need) for C{room}, and its 366 if C{end}.
+        353s (as many as the names need) for C{room}'s C{members} (all, by
+        default), and its 366 if C{end}.
         """
         admins = self.hub.admins
         multi = "multi-prefix" in self.caps
+        masks = "userhost-in-names" in self.caps
         names = []
         voiced = room.voiced
-        for member in room.members:
+        for member in room.members if members is None else members:
             prefix = ""
             if room.rank(member, admins) >= OPERATOR:
                 prefix = "@"
             if member in voiced and (multi or not prefix):
                 prefix += "+"
-            if "userhost-in-names" in self.caps:
-                names.append(prefix + mask(member))
-            else:
-                names.append(prefix + member.nick)
+            names.append(prefix + (mask(member) if masks else member.nick))
         kind = "@" if "s" in room.modes else "="
         head = f":{self.door.server_name} 353 {self.nick} {kind} {room.name} :"
         budget = wire.MAX_LINE - 2 - len(head.encode())
@@ -489,6 +489,10 @@ class IrcCommands(Session):
             elif letter == "i":
                 if self.invisible != (sign == "+"):
                     self.invisible = sign == "+"
+                    if self.invisible:
+                        self.door.invisible.add(self)
+                    else:
+                        self.door.invisible.discard(self)
                     applied += sign + "i"
             else:
                 self.reply_text(wire.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
@@ -768,22 +772,27 @@ class IrcCommands(Session):
     def irc_LUSERS(self, params: list[str]) -> None:
         """
         The user counts: of the whole hub (every node of a cluster), and of
-        this node's users (on every door), with the most there were.
+        this node's users (on every door), with the most there were.  Every
+        welcome sends them, so what would take a walk over every user is
+        counted as it changes.
         """
         door, everyone = self.door, self.hub.users.values()
         users = len(everyone)
-        here = sum(1 for u in everyone if getattr(u.client, "door", None) is not None)
+        if isinstance(self.gateway, LocalGateway):
+            here = users
+        else:  # a cluster node's hub has every node's users
+            here = sum(1 for u in everyone if getattr(u.client, "door", None) is not None)
         door.peak_here, door.peak = max(door.peak_here, here), max(door.peak, users)
-        invisible = sum(1 for u in everyone if getattr(u.client, "invisible", False))
+        invisible = len(door.invisible)
         self.reply_text(
             wire.RPL_LUSERCLIENT,
             f"There are {users - invisible} users and {invisible} invisible on 1 servers",
         )
-        opers = sum(1 for u in everyone if self.is_oper(u))
+        opers = sum(1 for u in everyone if self.is_oper(u)) if self.hub.admins else 0
         if opers:
             self.reply_text(wire.RPL_LUSEROP, str(opers), "operator(s) online")
-        unknown = sum(1 for s in door.connections if s.user is None and s is not self)
-        if unknown:
+        unknown = len(door.connections) - door.registered - (self.user is None)
+        if unknown > 0:
             self.reply_text(wire.RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)")
         channels = sum(1 for room in self.hub.rooms.values() if room.members)
         if channels:
@@ -881,7 +890,18 @@ class IrcCommands(Session):
             return None
         if fold(self._joining or "") == fold(event.room) and room.topic:
             self._topic_reply(room)
-        self.names(room)
+        if event.page is None:
+            self.names(room)
+            return None
+        # A big room (--big-room): the page the hub chose, as the other doors
+        # get it, where every member's name to every joiner of a room being
+        # filled would cost the square of its size; NAMES lists them all.
+        users = self.hub.users
+        listed = [users[fold(n)] for n in event.nicks if fold(n) in users]
+        self.names(room, members=listed)
+        self.reply_text(
+            "NOTICE", f"{room.name} has {event.count} users; /names {room.name} lists them all"
+        )
         return None
 
     def _render_topic(self, event: model.Topic) -> None:

@@ -95,6 +95,8 @@ class IrcProtocol(IrcCommands, Protocol):
         self.ident: str | None = None
         self.realname = ""
         self.caps: set[str] = set()
+        self._echo = False  # whether it asked for echo-message
+        self._counted = False  # whether the door counts it among the registered
         self._negotiating = False
         self._password: str | None = None
         self._account: str | None = None  # proven by SASL before sign-on
@@ -126,6 +128,9 @@ class IrcProtocol(IrcCommands, Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.ticket.release()
+        if self._counted:
+            self.door.registered -= 1
+        self.door.invisible.discard(self)
         self.ended()
 
     def started(self, door: Door) -> Any:
@@ -192,7 +197,7 @@ class IrcProtocol(IrcCommands, Protocol):
         """
         kind = payload.__class__
         if kind is SaidLine:
-            if payload.sender == fold(self.nick) and "echo-message" not in self.caps:
+            if payload.sender is self.user and not self._echo:
                 return
         elif kind is QuitLine:
             if payload.key == self._last_quit:
@@ -343,6 +348,8 @@ class IrcProtocol(IrcCommands, Protocol):
 
         def entered(signed_on: bool) -> None:
             if signed_on:
+                self._counted = True
+                self.door.registered += 1
                 now = self.door.clock.seconds()
                 self.signed_on_at = self.spoke_at = now
                 self._heard = now
@@ -402,6 +409,7 @@ class IrcProtocol(IrcCommands, Protocol):
                 else:
                     self.caps.add(name)
             self.encoder = self.door.encoder_for(self.caps)
+            self._echo = "echo-message" in self.caps
             self._cap("ACK", wanted)
         elif sub == "END":
             if self.user is None and self._negotiating:
@@ -543,6 +551,8 @@ class IrcDoor(Door, ServerFactory):
         self.admission = Admission(self.limits, clock) if admission is None else admission
         self.created = clock.seconds()
         self.peak = self.peak_here = 0  # the most users (on this node) there were, for LUSERS
+        self.registered = 0  # connections signed on, for LUSERS
+        self.invisible: set[IrcCommands] = set()  # those with user mode +i
 
     def encoder_for(self, caps: set[str]) -> IrcEncoder:
         """

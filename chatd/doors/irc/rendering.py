@@ -38,7 +38,7 @@ class SaidLine(bytes):
     A room message's line, which its sender sees only with C{echo-message}.
     """
 
-    sender: str  # the folded nickname of the sender
+    sender: User | None  # who said it
 
 
 class QuitLine(bytes):
@@ -127,7 +127,7 @@ class IrcEncoder:
         command = "NOTICE" if message.notice else "PRIVMSG"
         text = text_lines(source, command, message.room, message_text(message), format_tags(tags))
         said = SaidLine(text.encode("utf-8"))
-        said.sender = fold(message.sender)
+        said.sender = self.hub.users.get(fold(message.sender))
         return said
 
     def parted(self, event: model.Parted) -> bytes:
