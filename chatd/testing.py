@@ -27,7 +27,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineReceiver
@@ -60,6 +60,7 @@ __all__ = [
     "PassThrough",
     "RecordingClient",
     "SharedLog",
+    "StreamPeer",
     "TCPLikeTransport",
     "WebSocketPeer",
     "client_frame",
@@ -213,22 +214,18 @@ class LineDoorReceiver(LineReceiver):
         super().dataReceived(data)
 
 
-class LinePeer:
+class StreamPeer:
     """
-    A line-door connection on a C{StringTransport}, seen from the peer.
-
-    The door's first bytes, its request that telnet clients send binary,
-    are checked and taken, so that L{lines} starts with the banner.
+    A connection of a door whose protocol is built by its factory, on a
+    C{StringTransport}, seen from the peer: what it sends, what it got.
     """
 
-    def __init__(self, door: LineDoor) -> None:
-        self.protocol = door.buildProtocol(PEER)
+    def __init__(self, door: ServerFactory) -> None:
+        protocol = door.buildProtocol(PEER)
+        assert protocol is not None
+        self.protocol: Any = protocol
         self.transport = TCPLikeTransport(peerAddress=PEER)
         self.protocol.makeConnection(self.transport)
-        first = self.transport.value()
-        if first.startswith(DO_BINARY):
-            self.transport.clear()
-            self.transport.write(first[len(DO_BINARY) :])
 
     def send(self, data: bytes | str) -> None:
         """
@@ -255,18 +252,34 @@ class LinePeer:
         text = data.decode("utf-8")
         return text.split("\r\n")[:-1]
 
+    def disconnect(self) -> None:
+        """
+        The connection is gone (as if the peer closed it).
+        """
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class LinePeer(StreamPeer):
+    """
+    A line-door connection on a C{StringTransport}, seen from the peer.
+
+    The door's first bytes, its request that telnet clients send binary,
+    are checked and taken, so that L{lines} starts with the banner.
+    """
+
+    def __init__(self, door: LineDoor) -> None:
+        super().__init__(door)
+        first = self.transport.value()
+        if first.startswith(DO_BINARY):
+            self.transport.clear()
+            self.transport.write(first[len(DO_BINARY) :])
+
     def sign_on(self, nick: str) -> None:
         """
         Answer the nickname prompt with C{nick} and forget the welcome.
         """
         self.send(nick)
         self.received()
-
-    def disconnect(self) -> None:
-        """
-        The connection is gone (as if the peer closed it).
-        """
-        self.protocol.connectionLost(Failure(ConnectionDone()))
 
 
 # -- the WebSocket door ---------------------------------------------------------

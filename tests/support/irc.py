@@ -9,12 +9,9 @@ import base64
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.internet.error import ConnectionDone
-from twisted.python.failure import Failure
-
 from chatd.doors.irc import IrcDoor, IrcProtocol
 from chatd.doors.irc.wire import IrcMessage, parse
-from chatd.testing import PEER, TCPLikeTransport
+from chatd.testing import StreamPeer
 
 
 def plain(account: str, password: str, authzid: str = "") -> str:
@@ -25,41 +22,16 @@ def plain(account: str, password: str, authzid: str = "") -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-class IrcPeer:
+class IrcPeer(StreamPeer):
     """
     An IRC-door connection on a C{StringTransport}, seen from the peer.
     """
 
+    protocol: IrcProtocol
+
     def __init__(self, door: IrcDoor) -> None:
-        protocol = door.buildProtocol(PEER)
-        assert isinstance(protocol, IrcProtocol), protocol
-        self.protocol: IrcProtocol = protocol
-        self.transport = TCPLikeTransport(peerAddress=PEER)
-        self.protocol.makeConnection(self.transport)
-
-    def send(self, data: bytes | str) -> None:
-        """
-        Feed raw bytes (or one line of text, CR LF appended) to the server.
-        """
-        if isinstance(data, str):
-            data = data.encode("utf-8") + b"\r\n"
-        self.protocol.dataReceived(data)
-
-    def received(self) -> bytes:
-        """
-        The raw bytes written since the last call.
-        """
-        data = self.transport.value()
-        self.transport.clear()
-        return data
-
-    def lines(self) -> list[str]:
-        """
-        The lines written since the last call (each must end in CR LF).
-        """
-        data = self.received()
-        assert data == b"" or data.endswith(b"\r\n"), data
-        return data.decode("utf-8").split("\r\n")[:-1]
+        super().__init__(door)
+        assert isinstance(self.protocol, IrcProtocol), self.protocol
 
     def messages(self) -> list[IrcMessage]:
         """
@@ -104,9 +76,3 @@ class IrcPeer:
         """
         lines = self.register(nick, caps, **kwargs)
         assert any(f" 001 {nick} " in line for line in lines), lines
-
-    def disconnect(self) -> None:
-        """
-        The connection is gone (as if the peer closed it).
-        """
-        self.protocol.connectionLost(Failure(ConnectionDone()))
