@@ -400,6 +400,17 @@ class Notice:
 
 
 @dataclass(frozen=True, slots=True)
+class InviteSent(Notice):
+    """
+    The inviter's word that C{nick} may now join C{room}: a notice to the
+    doors that show one, IRC's 341 to the IRC door.
+    """
+
+    room: str = ""
+    nick: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     """
     A request of this user's was refused; see L{chatd.errors.ChatError}.
@@ -518,6 +529,7 @@ Event = (
     | ModeChanged
     | Modes
     | Invited
+    | InviteSent
     | AccountChanged
     | RoomList
     | Notice

@@ -713,7 +713,8 @@ class Hub(Accounts, HistoryPages):
         if len(room.invites) > MAX_INVITES:
             del room.invites[next(iter(room.invites))]
         self.fanout.deliver(target, model.Invited(room.name, user.nick))
-        self.fanout.deliver(user, model.Notice(f"Invited {target.nick} to {room.name}"))
+        told = f"Invited {target.nick} to {room.name}"
+        self.fanout.deliver(user, model.InviteSent(told, room.name, target.nick))
 
     def kill(self, user: User, nick: str, reason: str | None = None) -> None:
         """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -994,15 +995,12 @@ class IrcCommands(Session):
         )
 
     def _render_notice(self, event: model.Notice) -> str:
-        context = self._context.command if self._context else ""
-        if context == "INVITE" and event.text.startswith("Invited "):
-            params = self._context.params if self._context else []
-            target = self.hub.users.get(fold(params[0])) if params else None
-            if target is not None and len(params) > 1:
-                return wire.line(
-                    self.door.server_name, wire.RPL_INVITING, self.nick, target.nick, params[1]
-                )
         return wire.text_line(self.door.server_name, "NOTICE", self.nick, clean(event.text))
+
+    def _render_invite_sent(self, event: model.InviteSent) -> str:
+        return wire.line(
+            self.door.server_name, wire.RPL_INVITING, self.nick, event.nick, event.room
+        )
 
     def _render_error(self, event: model.Error) -> str:
         return error_lines(self, event)
@@ -1019,6 +1017,7 @@ _PERSONAL: dict[type, Callable[[Any, Any], Any]] = {
     model.Invited: IrcCommands._render_invited,
     model.AccountChanged: IrcCommands._render_account,
     model.Notice: IrcCommands._render_notice,
+    model.InviteSent: IrcCommands._render_invite_sent,
     model.Error: IrcCommands._render_error,
 }
 
@@ -1171,6 +1170,4 @@ def _valid_key(key: str | None) -> bool:
 
 
 def _matches(pattern: str, name: str) -> bool:
-    from fnmatch import fnmatchcase
-
     return fnmatchcase(name, pattern.replace("[", "[[]"))

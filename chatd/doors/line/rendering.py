@@ -203,6 +203,7 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     model.AccountChanged: _account,
     model.RoomList: _rooms,
     model.Notice: lambda e: as_lines(f"*** {e.text}"),
+    model.InviteSent: lambda e: as_lines(f"*** {e.text}"),
     model.Error: lambda e: as_lines(f"!!! {e.message}"),
 }
 

@@ -171,6 +171,7 @@ _RENDER: dict[type, Callable[[Any], dict[str, Any]]] = {
         "rooms": [{"room": r.room, "users": r.users, "topic": r.topic} for r in e.rooms],
     },
     model.Notice: lambda e: {"type": "server", "text": e.text},
+    model.InviteSent: lambda e: {"type": "server", "text": e.text},
     model.Error: _error,
 }
 
